@@ -1,0 +1,1 @@
+"""aqueduct-grpc: the gRPC core of the image-generation gateway."""

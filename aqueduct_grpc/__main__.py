@@ -1,0 +1,5 @@
+"""`python -m aqueduct_grpc` runs the `aqueduct-grpc` command."""
+
+from aqueduct_grpc.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""Authentication: a server interceptor that admits only callers with a valid token.
+
+Every RPC needs `authorization: Bearer <token>` metadata except the health and
+reflection services, which load balancers and grpcurl call without one. The
+admitted token is available to handlers through `current_token()`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.tokens import Token, TokenStore
+
+__all__ = ["AuthInterceptor", "current_token"]
+
+_OPEN_SERVICES = (
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name,
+    "grpc.reflection.v1.ServerReflection",
+)
+
+_token: contextvars.ContextVar[Token] = contextvars.ContextVar("aqueduct_token")
+
+
+def current_token() -> Token:
+    """The token that authenticated the RPC being handled."""
+    return _token.get()
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token before the handler runs."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        """Args:
+        tokens: where tokens are looked up.
+        """
+        self._tokens = tokens
+        # Wrapped handlers are built once per method, not per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method.lstrip("/").partition("/")[0] in _OPEN_SERVICES:
+            return await continuation(handler_call_details)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler  # unknown method: gRPC answers UNIMPLEMENTED
+            wrapped = self._wrapped[method] = self._wrap(handler)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        admit = self._admit
+        kinds = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+        }
+        for kind, build in kinds.items():
+            inner = getattr(handler, kind)
+            if inner is not None:
+
+                async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    await admit(context)
+                    return await inner(request, context)
+
+                return build(
+                    single,
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        streaming = handler.unary_stream or handler.stream_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context)
+            async for item in streaming(request, context):
+                yield item
+
+        build_stream = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return build_stream(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value if isinstance(value, str) else value.decode()
+                break
+        try:
+            token = await self._tokens.authenticate(authorization)
+        except GatewayError as error:
+            await context.abort_with_status(error.to_status())
+        _token.set(token)

@@ -1,0 +1,218 @@
+"""The `aqueduct-grpc` command: `serve`, and `tokens create|list|revoke`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from aqueduct_grpc.config import ConfigError, load_config
+from aqueduct_grpc.database import open_engine, sqlite_url
+from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.tokens import TokenNotFound, TokenStore
+
+__all__ = ["main", "parse_duration"]
+
+log = logging.getLogger("aqueduct_grpc")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "90s", "15m", "12h", "30d" or "2w"."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 3600s, 12h, 30d)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aqueduct-grpc", description="OpenAI-compatible image-generation gateway (gRPC core)."
+    )
+    parser.add_argument("--log-level", default=os.environ.get("AQUEDUCT_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def storage(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--data-dir",
+            default=os.environ.get("AQUEDUCT_DATA_DIR", "data"),
+            help="folder of the embedded database (default: ./data, or $AQUEDUCT_DATA_DIR)",
+        )
+        sub.add_argument(
+            "--database-url",
+            default=os.environ.get("AQUEDUCT_DATABASE_URL"),
+            help="SQLAlchemy async URL; overrides --data-dir (default: SQLite in the data dir)",
+        )
+
+    serve = commands.add_parser("serve", help="run the gRPC core and the HTTP door")
+    serve.add_argument("--config", help="YAML config (LiteLLM model_list); default: demo model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--grpc-port", type=int, default=50051)
+    serve.add_argument("--http-port", type=int, default=8080)
+    serve.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        help="HTTP door processes (0: gRPC only); each is a `gateway-http` child process",
+    )
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds to finish calls on stop")
+    storage(serve)
+
+    tokens = commands.add_parser("tokens", help="manage bearer tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    create = tokens.add_parser("create", help="create a token and print its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--expires-in", type=parse_duration, help="e.g. 12h, 30d (default: never)")
+    create.add_argument("--models", help="comma-separated models/aliases it may use (default: all)")
+    storage(create)
+    storage(tokens.add_parser("list", help="list tokens (never their secrets)"))
+    revoke = tokens.add_parser("revoke", help="revoke a token by id or name")
+    revoke.add_argument("token", help="token id (tok_…) or name")
+    storage(revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    database_url = args.database_url or sqlite_url(args.data_dir)
+    try:
+        if args.command == "serve":
+            _run(_serve(args, database_url))
+        else:
+            _run(_tokens(args, database_url))
+    except ConfigError as error:
+        sys.exit(f"aqueduct-grpc: {error}")
+    except TokenNotFound as error:
+        sys.exit(f"aqueduct-grpc: {error}")
+    except KeyboardInterrupt:
+        pass
+
+
+def _run(coroutine: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coroutine)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+async def _tokens(args: argparse.Namespace, database_url: str) -> None:
+    engine = await open_engine(database_url)
+    try:
+        store = TokenStore(engine)
+        if args.tokens_command == "create":
+            models = (
+                [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+            )
+            token, secret = await store.create(args.name, expires_in=args.expires_in, models=models)
+            print(
+                f"created {token.id} ({token.name}); its secret, shown only now:", file=sys.stderr
+            )
+            print(secret)
+        elif args.tokens_command == "list":
+            _print_tokens(await store.list())
+        else:
+            token = await store.revoke(args.token)
+            print(f"revoked {token.id} ({token.name})")
+    finally:
+        await engine.dispose()
+
+
+def _print_tokens(tokens: list) -> None:  # type: ignore[type-arg]
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+
+    def when(ts: float | None) -> str:
+        if ts is None:
+            return "-"
+        return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+    rows = [("ID", "NAME", "STATE", "CREATED (UTC)", "EXPIRES (UTC)", "MODELS")]
+    for t in tokens:
+        models = ",".join(t.allowed_models) if t.allowed_models else "*"
+        rows.append((t.id, t.name, t.state(now), when(t.created_at), when(t.expires_at), models))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+async def _serve(args: argparse.Namespace, database_url: str) -> None:
+    config = load_config(args.config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_gateway(config, database_url=database_url) as gateway:
+        if await gateway.tokens.count() == 0:
+            token, secret = await gateway.tokens.create("default")
+            print(
+                f"\nNo tokens yet: created token {token.id} ('default'). Its secret, shown only once:"
+                f"\n\n    {secret}\n\nCreate more with `aqueduct-grpc tokens create --name NAME`.\n",
+                flush=True,
+            )
+        grpc_server = await start_grpc_server(gateway, host=args.host, port=args.grpc_port)
+        doors = _start_http_doors(args, grpc_server.port)
+        models = ", ".join(m.name for m in config.models)
+        print(
+            f"aqueduct-grpc serving {models}: gRPC on {args.host}:{grpc_server.port}"
+            + (f", HTTP on http://{args.host}:{args.http_port}" if doors else ""),
+            flush=True,
+        )
+        try:
+            await _wait(stop, doors)
+        finally:
+            log.info("shutting down")
+            for door in doors:
+                with contextlib.suppress(ProcessLookupError):
+                    door.terminate()
+            await grpc_server.stop(args.grace)
+            for door in doors:
+                await asyncio.to_thread(door.wait)
+
+
+def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subprocess.Popen[bytes]]:
+    # The HTTP door runs in its own process(es): on a multi-core machine the
+    # JSON work and the gRPC core then do not share one event loop.
+    target_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    if ":" in target_host:
+        target_host = f"[{target_host}]"
+    command = [
+        sys.executable,
+        "-m",
+        "gateway_http",
+        "--grpc-target",
+        f"{target_host}:{grpc_port}",
+        "--host",
+        args.host,
+        "--port",
+        str(args.http_port),
+        "--log-level",
+        args.log_level,
+    ]
+    if args.http_workers > 1:
+        command.append("--reuse-port")
+    return [subprocess.Popen(command) for _ in range(args.http_workers)]
+
+
+async def _wait(stop: asyncio.Event, doors: list[subprocess.Popen[bytes]]) -> None:
+    """Returns on a stop signal, or when an HTTP door process dies."""
+    while not stop.is_set():
+        for door in doors:
+            if door.poll() is not None:
+                raise SystemExit(f"aqueduct-grpc: the HTTP door exited with code {door.returncode}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)

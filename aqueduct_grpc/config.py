@@ -1,0 +1,229 @@
+"""Gateway configuration: a YAML file in LiteLLM's router format plus a `gateway` section.
+
+An existing Aqueduct/LiteLLM router config works unchanged: entries of
+`model_list` whose `model_info.mode` is `image_generation` (or unset) become
+image models; others (chat, embeddings) are skipped. `api_key`/`api_base`
+values of the form `os.environ/NAME` are read from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "DEFAULT_CONFIG_YAML",
+    "ConfigError",
+    "Deployment",
+    "GatewayConfig",
+    "ModelConfig",
+    "load_config",
+    "parse_config",
+]
+
+Provider = Literal["openai", "azure", "builtin"]
+UnknownParameters = Literal["reject", "forward"]
+
+# What `serve` runs with no --config: the offline demo model only, so a fresh
+# machine with no API key can generate images at once.
+DEFAULT_CONFIG_YAML = """\
+model_list:
+  - model_name: aqueduct-demo
+    litellm_params:
+      model: builtin/demo
+    model_info:
+      mode: image_generation
+      aliases: [demo]
+      description: Offline demo/test backend that renders placeholder PNGs locally.
+"""
+
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One upstream that serves a model (LiteLLM's `litellm_params`)."""
+
+    provider: Provider
+    upstream_model: str
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A public model name, its aliases and the deployments behind it."""
+
+    name: str
+    deployments: tuple[Deployment, ...]
+    aliases: tuple[str, ...] = ()
+    unknown_parameters: UnknownParameters = "reject"
+    owned_by: str = "aqueduct"
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the core needs at start-up."""
+
+    models: tuple[ModelConfig, ...]
+    default_model: str | None = None
+    max_message_bytes: int = 64 * MIB
+    max_upstream_response_bytes: int = 256 * MIB
+    upstream_max_connections: int = 4096
+    token_cache_seconds: float = 5.0
+    usage_flush_rows: int = 500
+
+
+def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
+    """Reads the YAML file at `path`, or the embedded default when None."""
+    if path is None:
+        return parse_config(yaml.safe_load(DEFAULT_CONFIG_YAML), source="<embedded default>")
+    text = pathlib.Path(path).read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Builds the config from parsed YAML; `environ` resolves `os.environ/` references."""
+    env = dict(os.environ) if environ is None else environ
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with a model_list")
+    entries = raw.get("model_list")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: model_list must be a non-empty list")
+    grouped: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(entries):
+        where = f"{source}: model_list[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
+            raise ConfigError(f"{where}: needs a model_name")
+        info = entry.get("model_info") or {}
+        if not isinstance(info, dict):
+            raise ConfigError(f"{where}: model_info must be a mapping")
+        if info.get("mode", "image_generation") != "image_generation":
+            continue
+        name = entry["model_name"]
+        group = grouped.setdefault(name, {"deployments": [], "info": {}})
+        group["deployments"].append(_deployment(entry.get("litellm_params"), where, env))
+        group["info"].update(info)
+    if not grouped:
+        raise ConfigError(f"{source}: model_list has no image_generation model")
+    models = tuple(_model(name, g["deployments"], g["info"], source) for name, g in grouped.items())
+    _check_names_unique(models, source)
+    settings = raw.get("gateway") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{source}: gateway must be a mapping")
+    return _gateway(models, settings, source)
+
+
+def _deployment(params: Any, where: str, env: dict[str, str]) -> Deployment:
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        raise ConfigError(f"{where}: litellm_params.model is required (e.g. openai/gpt-image-1)")
+    provider, _, upstream_model = params["model"].partition("/")
+    if provider not in ("openai", "azure", "builtin") or not upstream_model:
+        raise ConfigError(
+            f"{where}: litellm_params.model {params['model']!r} must be "
+            "openai/<model>, azure/<deployment> or builtin/demo"
+        )
+    api_base = _resolve(params.get("api_base"), f"{where}: api_base", env)
+    api_key = _resolve(params.get("api_key"), f"{where}: api_key", env)
+    if provider == "openai":
+        api_base = api_base or "https://api.openai.com/v1"
+    if provider == "azure" and not api_base:
+        raise ConfigError(f"{where}: azure deployments need api_base")
+    timeout = params.get("timeout", 600)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds")
+    return Deployment(
+        provider=provider,  # type: ignore[arg-type]
+        upstream_model=upstream_model,
+        api_base=api_base.rstrip("/") if api_base else None,
+        api_key=api_key,
+        api_version=params.get("api_version") or ("2024-10-21" if provider == "azure" else None),
+        timeout=float(timeout),
+    )
+
+
+def _resolve(value: Any, where: str, env: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    if value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        if name not in env:
+            raise ConfigError(f"{where} refers to environment variable {name}, which is not set")
+        return env[name]
+    return value
+
+
+def _model(
+    name: str, deployments: list[Deployment], info: dict[str, Any], source: str
+) -> ModelConfig:
+    aliases = info.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ConfigError(f"{source}: model {name!r}: aliases must be a list of names")
+    unknown = info.get("unknown_parameters", "reject")
+    if unknown not in ("reject", "forward"):
+        raise ConfigError(f"{source}: model {name!r}: unknown_parameters must be reject or forward")
+    builtin = any(d.provider == "builtin" for d in deployments)
+    return ModelConfig(
+        name=name,
+        deployments=tuple(deployments),
+        aliases=tuple(aliases),
+        unknown_parameters=unknown,
+        owned_by=str(info.get("owned_by", "aqueduct" if builtin else deployments[0].provider)),
+        # OpenAI lists a creation time; without one configured, the load time.
+        created=int(info.get("created", time.time())),
+    )
+
+
+def _check_names_unique(models: tuple[ModelConfig, ...], source: str) -> None:
+    seen: dict[str, str] = {}
+    for model in models:
+        for name in (model.name, *model.aliases):
+            if name in seen and seen[name] != model.name:
+                raise ConfigError(
+                    f"{source}: name {name!r} is used by both {seen[name]!r} and {model.name!r}"
+                )
+            seen[name] = model.name
+
+
+def _gateway(
+    models: tuple[ModelConfig, ...], settings: dict[str, Any], source: str
+) -> GatewayConfig:
+    known = {
+        "default_model",
+        "max_message_bytes",
+        "max_upstream_response_bytes",
+        "upstream_max_connections",
+        "token_cache_seconds",
+        "usage_flush_rows",
+    }
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
+    default_model = settings.get("default_model")
+    names = {n for m in models for n in (m.name, *m.aliases)}
+    if default_model is not None and default_model not in names:
+        raise ConfigError(f"{source}: gateway.default_model {default_model!r} is not a model")
+    config = GatewayConfig(models=models, default_model=default_model or models[0].name)
+    overrides = {k: settings[k] for k in known - {"default_model"} if k in settings}
+    for key, value in overrides.items():
+        if not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{source}: gateway.{key} must be a positive number")
+    return GatewayConfig(**{**config.__dict__, **overrides})

@@ -1,0 +1,83 @@
+"""The database: table definitions and the async engine.
+
+SQLAlchemy Core keeps one schema for the embedded SQLite default
+(`sqlite+aiosqlite`) and PostgreSQL (`postgresql+asyncpg`) later: only the URL
+changes.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["metadata", "open_engine", "sqlite_url", "tokens_table", "usage_table"]
+
+metadata = sa.MetaData()
+
+tokens_table = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    # sha256 of the secret; the secret itself is shown once and never stored.
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    # JSON list of model names/aliases, NULL = every model.
+    sa.Column("allowed_models", sa.JSON, nullable=True),
+)
+
+usage_table = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("token_id", sa.String(32), nullable=True, index=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("requested_model", sa.String(200), nullable=True),
+    sa.Column("n", sa.Integer, nullable=True),
+    sa.Column("size", sa.String(32), nullable=True),
+    sa.Column("quality", sa.String(32), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("error_reason", sa.String(64), nullable=True),
+    sa.Column("http_status", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("images", sa.Integer, nullable=False, default=0),
+    sa.Column("input_tokens", sa.Integer, nullable=True),
+    sa.Column("output_tokens", sa.Integer, nullable=True),
+    sa.Column("total_tokens", sa.Integer, nullable=True),
+    sa.Column("end_user", sa.String(256), nullable=True),
+    sa.Column("safety_identifier", sa.String(256), nullable=True),
+)
+
+
+def sqlite_url(data_dir: str | pathlib.Path) -> str:
+    """The URL of the embedded database inside `data_dir` (created if missing)."""
+    folder = pathlib.Path(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{folder.resolve() / 'aqueduct.db'}"
+
+
+async def open_engine(url: str) -> AsyncEngine:
+    """Connects, and creates the tables if they are missing."""
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the CLI and the server use the file at once; busy_timeout makes
+    # a second writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

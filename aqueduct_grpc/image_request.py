@@ -1,0 +1,109 @@
+"""Checks on a GenerateImagesRequest and its translation to an upstream JSON body.
+
+Only what holds for every model is checked here (required prompt, n range,
+unsupported modes); model-specific values (sizes, qualities) are the
+upstream's to judge, and its error comes back to the caller unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.config import ModelConfig
+from aqueduct_grpc.errors import GatewayError
+
+__all__ = ["MAX_IMAGES", "MAX_PROMPT_CHARS", "upstream_body", "validate"]
+
+MAX_IMAGES = 10
+MAX_PROMPT_CHARS = 32_000
+
+# Optional parameters passed upstream as they are when the caller set them.
+_FORWARDED = (
+    "n",
+    "size",
+    "quality",
+    "style",
+    "response_format",
+    "user",
+    "background",
+    "moderation",
+    "output_compression",
+    "output_format",
+    "safety_identifier",
+)
+
+
+def _invalid(message: str, param: str, code: str) -> GatewayError:
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, reason=code.upper(), param=param)
+
+
+def validate(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> None:
+    """Raises INVALID_ARGUMENT naming the field when the request cannot be served."""
+    if not request.prompt.strip():
+        raise _invalid(
+            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    if len(request.prompt) > MAX_PROMPT_CHARS:
+        raise _invalid(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{MAX_PROMPT_CHARS}, but got a string with length {len(request.prompt)} instead.",
+            "prompt",
+            "string_above_max_length",
+        )
+    if request.HasField("n") and not 1 <= request.n <= MAX_IMAGES:
+        raise _invalid(
+            f"Invalid 'n': integer must be between 1 and {MAX_IMAGES}, got {request.n}.",
+            "n",
+            "integer_out_of_range",
+        )
+    if request.HasField("output_compression") and not 0 <= request.output_compression <= 100:
+        raise _invalid(
+            f"Invalid 'output_compression': integer must be between 0 and 100, "
+            f"got {request.output_compression}.",
+            "output_compression",
+            "integer_out_of_range",
+        )
+    if request.stream:
+        raise _invalid(
+            "Streaming is not supported by this gateway yet; omit 'stream' or set it to false.",
+            "stream",
+            "unsupported_value",
+        )
+    if request.HasField("response_format") and request.response_format != "b64_json":
+        if request.response_format == "url":
+            raise _invalid(
+                "response_format 'url' is not supported by this gateway yet; use 'b64_json'.",
+                "response_format",
+                "unsupported_value",
+            )
+        raise _invalid(
+            f"Invalid value: '{request.response_format}'. "
+            "Supported values are: 'b64_json' and 'url'.",
+            "response_format",
+            "invalid_value",
+        )
+    extras = request.extra_parameters.fields
+    if extras and model.unknown_parameters == "reject":
+        name = sorted(extras)[0]
+        raise _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+
+
+def upstream_body(request: images_pb2.GenerateImagesRequest, upstream_model: str) -> dict[str, Any]:
+    """The OpenAI JSON body for the upstream: set fields only, its model name.
+
+    Forwarded unknown parameters go first so that no declared field can be
+    overridden through them.
+    """
+    body: dict[str, Any] = {}
+    if request.HasField("extra_parameters"):
+        body.update(json_format.MessageToDict(request.extra_parameters))
+    body["model"] = upstream_model
+    body["prompt"] = request.prompt
+    for name in _FORWARDED:
+        if request.HasField(name):
+            body[name] = getattr(request, name)
+    return body

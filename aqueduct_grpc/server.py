@@ -1,0 +1,129 @@
+"""Start-up: builds the gateway's components and the gRPC server that serves them.
+
+`open_gateway` is an async context manager: everything it opens (database,
+HTTP client session, usage writer) is closed in reverse order on exit, even
+when start-up fails half way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.auth import AuthInterceptor
+from aqueduct_grpc.builtin_model import BuiltinImageBackend
+from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.database import open_engine
+from aqueduct_grpc.dispatch import Dispatcher
+from aqueduct_grpc.image_service import ImageService
+from aqueduct_grpc.model_catalog import ModelCatalog
+from aqueduct_grpc.tokens import TokenStore
+from aqueduct_grpc.upstream_http import HttpImageBackend
+from aqueduct_grpc.usage import UsageRecorder
+
+__all__ = ["Gateway", "GrpcServer", "open_gateway", "start_grpc_server"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The core's components, built once at start-up and passed explicitly."""
+
+    config: GatewayConfig
+    engine: AsyncEngine
+    tokens: TokenStore
+    usage: UsageRecorder
+    catalog: ModelCatalog
+    dispatcher: Dispatcher
+
+
+@dataclass(frozen=True)
+class GrpcServer:
+    """A started gRPC server, the port it is bound to, and its health service."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        """Reports NOT_SERVING, then lets in-flight calls finish for `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIterator[Gateway]:
+    """Opens the database, the upstream session and the usage writer."""
+    async with contextlib.AsyncExitStack() as stack:
+        engine = await open_engine(database_url)
+        stack.push_async_callback(engine.dispose)
+        usage = UsageRecorder(engine, batch_rows=config.usage_flush_rows)
+        await usage.start()
+        stack.push_async_callback(usage.close)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.upstream_max_connections),
+            # Each call is bounded by the model's timeout and the caller's deadline.
+            timeout=aiohttp.ClientTimeout(total=None),
+            # Never send our cookies or follow redirects to other hosts implicitly.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        await stack.enter_async_context(session)
+        http_backend = HttpImageBackend(
+            session, max_response_bytes=config.max_upstream_response_bytes
+        )
+        yield Gateway(
+            config=config,
+            engine=engine,
+            tokens=TokenStore(engine, cache_seconds=config.token_cache_seconds),
+            usage=usage,
+            catalog=ModelCatalog(
+                config.models, default_model=config.default_model or config.models[0].name
+            ),
+            dispatcher=Dispatcher(
+                {"openai": http_backend, "azure": http_backend, "builtin": BuiltinImageBackend()}
+            ),
+        )
+
+
+async def start_grpc_server(
+    gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0
+) -> GrpcServer:
+    """Binds and starts the gRPC server; port 0 lets the OS choose."""
+    limit = gateway.config.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(gateway.tokens)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    images_pb2_grpc.add_ImageServiceServicer_to_server(
+        ImageService(catalog=gateway.catalog, dispatcher=gateway.dispatcher, usage=gateway.usage),
+        server,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [IMAGE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC server to {host}:{port}")
+    await server.start()
+    for name in ("", IMAGE_SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC core listening on %s:%d", host, bound)
+    return GrpcServer(server=server, port=bound, health=health_servicer)

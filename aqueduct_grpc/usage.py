@@ -1,0 +1,104 @@
+"""Usage accounting: one row per request, written in batches off the hot path.
+
+Requests only append to an in-memory queue; one background task writes what
+has queued up in a single transaction. So concurrent requests never contend
+for the database (no "database is locked") and never wait for a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import asdict, dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aqueduct_grpc.database import usage_table
+
+__all__ = ["UsageRecord", "UsageRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UsageRecord:
+    """What one request did; `status` is the gRPC code name (OK on success)."""
+
+    created_at: float
+    token_id: str | None
+    requested_model: str | None
+    status: str = "OK"
+    model: str | None = None
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    error_reason: str | None = None
+    http_status: int | None = None
+    latency_ms: float = 0.0
+    images: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    end_user: str | None = None
+    safety_identifier: str | None = None
+
+
+class UsageRecorder:
+    """Queues usage rows and writes them in batches from one task."""
+
+    def __init__(self, engine: AsyncEngine, *, batch_rows: int = 500) -> None:
+        """Args:
+        engine: the database.
+        batch_rows: the most rows written in one transaction.
+        """
+        self._engine = engine
+        self._batch_rows = batch_rows
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._written = 0
+
+    @property
+    def written(self) -> int:
+        """Rows written so far (for tests and stats)."""
+        return self._written
+
+    def record(self, row: UsageRecord) -> None:
+        """Queues a row; never blocks and never fails the request."""
+        self._queue.put_nowait(row)
+
+    async def start(self) -> None:
+        """Starts the writer task."""
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def flush(self) -> None:
+        """Waits until every row queued so far is written."""
+        await self._queue.join()
+
+    async def close(self) -> None:
+        """Writes what is queued, then stops the writer."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_rows and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception:
+                # Keep serving: a lost batch is logged loudly, not retried
+                # forever (the database may be gone).
+                log.exception("could not write %d usage rows", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(usage_table.insert(), [asdict(row) for row in batch])
+        self._written += len(batch)
