@@ -62,41 +62,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        admit = self._admit
-        kinds = {
-            "unary_unary": grpc.unary_unary_rpc_method_handler,
-            "stream_unary": grpc.stream_unary_rpc_method_handler,
-        }
-        for kind, build in kinds.items():
-            inner = getattr(handler, kind)
-            if inner is not None:
-
-                async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                    await admit(context)
-                    return await inner(request, context)
-
-                return build(
-                    single,
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _admitting_single),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _admitting_single),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _admitting_stream),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _admitting_stream),
+        )
+        for kind, build, admitting in kinds:
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return build(  # type: ignore[no-any-return]
+                    admitting(self._admit, behaviour),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
-        streaming = handler.unary_stream or handler.stream_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(context)
-            async for item in streaming(request, context):
-                yield item
-
-        build_stream = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream is not None
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return build_stream(
-            stream,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        raise TypeError(f"unsupported handler {handler!r}")
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         authorization = None
@@ -109,3 +89,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except GatewayError as error:
             await context.abort_with_status(error.to_status())
         _token.set(token)
+
+
+Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _admitting_single(admit: Admit, behaviour: Any) -> Any:
+    async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await admit(context)
+        return await behaviour(request, context)
+
+    return single
+
+
+def _admitting_stream(admit: Admit, behaviour: Any) -> Any:
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await admit(context)
+        async for item in behaviour(request, context):
+            yield item
+
+    return stream

@@ -62,7 +62,8 @@ class BuiltinImageBackend:
         output_format = body.get("output_format", "png")
         if output_format not in _FORMATS:
             raise _invalid(
-                f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg' and 'webp'.",
+                f"Invalid value: '{output_format}'. "
+                "Supported values are: 'png', 'jpeg' and 'webp'.",
                 "output_format",
             )
         background = body.get("background", "auto")

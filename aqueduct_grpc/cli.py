@@ -160,8 +160,9 @@ async def _serve(args: argparse.Namespace, database_url: str) -> None:
         if await gateway.tokens.count() == 0:
             token, secret = await gateway.tokens.create("default")
             print(
-                f"\nNo tokens yet: created token {token.id} ('default'). Its secret, shown only once:"
-                f"\n\n    {secret}\n\nCreate more with `aqueduct-grpc tokens create --name NAME`.\n",
+                f"\nNo tokens yet: created token {token.id} ('default'). "
+                f"Its secret, shown only once:\n\n    {secret}\n\n"
+                "Create more with `aqueduct-grpc tokens create --name NAME`.\n",
                 flush=True,
             )
         grpc_server = await start_grpc_server(gateway, host=args.host, port=args.grpc_port)

@@ -20,6 +20,9 @@ __all__ = ["UsageRecord", "UsageRecorder"]
 
 log = logging.getLogger(__name__)
 
+# Pauses between attempts to write a batch (the last value is unused).
+_RETRY_PAUSES = (0.5, 2.0, 5.0, 0.0)
+
 
 @dataclass
 class UsageRecord:
@@ -89,14 +92,24 @@ class UsageRecorder:
             while len(batch) < self._batch_rows and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._write(batch)
-            except Exception:
-                # Keep serving: a lost batch is logged loudly, not retried
-                # forever (the database may be gone).
-                log.exception("could not write %d usage rows", len(batch))
+                await self._write_with_retries(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _write_with_retries(self, batch: list[UsageRecord]) -> None:
+        for attempt, pause in enumerate(_RETRY_PAUSES):
+            try:
+                await self._write(batch)
+                return
+            except Exception:
+                if attempt == len(_RETRY_PAUSES) - 1:
+                    # Keep serving: the rows are logged as lost rather than
+                    # retried forever while the queue grows without bound.
+                    log.exception("lost %d usage rows: the database refused them", len(batch))
+                    return
+                log.warning("usage write failed; retrying in %.1f s", pause, exc_info=True)
+                await asyncio.sleep(pause)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         async with self._engine.begin() as connection:

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real fake upstream, a real core on port 0, tokens."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from aqueduct.images.v1 import images_pb2_grpc
+from aqueduct_grpc.config import GatewayConfig, parse_config
+from aqueduct_grpc.database import sqlite_url
+from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
+from tests.fake_upstream import FakeUpstream
+
+UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
+
+
+def router_config(upstream: FakeUpstream) -> dict[str, Any]:
+    """A LiteLLM-style router config like an Aqueduct deployment's, pointing at `upstream`."""
+    return {
+        "model_list": [
+            {
+                "model_name": "gpt-image-1",
+                "litellm_params": {
+                    "model": "openai/gpt-image-1",
+                    "api_base": upstream.base_url,
+                    "api_key": "os.environ/TEST_UPSTREAM_KEY",
+                    "timeout": 30,
+                },
+                "model_info": {"mode": "image_generation", "aliases": ["house-image"]},
+            },
+            {
+                "model_name": "forwarding-image",
+                "litellm_params": {
+                    "model": "openai/gpt-image-1-mini",
+                    "api_base": upstream.base_url,
+                    "api_key": "os.environ/TEST_UPSTREAM_KEY",
+                },
+                "model_info": {"mode": "image_generation", "unknown_parameters": "forward"},
+            },
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {
+                    "model": "openai/gpt-4o",
+                    "api_key": "os.environ/TEST_UPSTREAM_KEY",
+                },
+                "model_info": {"mode": "chat"},
+            },
+            {
+                "model_name": "aqueduct-demo",
+                "litellm_params": {"model": "builtin/demo"},
+                "model_info": {"mode": "image_generation", "aliases": ["demo"]},
+            },
+        ]
+    }
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def config(upstream: FakeUpstream) -> GatewayConfig:
+    return parse_config(
+        router_config(upstream), source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    )
+
+
+@pytest.fixture
+async def gateway(config: GatewayConfig, tmp_path: pathlib.Path) -> AsyncIterator[Gateway]:
+    async with open_gateway(config, database_url=sqlite_url(tmp_path / "data")) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def core(gateway: Gateway) -> AsyncIterator[GrpcServer]:
+    server = await start_grpc_server(gateway, host="127.0.0.1", port=0)
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def channel(core: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
+    limit = 64 * 1024 * 1024
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{core.port}",
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> images_pb2_grpc.ImageServiceStub:
+    return images_pb2_grpc.ImageServiceStub(channel)
+
+
+@pytest.fixture
+async def secret(gateway: Gateway) -> str:
+    _, value = await gateway.tokens.create("test")
+    return value
+
+
+def bearer(secret: str) -> list[tuple[str, str]]:
+    """gRPC metadata carrying the token."""
+    return [("authorization", f"Bearer {secret}")]
