@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,13 @@ from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_s
 from tests.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def router_config(upstream: FakeUpstream) -> dict[str, Any]:
@@ -40,6 +48,34 @@ def router_config(upstream: FakeUpstream) -> dict[str, Any]:
                     "api_key": "os.environ/TEST_UPSTREAM_KEY",
                 },
                 "model_info": {"mode": "image_generation", "unknown_parameters": "forward"},
+            },
+            {
+                "model_name": "slow-image",
+                "litellm_params": {
+                    "model": "openai/gpt-image-1",
+                    "api_base": upstream.base_url,
+                    "api_key": "os.environ/TEST_UPSTREAM_KEY",
+                    "timeout": 0.5,
+                },
+                "model_info": {"mode": "image_generation"},
+            },
+            {
+                # Two deployments: the first refuses connections, so every
+                # other call must fail over to the second.
+                "model_name": "failover-image",
+                "litellm_params": {
+                    "model": "openai/dead",
+                    "api_base": f"http://127.0.0.1:{closed_port()}/v1",
+                },
+                "model_info": {"mode": "image_generation"},
+            },
+            {
+                "model_name": "failover-image",
+                "litellm_params": {
+                    "model": "openai/alive",
+                    "api_base": upstream.base_url,
+                    "api_key": "os.environ/TEST_UPSTREAM_KEY",
+                },
             },
             {
                 "model_name": "gpt-4o",

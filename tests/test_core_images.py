@@ -112,7 +112,13 @@ async def test_token_model_access_hides_other_models(stub, gateway: Gateway, ups
 async def test_list_models_shows_image_models_with_openai_fields(stub, secret):
     listed = await stub.ListModels(images_pb2.ListModelsRequest(), metadata=bearer(secret))
     assert listed.object == "list"
-    assert [m.id for m in listed.data] == ["gpt-image-1", "forwarding-image", "aqueduct-demo"]
+    assert [m.id for m in listed.data] == [
+        "gpt-image-1",
+        "forwarding-image",
+        "slow-image",
+        "failover-image",
+        "aqueduct-demo",
+    ]
     assert all(m.object == "model" and m.created > 0 and m.owned_by for m in listed.data)
 
 
@@ -307,3 +313,20 @@ async def test_concurrent_requests_all_succeed_and_are_all_accounted(stub, secre
     assert len(results) == 200
     rows = await usage_rows(gateway)
     assert len(rows) == 200 and {row.status for row in rows} == {"OK"}
+
+
+async def test_model_timeout_is_deadline_exceeded(stub, secret, upstream):
+    upstream.plan(Succeed(delay=30))
+    found = await call_error(stub, Request(model="slow-image", prompt="x"), secret)
+    assert found.code == grpc.StatusCode.DEADLINE_EXCEEDED and found.reason == "UPSTREAM_TIMEOUT"
+    async with asyncio.timeout(10):
+        await upstream.wait_until(lambda: upstream.requests[0].outcome == "cancelled")
+
+
+async def test_unreachable_deployment_fails_over_to_the_next(stub, secret, upstream):
+    for _ in range(4):
+        response = await stub.GenerateImages(
+            Request(model="failover-image", prompt="x"), metadata=bearer(secret)
+        )
+        assert len(response.data) == 1
+    assert [r.json["model"] for r in upstream.requests] == ["alive"] * 4

@@ -1,0 +1,197 @@
+"""Loading the YAML config in LiteLLM's router format."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from aqueduct_grpc.config import ConfigError, load_config, parse_config
+
+ROUTER_CONFIG = textwrap.dedent(
+    """
+    model_list:
+      - model_name: gpt-4o
+        litellm_params:
+          model: openai/gpt-4o
+          api_key: os.environ/OPENAI_API_KEY
+        model_info: {mode: chat}
+      - model_name: gpt-image-1
+        litellm_params:
+          model: openai/gpt-image-1
+          api_base: https://images.internal.example/v1/
+          api_key: os.environ/OPENAI_API_KEY
+          timeout: 90
+        model_info:
+          mode: image_generation
+          aliases: [image, gpt-image]
+      - model_name: gpt-image-1
+        litellm_params:
+          model: azure/gpt-image-1-eu
+          api_base: https://eu.openai.azure.example
+          api_key: os.environ/AZURE_KEY
+          api_version: "2025-04-01-preview"
+        model_info: {mode: image_generation}
+      - model_name: text-embedding-3-small
+        litellm_params: {model: openai/text-embedding-3-small}
+        model_info: {mode: embedding}
+    router_settings:
+      routing_strategy: simple-shuffle
+    """
+)
+ENV = {"OPENAI_API_KEY": "sk-openai", "AZURE_KEY": "azure-key"}
+
+
+def test_router_config_image_models_work_unchanged(tmp_path: pathlib.Path, monkeypatch):
+    path = tmp_path / "router.yaml"
+    path.write_text(ROUTER_CONFIG)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(path)
+    [model] = config.models  # chat and embedding entries are skipped
+    assert model.name == "gpt-image-1" and model.aliases == ("image", "gpt-image")
+    openai, azure = model.deployments
+    assert (openai.provider, openai.upstream_model, openai.api_key) == (
+        "openai",
+        "gpt-image-1",
+        "sk-openai",
+    )
+    assert openai.api_base == "https://images.internal.example/v1" and openai.timeout == 90
+    assert (azure.provider, azure.upstream_model, azure.api_key) == (
+        "azure",
+        "gpt-image-1-eu",
+        "azure-key",
+    )
+    assert azure.api_version == "2025-04-01-preview"
+    assert config.default_model == "gpt-image-1"
+
+
+def test_api_keys_are_not_in_the_repr():
+    config = parse_config(
+        {
+            "model_list": [
+                {"model_name": "m", "litellm_params": {"model": "openai/x", "api_key": "sk-hidden"}}
+            ]
+        },
+        source="t",
+    )
+    assert "sk-hidden" not in repr(config)
+
+
+def test_embedded_default_serves_the_demo_model():
+    config = load_config(None)
+    assert [m.name for m in config.models] == ["aqueduct-demo"]
+    assert config.models[0].deployments[0].provider == "builtin"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "model_list"),
+        ({"model_list": []}, "model_list"),
+        ({"model_list": [{"litellm_params": {"model": "openai/x"}}]}, "model_name"),
+        ({"model_list": [{"model_name": "m"}]}, "litellm_params.model"),
+        (
+            {"model_list": [{"model_name": "m", "litellm_params": {"model": "bedrock/x"}}]},
+            "must be",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "openai/x", "api_key": "os.environ/NOPE"},
+                    }
+                ]
+            },
+            "NOPE, which is not set",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "openai/x"},
+                        "model_info": {"mode": "chat"},
+                    }
+                ]
+            },
+            "no image_generation model",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "a",
+                        "litellm_params": {"model": "builtin/demo"},
+                        "model_info": {"aliases": ["x"]},
+                    },
+                    {"model_name": "x", "litellm_params": {"model": "builtin/demo"}},
+                ]
+            },
+            "used by both",
+        ),
+        (
+            {"model_list": [{"model_name": "m", "litellm_params": {"model": "azure/d"}}]},
+            "need api_base",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}],
+                "gateway": {"bogus": 1},
+            },
+            "unknown setting",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}],
+                "gateway": {"default_model": "n"},
+            },
+            "not a model",
+        ),
+        (
+            {
+                "model_list": [
+                    {
+                        "model_name": "m",
+                        "litellm_params": {"model": "builtin/demo"},
+                        "model_info": {"unknown_parameters": "maybe"},
+                    }
+                ]
+            },
+            "reject or forward",
+        ),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, source="cfg.yaml", environ={})
+
+
+def test_gateway_settings_override_defaults():
+    config = parse_config(
+        {
+            "model_list": [
+                {
+                    "model_name": "m",
+                    "litellm_params": {"model": "builtin/demo"},
+                    "model_info": {"aliases": ["d"]},
+                }
+            ],
+            "gateway": {"default_model": "d", "max_message_bytes": 1024, "token_cache_seconds": 1},
+        },
+        source="t",
+    )
+    assert (config.default_model, config.max_message_bytes, config.token_cache_seconds) == (
+        "d",
+        1024,
+        1,
+    )
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path: pathlib.Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_list: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
