@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="HTTP door processes (0: gRPC only); each is a `gateway-http` child process",
     )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="largest HTTP request body the door accepts (default 1 MiB; over it: 413)",
+    )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to finish calls on stop")
     storage(serve)
 
@@ -203,6 +209,8 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
         str(args.http_port),
         "--log-level",
         args.log_level,
+        "--max-body-bytes",
+        str(args.max_body_bytes),
     ]
     if args.http_workers > 1:
         command.append("--reuse-port")

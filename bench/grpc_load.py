@@ -1,0 +1,117 @@
+"""gRPC load driver: closed-loop unary GenerateImages calls for a fixed time, JSON result on stdout.
+
+Started by bench/run.py (one or more processes); usable alone:
+
+    python bench/grpc_load.py --target 127.0.0.1:50051 --token T --concurrency 16 --duration 10
+
+Each of ``--concurrency`` workers sends one call, waits for its answer, and sends the next, like a
+wrk connection. Workers are spread over ``--channels`` channels (one HTTP/2 connection each).
+Requests are serialized once and responses are not parsed (raw bytes), so the driver spends its
+CPU on gRPC itself. Calls still in flight at the end are cancelled and not counted, as in wrk.
+Every completed call's latency is kept, and its status code counted: anything but OK is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import base64
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aqueduct.images.v1 import images_pb2  # noqa: E402
+
+_METHOD = images_pb2.DESCRIPTOR.services_by_name["ImageService"].methods_by_name["GenerateImages"]
+METHOD_PATH = f"/{_METHOD.containing_service.full_name}/{_METHOD.name}"
+
+
+def build_request(body: dict[str, object]) -> bytes:
+    """The serialized GenerateImagesRequest for an OpenAI-style JSON body."""
+    request = images_pb2.GenerateImagesRequest()
+    for key, value in body.items():
+        setattr(request, key, value)
+    return request.SerializeToString()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    request = build_request(json.loads(args.body))
+    metadata = (("authorization", f"Bearer {args.token}"),)
+    options = [
+        # Own subchannel pool: without it, channels to one target share one connection.
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    channel_count = max(1, min(args.channels, args.concurrency))
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=options) for _ in range(channel_count)
+    ]
+    latencies = array.array("d")
+    codes: collections.Counter[str] = collections.Counter()
+    received_bytes = 0
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        calls = [channel.unary_unary(METHOD_PATH) for channel in channels]
+        if args.start_at:
+            await asyncio.sleep(max(0.0, args.start_at - time.time()))
+
+        async def worker(index: int) -> None:
+            nonlocal received_bytes
+            call = calls[index % len(calls)]
+            while True:
+                started = time.perf_counter()
+                try:
+                    response = await call(request, metadata=metadata, timeout=args.timeout)
+                except grpc.aio.AioRpcError as error:
+                    code = error.code().name
+                else:
+                    code = "OK"
+                    received_bytes += len(response)
+                latencies.append(time.perf_counter() - started)
+                codes[code] += 1
+
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(worker(i)) for i in range(args.concurrency)]
+        await asyncio.sleep(args.duration)
+        elapsed = time.perf_counter() - started
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+    return {
+        "requests": len(latencies),
+        "duration_s": elapsed,
+        "codes": dict(codes),
+        "bytes": received_bytes,
+        # Raw latencies (seconds, float64) so several processes can be merged exactly.
+        "latencies_b64": base64.b64encode(latencies.tobytes()).decode(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="host:port of the gRPC door")
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--body", required=True, help="request fields as JSON")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline, seconds")
+    parser.add_argument("--start-at", type=float, default=0.0, help="unix time to start load")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

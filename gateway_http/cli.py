@@ -1,0 +1,114 @@
+"""Command line: `gateway-http --grpc-target host:port [--host H] [--port P]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from gateway_http.app import DEFAULT_MAX_BODY_BYTES, create_app
+
+__all__ = ["build_parser", "main", "run"]
+
+_log = logging.getLogger(__name__)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop when uvloop is installed, else the default one."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(
+    *,
+    grpc_target: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = False,
+    reuse_port: bool = False,
+    **app_options: Any,
+) -> None:
+    """Serves the HTTP front until interrupted (blocking).
+
+    Meant to be the target of a child process started by the core's `serve`
+    command, as well as of `main()`.
+
+    Args:
+        grpc_target: Address of the gRPC core.
+        host: Interface to listen on.
+        port: TCP port to listen on.
+        max_body_bytes: Largest accepted request body.
+        access_log: Whether to write aiohttp's access log (costs throughput).
+        reuse_port: Set SO_REUSEPORT so several processes share the port.
+        **app_options: Further keyword arguments for `create_app`.
+    """
+    app = create_app(grpc_target=grpc_target, max_body_bytes=max_body_bytes, **app_options)
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            loop=loop,
+            print=None,
+            reuse_port=reuse_port or None,
+            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        )
+    finally:
+        asyncio.set_event_loop(None)
+        if not loop.is_closed():
+            loop.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `gateway-http`."""
+    parser = argparse.ArgumentParser(
+        prog="gateway-http", description="HTTP/JSON front for the aqueduct gRPC core."
+    )
+    parser.add_argument("--grpc-target", required=True, help="gRPC core address, host:port")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument("--port", type=int, default=8080, help="listen port")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest accepted request body (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--call-timeout", type=float, default=None, help="deadline of each gRPC call, seconds"
+    )
+    parser.add_argument("--access-log", action="store_true", help="write an access log")
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other gateway-http processes (SO_REUSEPORT)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `gateway-http` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _log.info("HTTP front on %s:%d -> gRPC %s", args.host, args.port, args.grpc_target)
+    run(
+        grpc_target=args.grpc_target,
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        call_timeout=args.call_timeout,
+        access_log=args.access_log,
+        reuse_port=args.reuse_port,
+    )

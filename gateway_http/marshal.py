@@ -1,0 +1,729 @@
+"""JSON <-> protobuf for the HTTP door, with tables computed once per message type.
+
+Responses follow the OpenAI JSON rather than plain proto3 JSON:
+
+* field names are the proto names (`b64_json`, `owned_by`), which are OpenAI's;
+* fields with presence (`optional` scalars, messages) are omitted when unset
+  and emitted when set, even to zero; fields without presence (plain proto3
+  scalars, repeated, maps) are always emitted, as OpenAI always sends
+  `created`, `data` and every `usage` count;
+* 64-bit integers are JSON numbers, not strings;
+* bytes are standard base64; enums are their names; non-finite floats are
+  `"NaN"`/`"Infinity"`/`"-Infinity"`; well-known types use their proto3 JSON form.
+
+Requests: with `body: "*"` the JSON object fills the request message; with
+`body: "field"` the JSON value fills that field. Path variables, and query
+parameters when the body is not `"*"`, are then set by field path. Decisions:
+
+* Only proto field names are accepted (not lowerCamelCase `json_name`s), so an
+  OpenAI parameter this contract lacks is never silently mapped to another.
+* Top-level scalars are type-checked like the OpenAI API does: `"n": "10"` is
+  `invalid_type` even though proto3 JSON parsers accept strings for integers.
+  Nested messages follow the proto3 JSON mapping (`json_format.ParseDict`).
+* `null` means unset.
+* A top-level key the message does not declare is rejected (`unknown_parameter`),
+  unless the message has a `google.protobuf.Struct` field marked
+  `(aqueduct.api.v1.collects_unknown_fields) = true`: such keys are collected
+  there, and the core decides. That field cannot be set by its own name.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import json
+import math
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway_http.errors import ApiError
+
+__all__ = ["Marshaler", "RequestDecoder", "ResponseEncoder"]
+
+_Conv = Callable[[Any], Any]
+_FD = FieldDescriptor
+
+# Imported by name: the .pyi protoc generates for an extension-only file does not
+# type-check (`ClassVar` at module level), and only the extension object is needed.
+_COLLECTS_UNKNOWN_FIELDS: Any = importlib.import_module(
+    "aqueduct.api.v1.annotations_pb2"
+).collects_unknown_fields
+
+_INVALID_JSON = (
+    "We could not parse the JSON body of your request. The API expects a JSON "
+    "object in the request body; what was sent was not valid JSON."
+)
+
+_INT_TYPES = frozenset(
+    {_FD.CPPTYPE_INT32, _FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT32, _FD.CPPTYPE_UINT64}
+)
+_FLOAT_TYPES = frozenset({_FD.CPPTYPE_FLOAT, _FD.CPPTYPE_DOUBLE})
+
+# Well-known types whose JSON form is not an object of their fields.
+_WRAPPERS = frozenset(
+    f"google.protobuf.{n}Value"
+    for n in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+_SPECIAL_JSON = frozenset(
+    {
+        "google.protobuf.Any",
+        "google.protobuf.Duration",
+        "google.protobuf.Empty",
+        "google.protobuf.FieldMask",
+        "google.protobuf.ListValue",
+        "google.protobuf.Struct",
+        "google.protobuf.Timestamp",
+        "google.protobuf.Value",
+    }
+)
+
+
+def _descriptor_of(message_class: type[Message]) -> Descriptor:
+    return cast(Descriptor, message_class.DESCRIPTOR)
+
+
+def _message_type(fd: FieldDescriptor) -> Descriptor:
+    if fd.message_type is None:
+        raise ValueError(f"{fd.full_name} is not a message field")
+    return fd.message_type
+
+
+def _enum_type(fd: FieldDescriptor) -> EnumDescriptor:
+    if fd.enum_type is None:
+        raise ValueError(f"{fd.full_name} is not an enum field")
+    return fd.enum_type
+
+
+def _is_map(fd: FieldDescriptor) -> bool:
+    return fd.message_type is not None and fd.message_type.GetOptions().map_entry
+
+
+def _json_kind(value: Any) -> str:
+    """OpenAI's name for the JSON type of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _invalid_type(param: str, expected: str, value: Any) -> ApiError:
+    return ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {_json_kind(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _invalid_value(param: str, why: str) -> ApiError:
+    return ApiError(400, f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+
+
+def _unknown_parameter(param: str) -> ApiError:
+    return ApiError(400, f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class _InField:
+    """How one top-level JSON key is checked and stored (computed once)."""
+
+    __slots__ = ("convert", "direct", "expected", "fd", "name", "nested", "types")
+
+    def __init__(self, fd: FieldDescriptor) -> None:
+        self.fd = fd
+        self.name = fd.name
+        self.direct = False  # True: setattr; False: nested plan or ParseDict
+        self.nested = False  # a singular message field filled by its own plan
+        self.convert: _Conv | None = None  # applied before setattr
+        types: tuple[type, ...] | None
+        if fd.is_repeated:
+            types, self.expected = ((dict,), "an object") if _is_map(fd) else ((list,), "an array")
+        elif fd.cpp_type == _FD.CPPTYPE_MESSAGE:
+            full = _message_type(fd).full_name
+            if full in _WRAPPERS or full in _SPECIAL_JSON:
+                types, self.expected = None, "a valid value"
+            else:
+                types, self.expected, self.nested = (dict,), "an object", True
+        elif fd.cpp_type in _INT_TYPES:
+            types, self.expected, self.direct = (int,), "an integer", True
+        elif fd.cpp_type in _FLOAT_TYPES:
+            types, self.expected, self.direct = (int, float), "a number", True
+        elif fd.cpp_type == _FD.CPPTYPE_BOOL:
+            types, self.expected, self.direct = (bool,), "a boolean", True
+        elif fd.cpp_type == _FD.CPPTYPE_ENUM:
+            types, self.expected = (str, int), "a string"
+        elif fd.type == _FD.TYPE_BYTES:
+            types, self.expected, self.direct = (str,), "a base64 string", True
+            self.convert = _decode_b64
+        else:
+            types, self.expected, self.direct = (str,), "a string", True
+        self.types = types
+
+
+class _MessagePlan:
+    """Request-side table of one message type."""
+
+    __slots__ = ("_plans", "collector", "descriptor", "fields")
+
+    def __init__(self, descriptor: Descriptor, plans: Callable[[Descriptor], _MessagePlan]) -> None:
+        self.descriptor = descriptor
+        self._plans = plans  # resolves nested message plans lazily (recursive types)
+        self.collector: str | None = None
+        for fd in descriptor.fields:
+            if (
+                fd.message_type is not None
+                and fd.message_type.full_name == "google.protobuf.Struct"
+                and not fd.is_repeated
+                and fd.GetOptions().Extensions[_COLLECTS_UNKNOWN_FIELDS]
+            ):
+                self.collector = fd.name
+        self.fields: dict[str, _InField] = {
+            fd.name: _InField(fd) for fd in descriptor.fields if fd.name != self.collector
+        }
+
+    def fill(self, msg: Message, obj: Mapping[str, Any], prefix: str = "") -> None:
+        """Sets `msg` from a decoded JSON object (the hot path).
+
+        Args:
+            msg: The message to fill.
+            obj: The decoded JSON object.
+            prefix: Dotted path of `msg` inside the request, for error `param`s.
+
+        Raises:
+            ApiError: A 400 naming the offending key.
+        """
+        fields = self.fields
+        delegated: dict[str, Any] | None = None
+        unknown: dict[str, Any] | None = None
+        for key, value in obj.items():
+            spec = fields.get(key)
+            if spec is None:
+                if self.collector is None:
+                    raise _unknown_parameter(prefix + key)
+                if unknown is None:
+                    unknown = {}
+                unknown[key] = value
+                continue
+            if value is None:
+                continue
+            if spec.types is not None and type(value) not in spec.types:
+                raise _invalid_type(prefix + key, spec.expected, value)
+            if spec.direct:
+                try:
+                    if spec.convert is not None:
+                        value = spec.convert(value)
+                    setattr(msg, spec.name, value)
+                except (TypeError, ValueError) as exc:
+                    raise _invalid_value(prefix + key, _short(exc)) from None
+            elif spec.nested:
+                sub = getattr(msg, spec.name)
+                sub.SetInParent()
+                self._plans(_message_type(spec.fd)).fill(sub, value, f"{prefix}{key}.")
+            else:
+                if delegated is None:
+                    delegated = {}
+                delegated[key] = value
+        if delegated:
+            self._parse_delegated(msg, delegated, prefix)
+        if unknown:
+            getattr(msg, str(self.collector)).update(unknown)
+
+    @staticmethod
+    def _parse_delegated(msg: Message, delegated: dict[str, Any], prefix: str) -> None:
+        """Repeated, map, enum, bytes and well-known-type fields: proto3 JSON rules."""
+        try:
+            json_format.ParseDict(delegated, msg)
+            return
+        except (json_format.ParseError, TypeError, ValueError):
+            pass
+        # Slow path, errors only: find the key at fault.
+        for key, value in delegated.items():
+            try:
+                json_format.ParseDict({key: value}, type(msg)())
+            except (json_format.ParseError, TypeError, ValueError) as exc:
+                raise _invalid_value(prefix + key, _short(exc)) from None
+        raise _invalid_value(prefix + next(iter(delegated)), "could not be parsed.")
+
+
+def _decode_b64(text: str) -> bytes:
+    """Standard or URL-safe base64, padding optional (proto3 JSON); strict otherwise."""
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError("expected a base64-encoded string") from None
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line, bounded description of a conversion error (no repr, no trace)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.split(" at ", 1)[0] if text.startswith("Message type") else text
+    return text[:200].rstrip(".") + "."
+
+
+def _from_text(fd: FieldDescriptor, text: str, param: str) -> Any:
+    """Converts a path or query string to a value for a scalar field."""
+    cpp = fd.cpp_type
+    try:
+        if cpp == _FD.CPPTYPE_STRING:
+            return _decode_b64(text) if fd.type == _FD.TYPE_BYTES else text
+        if cpp in _INT_TYPES:
+            return int(text, 10)
+        if cpp in _FLOAT_TYPES:
+            return float(text)
+        if cpp == _FD.CPPTYPE_BOOL:
+            if text in ("true", "false"):
+                return text == "true"
+            raise ValueError(text)
+        if cpp == _FD.CPPTYPE_ENUM:
+            value = _enum_type(fd).values_by_name.get(text)
+            return value.number if value is not None else int(text, 10)
+    except ValueError:
+        pass
+    else:
+        raise _invalid_value(param, "this field cannot be set from the URL.")
+    kinds = {_FD.CPPTYPE_BOOL: "a boolean", _FD.CPPTYPE_ENUM: "an enum name"}
+    expected = (
+        "an integer"
+        if cpp in _INT_TYPES
+        else "a number"
+        if cpp in _FLOAT_TYPES
+        else kinds.get(cpp, "base64")
+    )
+    raise ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got '{text[:100]}'.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _resolve(descriptor: Descriptor, field_path: str) -> list[FieldDescriptor] | None:
+    """The field chain for a dotted path, or None when it does not exist."""
+    chain: list[FieldDescriptor] = []
+    current: Descriptor | None = descriptor
+    for part in field_path.split("."):
+        if current is None:
+            return None
+        fd = current.fields_by_name.get(part)
+        if fd is None:
+            return None
+        chain.append(fd)
+        current = fd.message_type if not fd.is_repeated else None
+    last = chain[-1]
+    if last.cpp_type == _FD.CPPTYPE_MESSAGE and _message_type(last).full_name not in _WRAPPERS:
+        return None
+    return chain
+
+
+def _set_text(msg: Message, chain: list[FieldDescriptor], text: str, param: str) -> None:
+    """Sets (or appends to) the field at the end of `chain` from a string."""
+    for fd in chain[:-1]:
+        msg = getattr(msg, fd.name)
+    last = chain[-1]
+    if last.cpp_type == _FD.CPPTYPE_MESSAGE:  # a wrapper type
+        target = getattr(msg, last.name)
+        target.value = _from_text(target.DESCRIPTOR.fields_by_name["value"], text, param)
+        return
+    value = _from_text(last, text, param)
+    try:
+        if last.is_repeated:
+            getattr(msg, last.name).append(value)
+        else:
+            setattr(msg, last.name, value)
+    except (TypeError, ValueError) as exc:
+        raise _invalid_value(param, _short(exc)) from None
+
+
+class RequestDecoder:
+    """Builds the request message of one route from body, path and query."""
+
+    __slots__ = (
+        "_body_field",
+        "_body_plan",
+        "_chains",
+        "_message_class",
+        "_path_chains",
+        "_plan",
+        "uses_body",
+        "uses_query",
+    )
+
+    def __init__(
+        self,
+        marshaler: Marshaler,
+        message_class: type[Message],
+        body: str,
+        path_variables: Iterable[str],
+    ) -> None:
+        """Prepares the tables for one route.
+
+        Args:
+            marshaler: Owner of the per-type caches.
+            message_class: The request message class.
+            body: The HttpRule `body`: `"*"`, a top-level field name, or `""`.
+            path_variables: The field paths bound by the path template.
+
+        Raises:
+            ValueError: `body` or a path variable names no suitable field.
+        """
+        descriptor = _descriptor_of(message_class)
+        self._message_class = message_class
+        self._plan = marshaler.plan(descriptor)
+        self._body_field: _InField | None = None
+        self._body_plan: _MessagePlan | None = None
+        self.uses_body = body != ""
+        self.uses_query = body != "*"
+        if body not in ("", "*"):
+            fd = descriptor.fields_by_name.get(body)
+            if fd is None:
+                raise ValueError(f"{descriptor.full_name} has no body field {body!r}")
+            spec = _InField(fd)
+            self._body_field = spec
+            if spec.nested:
+                self._body_plan = marshaler.plan(_message_type(fd))
+        self._path_chains: dict[str, list[FieldDescriptor]] = {}
+        for var in path_variables:
+            chain = _resolve(descriptor, var)
+            if chain is None:
+                raise ValueError(f"{descriptor.full_name} has no scalar field {var!r}")
+            self._path_chains[var] = chain
+        self._chains: dict[str, list[FieldDescriptor]] = {}
+
+    def decode(
+        self,
+        body: bytes | None,
+        path_vars: Mapping[str, str],
+        query: Iterable[tuple[str, str]] | None,
+    ) -> Message:
+        """Decodes one request.
+
+        Args:
+            body: The raw request body (None or empty: no body).
+            path_vars: Variables bound by the path template.
+            query: Query parameters (pairs, repeated keys allowed), or None.
+
+        Returns:
+            The request message.
+
+        Raises:
+            ApiError: A 400 naming the problem.
+        """
+        msg = self._message_class()
+        if body and self.uses_body:
+            try:
+                value = json.loads(body)
+            except ValueError:
+                raise ApiError(400, _INVALID_JSON) from None
+            self._fill_body(msg, value)
+        if query is not None and self.uses_query:
+            self._fill_query(msg, query)
+        for var, text in path_vars.items():
+            _set_text(msg, self._path_chains[var], text, var)
+        return msg
+
+    def _fill_body(self, msg: Message, value: Any) -> None:
+        spec = self._body_field
+        if spec is None:  # body "*"
+            if type(value) is not dict:
+                raise ApiError(
+                    400,
+                    f"The request body must be a JSON object, but got {_json_kind(value)}.",
+                    code="invalid_type",
+                )
+            self._plan.fill(msg, value)
+        elif value is None:
+            return
+        elif spec.types is not None and type(value) not in spec.types:
+            raise _invalid_type(spec.name, spec.expected, value)
+        elif self._body_plan is not None:
+            sub = getattr(msg, spec.name)
+            sub.SetInParent()
+            self._body_plan.fill(sub, value)
+        else:
+            # Same path as a top-level key, without the unknown-key check.
+            self._plan.fill(msg, {spec.name: value})
+
+    def _fill_query(self, msg: Message, query: Iterable[tuple[str, str]]) -> None:
+        collected: dict[str, Any] | None = None
+        for key, text in query:
+            chain = self._chains.get(key)
+            if chain is None:
+                chain = _resolve(self._plan.descriptor, key)
+                if chain is None or chain[0].name == self._plan.collector:
+                    if self._plan.collector is None or "." in key:
+                        raise _unknown_parameter(key)
+                    if collected is None:
+                        collected = {}
+                    collected[key] = text
+                    continue
+                self._chains[key] = chain  # only names that exist: bounded
+            _set_text(msg, chain, text, key)
+        if collected:
+            getattr(msg, str(self._plan.collector)).update(collected)
+
+
+# -------------------------------------------------------------------------- responses
+
+
+def _float_json(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+_PACK_F = struct.Struct("<f")
+
+
+def _float32_json(value: float) -> float | str:
+    """A float32 as the shortest decimal that reads back as the same float32."""
+    if not math.isfinite(value):
+        return _float_json(value)
+    for digits in (6, 7, 8):
+        shorter = float(f"{value:.{digits}g}")
+        if _PACK_F.unpack(_PACK_F.pack(shorter))[0] == value:
+            return shorter
+    return value
+
+
+# Bytes at least this long are spliced into the body as base64 after the rest
+# is serialized, instead of going through the JSON string encoder (which scans
+# and copies every character: ~4x slower for a 20 MB response of images).
+_SPLICE_MIN_BYTES = 32 * 1024
+_PLACEHOLDER = "\ue000\ue001"
+_QUOTED_PLACEHOLDER = f'"{_PLACEHOLDER}"'
+
+
+class _Blob:
+    """A large bytes value, base64-encoded only when the body is assembled."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _b64(value: bytes) -> str | _Blob:
+    if len(value) >= _SPLICE_MIN_BYTES:
+        return _Blob(value)
+    return base64.b64encode(value).decode("ascii")
+
+
+def _encode_with_blobs(jsonable: Any) -> bytes:
+    """Serializes a value holding `_Blob`s: skeleton first, then one join."""
+    blobs: list[_Blob] = []
+
+    def default(obj: Any) -> str:
+        if type(obj) is not _Blob:
+            raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+        blobs.append(obj)
+        return _PLACEHOLDER
+
+    skeleton = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode(
+        jsonable
+    )
+    parts = skeleton.split(_QUOTED_PLACEHOLDER)
+    if len(parts) != len(blobs) + 1:
+        # A string of the response equals the placeholder: take the slow path.
+        return _dumps_plain(jsonable).encode("utf-8")
+    out = [parts[0].encode("utf-8")]
+    for blob, part in zip(blobs, parts[1:], strict=True):
+        out += (b'"', base64.b64encode(blob.data), b'"', part.encode("utf-8"))
+    return b"".join(out)
+
+
+def _dumps_plain(jsonable: Any) -> str:
+    def default(obj: Any) -> str:
+        if type(obj) is not _Blob:
+            raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+        return base64.b64encode(obj.data).decode("ascii")
+
+    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode(
+        jsonable
+    )
+
+
+def _bool_key(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class ResponseEncoder:
+    """Serializes the response message of one route to JSON bytes."""
+
+    __slots__ = ("_dumps", "_field", "_field_conv", "_message_conv")
+
+    def __init__(
+        self, marshaler: Marshaler, message_class: type[Message], response_body: str = ""
+    ) -> None:
+        """Prepares the tables for one route.
+
+        Args:
+            marshaler: Owner of the per-type caches.
+            message_class: The response message class.
+            response_body: The HttpRule `response_body`: a top-level field whose
+                value is the whole HTTP body, or `""` for the whole message.
+
+        Raises:
+            ValueError: `response_body` names no field.
+        """
+        descriptor = _descriptor_of(message_class)
+        self._dumps = marshaler.dumps
+        self._message_conv = marshaler.message_converter(descriptor)
+        self._field: str | None = None
+        self._field_conv: _Conv | None = None
+        if response_body:
+            fd = descriptor.fields_by_name.get(response_body)
+            if fd is None:
+                raise ValueError(f"{descriptor.full_name} has no field {response_body!r}")
+            self._field = fd.name
+            self._field_conv = marshaler.field_converter(fd)
+
+    def encode(self, msg: Message) -> bytes:
+        """The UTF-8 JSON body for `msg` (or for its `response_body` field)."""
+        if self._field is None:
+            jsonable = self._message_conv(msg)
+        else:
+            value = getattr(msg, self._field)
+            jsonable = value if self._field_conv is None else self._field_conv(value)
+        try:
+            return self._dumps(jsonable).encode("utf-8")
+        except TypeError:  # large bytes values (_Blob) present
+            return _encode_with_blobs(jsonable)
+
+
+class Marshaler:
+    """Owns the per-message-type tables (built once, reused by every route)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[str, _MessagePlan] = {}
+        self._converters: dict[str, _Conv] = {}
+        self.dumps: Callable[[Any], str] = json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":")
+        ).encode
+
+    def plan(self, descriptor: Descriptor) -> _MessagePlan:
+        """The request-side table of a message type."""
+        plan = self._plans.get(descriptor.full_name)
+        if plan is None:
+            plan = self._plans[descriptor.full_name] = _MessagePlan(descriptor, self.plan)
+        return plan
+
+    def request_decoder(
+        self, message_class: type[Message], body: str, path_variables: Iterable[str] = ()
+    ) -> RequestDecoder:
+        """A decoder for one route (see `RequestDecoder`)."""
+        return RequestDecoder(self, message_class, body, path_variables)
+
+    def response_encoder(
+        self, message_class: type[Message], response_body: str = ""
+    ) -> ResponseEncoder:
+        """An encoder for one route (see `ResponseEncoder`)."""
+        return ResponseEncoder(self, message_class, response_body)
+
+    def message_converter(self, descriptor: Descriptor) -> _Conv:
+        """A function turning a message of this type into a JSON-ready value."""
+        conv = self._converters.get(descriptor.full_name)
+        if conv is not None:
+            return conv
+        full = descriptor.full_name
+        if full in _WRAPPERS:
+            inner = self._scalar_converter(descriptor.fields_by_name["value"])
+
+            def wrapper(msg: Message) -> Any:
+                value = msg.value  # type: ignore[attr-defined]
+                return value if inner is None else inner(value)
+
+            conv = wrapper
+        elif full in _SPECIAL_JSON:
+
+            def special(msg: Message) -> Any:
+                return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+            conv = special
+        else:
+            # (name, has presence, converter), in field order. Fields without
+            # presence (plain proto3 scalars, repeated, maps) are always
+            # emitted, zero included, as OpenAI sends e.g. `"output_tokens": 0`;
+            # fields with presence only when set.
+            fields: list[tuple[str, bool, _Conv | None]] = []
+
+            def message(msg: Message) -> dict[str, Any]:
+                out: dict[str, Any] = {}
+                for name, has_presence, convert in fields:
+                    if has_presence and not msg.HasField(name):
+                        continue
+                    value = getattr(msg, name)
+                    out[name] = value if convert is None else convert(value)
+                return out
+
+            conv = message
+            # Registered before the fields so recursive types terminate.
+            self._converters[full] = conv
+            for fd in descriptor.fields:
+                fields.append((fd.name, fd.has_presence, self.field_converter(fd)))
+        self._converters[full] = conv
+        return conv
+
+    def field_converter(self, fd: FieldDescriptor) -> _Conv | None:
+        """Converter for a field's value as returned by the message (None: as is)."""
+        if _is_map(fd):
+            entry = _message_type(fd)
+            key_fd = entry.fields_by_name["key"]
+            val_conv = self.field_converter(entry.fields_by_name["value"])
+            key_conv: _Conv = _bool_key if key_fd.cpp_type == _FD.CPPTYPE_BOOL else str
+
+            def map_conv(value: Any) -> dict[str, Any]:
+                if val_conv is None:
+                    return {key_conv(k): v for k, v in value.items()}
+                return {key_conv(k): val_conv(v) for k, v in value.items()}
+
+            return map_conv
+        single = self._scalar_converter(fd)
+        if not fd.is_repeated:
+            return single
+        if single is None:
+            return list
+
+        def repeated(value: Any) -> list[Any]:
+            return [single(v) for v in value]
+
+        return repeated
+
+    def _scalar_converter(self, fd: FieldDescriptor) -> _Conv | None:
+        cpp = fd.cpp_type
+        if cpp == _FD.CPPTYPE_MESSAGE:
+            return self.message_converter(_message_type(fd))
+        if fd.type == _FD.TYPE_BYTES:
+            return _b64
+        if cpp == _FD.CPPTYPE_DOUBLE:
+            return _float_json
+        if cpp == _FD.CPPTYPE_FLOAT:
+            return _float32_json
+        if cpp == _FD.CPPTYPE_ENUM:
+            names = {v.number: v.name for v in _enum_type(fd).values}
+
+            def enum_name(value: int) -> str | int:
+                return names.get(value, value)
+
+            return enum_name
+        # int32/int64/uint*/bool/string: Python values are already JSON-ready,
+        # and 64-bit integers stay numbers.
+        return None
