@@ -59,7 +59,7 @@ def run(
             host=host,
             port=port,
             loop=loop,
-            print=None,
+            print=_announce,
             reuse_port=reuse_port or None,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
         )
@@ -67,6 +67,13 @@ def run(
         asyncio.set_event_loop(None)
         if not loop.is_closed():
             loop.close()
+
+
+def _announce(text: str) -> None:
+    # aiohttp passes "======== Running on http://host:port ========\n(Press…)"
+    # with the bound port, which matters when port 0 was asked for.
+    where = text.splitlines()[0].strip("= ").removeprefix("Running on ")
+    print(f"gateway-http: HTTP door listening on {where}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
