@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run(_tokens(args, database_url))
     except ConfigError as error:
         sys.exit(f"aqueduct-grpc: {error}")
-    except TokenNotFound as error:
+    except (TokenNotFound, OSError) as error:
         sys.exit(f"aqueduct-grpc: {error}")
     except KeyboardInterrupt:
         pass

@@ -119,9 +119,13 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         [IMAGE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's way of saying the port is taken or the host is wrong
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC server to {host}:{port}")
+        raise OSError(f"cannot listen for gRPC on {address} (in use, or not a local address?)")
     await server.start()
     for name in ("", IMAGE_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -8,6 +8,7 @@ by another process takes effect within that time (at once in this process).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -80,6 +81,7 @@ class TokenStore:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[float, Token | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Token | None]] = {}
 
     async def create(
         self,
@@ -179,10 +181,7 @@ class TokenStore:
         if cached is not None and cached[0] > now:
             token = cached[1]
         else:
-            token = await self._find(digest)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[digest] = (now + self._cache_seconds, token)
+            token = await self._lookup(digest, now)
         if token is None:
             raise _unauthenticated("Incorrect API key provided.", "INVALID_API_KEY")
         state = token.state(now)
@@ -190,6 +189,21 @@ class TokenStore:
             raise _unauthenticated("This API key has expired.", "EXPIRED_API_KEY")
         if state == "revoked":
             raise _unauthenticated("This API key has been revoked.", "REVOKED_API_KEY")
+        return token
+
+    async def _lookup(self, digest: str, now: float) -> Token | None:
+        # One database query per secret at a time: when a burst of calls
+        # arrives with a token that is not cached yet, they all wait for the
+        # same query instead of queueing for database connections.
+        pending = self._inflight.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._find(digest))
+            self._inflight[digest] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        token = await asyncio.shield(pending)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[digest] = (now + self._cache_seconds, token)
         return token
 
     async def _find(self, digest: str) -> Token | None:

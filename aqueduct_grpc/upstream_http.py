@@ -9,7 +9,6 @@ become UNAVAILABLE and timeouts DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import json
 import logging
@@ -23,6 +22,7 @@ import grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.images_json import parse_images_response
 
 __all__ = ["HttpImageBackend", "response_from_json"]
 
@@ -90,9 +90,8 @@ class HttpImageBackend:
         if status >= 400:
             raise _upstream_error(status, raw, retry_after, deployment)
         try:
-            document = json.loads(raw)
-            return response_from_json(document)
-        except (ValueError, TypeError, KeyError, binascii.Error):
+            return response_from_json(parse_images_response(raw))
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
             log.warning("upstream %s sent an invalid image response", deployment.upstream_model)
             raise GatewayError(
                 grpc.StatusCode.INTERNAL,
@@ -185,14 +184,14 @@ def _upstream_error(
 
 
 def response_from_json(document: dict[str, Any]) -> images_pb2.GenerateImagesResponse:
-    """Converts an OpenAI `ImagesResponse` JSON document to the response message."""
+    """Converts a parsed `ImagesResponse` (`b64_json` already decoded) to the message."""
     response = images_pb2.GenerateImagesResponse(
         created=int(document.get("created") or time.time())
     )
     for item in document["data"]:
         image = response.data.add()
         if item.get("b64_json") is not None:
-            image.b64_json = base64.b64decode(item["b64_json"], validate=True)
+            image.b64_json = item["b64_json"]
         if item.get("url") is not None:
             image.url = item["url"]
         if item.get("revised_prompt") is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -113,5 +113,7 @@ class UsageRecorder:
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(usage_table.insert(), [asdict(row) for row in batch])
+            # vars(), not asdict(): the fields are flat, and asdict's deep copy
+            # showed up in profiles of the hot path.
+            await connection.execute(usage_table.insert(), [vars(row) for row in batch])
         self._written += len(batch)

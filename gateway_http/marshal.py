@@ -38,6 +38,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+import pybase64  # SIMD base64: several times faster on multi-MB images
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -524,7 +525,7 @@ class _Blob:
 def _b64(value: bytes) -> str | _Blob:
     if len(value) >= _SPLICE_MIN_BYTES:
         return _Blob(value)
-    return base64.b64encode(value).decode("ascii")
+    return pybase64.b64encode(value).decode("ascii")
 
 
 def _encode_with_blobs(jsonable: Any) -> bytes:
@@ -546,7 +547,7 @@ def _encode_with_blobs(jsonable: Any) -> bytes:
         return _dumps_plain(jsonable).encode("utf-8")
     out = [parts[0].encode("utf-8")]
     for blob, part in zip(blobs, parts[1:], strict=True):
-        out += (b'"', base64.b64encode(blob.data), b'"', part.encode("utf-8"))
+        out += (b'"', pybase64.b64encode(blob.data), b'"', part.encode("utf-8"))
     return b"".join(out)
 
 
@@ -554,7 +555,7 @@ def _dumps_plain(jsonable: Any) -> str:
     def default(obj: Any) -> str:
         if type(obj) is not _Blob:
             raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-        return base64.b64encode(obj.data).decode("ascii")
+        return pybase64.b64encode(obj.data).decode("ascii")
 
     return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=default).encode(
         jsonable

@@ -8,6 +8,7 @@ import pathlib
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -124,3 +125,28 @@ def test_second_start_keeps_the_first_token(tmp_path: pathlib.Path):
         assert second.stop() == 0
     finally:
         second.close()
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path: pathlib.Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aqueduct_grpc",
+                "serve",
+                "--grpc-port",
+                str(port),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
