@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from gateway_http import GATEWAY, create_app
 from tests import test_http_testproto as tp
+from tests.test_http_errors import STATUS_ROWS
 
 IMAGES = images_pb2.DESCRIPTOR.services_by_name["ImageService"]
 MAX_BODY = 64 * 1024
@@ -323,27 +324,7 @@ async def test_chunked_body_over_the_limit_is_413(
 C = grpc.StatusCode
 
 
-@pytest.mark.parametrize(
-    ("code", "http_status", "type_"),
-    [
-        (C.INVALID_ARGUMENT, 400, "invalid_request_error"),
-        (C.FAILED_PRECONDITION, 400, "invalid_request_error"),
-        (C.OUT_OF_RANGE, 400, "invalid_request_error"),
-        (C.UNAUTHENTICATED, 401, "invalid_request_error"),
-        (C.PERMISSION_DENIED, 403, "permission_denied_error"),
-        (C.NOT_FOUND, 404, "not_found_error"),
-        (C.ALREADY_EXISTS, 409, "conflict_error"),
-        (C.ABORTED, 409, "conflict_error"),
-        (C.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
-        (C.CANCELLED, 499, "invalid_request_error"),
-        (C.UNKNOWN, 500, "server_error"),
-        (C.INTERNAL, 500, "server_error"),
-        (C.DATA_LOSS, 500, "server_error"),
-        (C.UNIMPLEMENTED, 501, "server_error"),
-        (C.UNAVAILABLE, 503, "server_error"),
-        (C.DEADLINE_EXCEEDED, 504, "timeout_error"),
-    ],
-)
+@pytest.mark.parametrize(("code", "http_status", "type_"), STATUS_ROWS)
 async def test_grpc_codes_map_to_http(
     client: TestClient[Any, Any],
     core: ImageCore,

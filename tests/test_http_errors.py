@@ -21,27 +21,28 @@ from gateway_http.errors import (
 C = grpc.StatusCode
 
 
-@pytest.mark.parametrize(
-    ("code", "http_status", "type_"),
-    [
-        (C.INVALID_ARGUMENT, 400, "invalid_request_error"),
-        (C.FAILED_PRECONDITION, 400, "invalid_request_error"),
-        (C.OUT_OF_RANGE, 400, "invalid_request_error"),
-        (C.UNAUTHENTICATED, 401, "invalid_request_error"),
-        (C.PERMISSION_DENIED, 403, "permission_denied_error"),
-        (C.NOT_FOUND, 404, "not_found_error"),
-        (C.ALREADY_EXISTS, 409, "conflict_error"),
-        (C.ABORTED, 409, "conflict_error"),
-        (C.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
-        (C.CANCELLED, 499, "invalid_request_error"),
-        (C.UNKNOWN, 500, "server_error"),
-        (C.INTERNAL, 500, "server_error"),
-        (C.DATA_LOSS, 500, "server_error"),
-        (C.UNIMPLEMENTED, 501, "server_error"),
-        (C.UNAVAILABLE, 503, "server_error"),
-        (C.DEADLINE_EXCEEDED, 504, "timeout_error"),
-    ],
-)
+# The status table as the design states it: (gRPC code, HTTP status, OpenAI type).
+STATUS_ROWS = [
+    (C.INVALID_ARGUMENT, 400, "invalid_request_error"),
+    (C.FAILED_PRECONDITION, 400, "invalid_request_error"),
+    (C.OUT_OF_RANGE, 400, "invalid_request_error"),
+    (C.UNAUTHENTICATED, 401, "invalid_request_error"),
+    (C.PERMISSION_DENIED, 403, "permission_denied_error"),
+    (C.NOT_FOUND, 404, "not_found_error"),
+    (C.ALREADY_EXISTS, 409, "conflict_error"),
+    (C.ABORTED, 409, "conflict_error"),
+    (C.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
+    (C.CANCELLED, 499, "invalid_request_error"),
+    (C.UNKNOWN, 500, "server_error"),
+    (C.INTERNAL, 500, "server_error"),
+    (C.DATA_LOSS, 500, "server_error"),
+    (C.UNIMPLEMENTED, 501, "server_error"),
+    (C.UNAVAILABLE, 503, "server_error"),
+    (C.DEADLINE_EXCEEDED, 504, "timeout_error"),
+]
+
+
+@pytest.mark.parametrize(("code", "http_status", "type_"), STATUS_ROWS)
 def test_status_table(code: grpc.StatusCode, http_status: int, type_: str) -> None:
     assert http_status_for(code) == (http_status, type_)
     error = from_grpc_status(code, "msg", ())
