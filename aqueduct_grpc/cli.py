@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import datetime
 import logging
 import os
@@ -214,7 +215,17 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
     ]
     if args.http_workers > 1:
         command.append("--reuse-port")
-    return [subprocess.Popen(command) for _ in range(args.http_workers)]
+    return [
+        subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(args.http_workers)
+    ]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if `serve` is killed outright (SIGKILL),
+    # Linux sends the HTTP door SIGTERM instead of leaving it orphaned.
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 async def _wait(stop: asyncio.Event, doors: list[subprocess.Popen[bytes]]) -> None:

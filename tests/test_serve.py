@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -150,3 +151,19 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path: pathlib.Path):
     assert result.returncode != 0
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_http_door_does_not_outlive_a_killed_serve(served: Served):
+    served.wait_for(r"HTTP door listening on (http://\S+)")
+    children = pathlib.Path(f"/proc/{served.process.pid}/task/{served.process.pid}/children")
+    [door_pid] = [int(pid) for pid in children.read_text().split()]
+    served.process.kill()
+    served.process.wait()
+    deadline = 600  # polls of 0.1 s; the kernel signals the child at once
+    while pathlib.Path(f"/proc/{door_pid}").exists() and deadline:
+        status = pathlib.Path(f"/proc/{door_pid}/status").read_text()
+        if "State:\tZ" in status:
+            break
+        time.sleep(0.1)
+        deadline -= 1
+    assert deadline, "the HTTP door kept running after serve was killed"
