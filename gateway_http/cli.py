@@ -61,6 +61,9 @@ def run(
             loop=loop,
             print=_announce,
             reuse_port=reuse_port or None,
+            # A caller that hangs up cancels its gRPC call, and through it the
+            # core's upstream request: nobody pays for an image nobody reads.
+            handler_cancellation=True,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
         )
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import os
 import pathlib
 import queue
@@ -15,18 +17,20 @@ import threading
 import time
 from collections.abc import Iterator
 
+import aiohttp
 import grpc
 import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from tests.fake_upstream import FakeUpstream, Succeed
 
 
 class Served:
     """A running `serve` process and what it printed."""
 
-    def __init__(self, data_dir: pathlib.Path) -> None:
+    def __init__(self, data_dir: pathlib.Path, *options: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -39,6 +43,7 @@ class Served:
                 "0",
                 "--data-dir",
                 str(data_dir),
+                *options,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -167,3 +172,33 @@ def test_http_door_does_not_outlive_a_killed_serve(served: Served):
         time.sleep(0.1)
         deadline -= 1
     assert deadline, "the HTTP door kept running after serve was killed"
+
+
+async def test_a_caller_hanging_up_cancels_the_upstream_call(tmp_path: pathlib.Path):
+    async with FakeUpstream() as upstream:
+        upstream.plan(Succeed(delay=60))
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "model_list:\n"
+            "  - model_name: slow\n"
+            f"    litellm_params: {{model: openai/gpt-image-1, api_base: {upstream.base_url}}}\n"
+        )
+        served = Served(tmp_path / "data", "--config", str(config))
+        try:
+            secret = (await asyncio.to_thread(served.wait_for, r"^\s+(aqk-\S+)\s*$")).group(1)
+            found = await asyncio.to_thread(served.wait_for, r"HTTP door listening on (http://\S+)")
+            async with aiohttp.ClientSession() as session:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await session.post(
+                            f"{found.group(1)}/v1/images/generations",
+                            json={"model": "slow", "prompt": "x"},
+                            headers={"Authorization": f"Bearer {secret}"},
+                        )
+            async with asyncio.timeout(30):
+                await upstream.wait_until(
+                    lambda: bool(upstream.requests) and upstream.requests[0].outcome == "cancelled"
+                )
+            assert await asyncio.to_thread(served.stop) == 0
+        finally:
+            await asyncio.to_thread(served.close)
