@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,16 +49,24 @@ class UsageRecord:
     safety_identifier: str | None = None
 
 
+_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
 class UsageRecorder:
     """Queues usage rows and writes them in batches from one task."""
 
-    def __init__(self, engine: AsyncEngine, *, batch_rows: int = 500) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, batch_rows: int = 500, linger_seconds: float = 0.05
+    ) -> None:
         """Args:
         engine: the database.
         batch_rows: the most rows written in one transaction.
+        linger_seconds: how long the writer waits for more rows before a write.
         """
         self._engine = engine
         self._batch_rows = batch_rows
+        self._linger_seconds = linger_seconds
+        self._insert: tuple[str, Sequence[str] | None] | None = None
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._written = 0
@@ -89,6 +99,9 @@ class UsageRecorder:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # Let a busy gateway gather rows for a moment: one transaction per
+            # batch instead of one per request.
+            await asyncio.sleep(self._linger_seconds)
             while len(batch) < self._batch_rows and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -112,8 +125,20 @@ class UsageRecorder:
                 await asyncio.sleep(pause)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
+        # The INSERT is compiled once for the database's dialect and rows go
+        # to the driver's executemany as plain tuples: SQLAlchemy's per-row
+        # parameter processing cost a fifth of the core's CPU per request.
+        if self._insert is None:
+            compiled = usage_table.insert().compile(
+                dialect=self._engine.dialect, column_keys=list(_COLUMNS)
+            )
+            positions = compiled.positiontup if self._engine.dialect.positional else None
+            self._insert = (compiled.string, positions)
+        sql, order = self._insert
+        if order is not None:
+            rows: list[Any] = [tuple(vars(row)[name] for name in order) for row in batch]
+        else:
+            rows = [vars(row) for row in batch]
         async with self._engine.begin() as connection:
-            # vars(), not asdict(): the fields are flat, and asdict's deep copy
-            # showed up in profiles of the hot path.
-            await connection.execute(usage_table.insert(), [vars(row) for row in batch])
+            await connection.exec_driver_sql(sql, rows)
         self._written += len(batch)
