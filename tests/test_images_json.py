@@ -27,6 +27,11 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+# Pads small documents past the parser's small-body shortcut, so the span
+# search itself is what these tests exercise.
+PAD = b64(os.urandom(100_000))
+
+
 DOCUMENTS = {
     "compact": json.dumps(
         {"created": 1, "data": [{"b64_json": b64(i)} for i in IMAGES]}, separators=(",", ":")
@@ -35,12 +40,18 @@ DOCUMENTS = {
         {"created": 1, "data": [{"revised_prompt": "p", "b64_json": b64(i)} for i in IMAGES]},
         indent=2,
     ),
-    "escaped slashes": json.dumps({"data": [{"b64_json": b64(b"\xff" * 300)}]}).replace("/", "\\/"),
+    "escaped slashes": json.dumps({"pad": PAD, "data": [{"b64_json": b64(b"\xff" * 300)}]}).replace(
+        "/", "\\/"
+    ),
     "null and url items": json.dumps(
-        {"data": [{"b64_json": None, "url": "http://x/1.png"}, {"b64_json": b64(IMAGES[3])}]}
+        {
+            "pad": PAD,
+            "data": [{"b64_json": None, "url": "http://x/1.png"}, {"b64_json": b64(IMAGES[3])}],
+        }
     ),
     "key text inside a prompt": json.dumps(
         {
+            "pad": PAD,
             "data": [
                 {"revised_prompt": 'say "b64_json": "AAAA" twice', "b64_json": b64(IMAGES[2])},
                 {"revised_prompt": 'x"b64_json', "b64_json": b64(IMAGES[0])},
@@ -48,13 +59,14 @@ DOCUMENTS = {
         }
     ),
     "b64_json outside data": json.dumps(
-        {"meta": {"b64_json": b64(b"meta")}, "data": [{"b64_json": b64(IMAGES[1])}]}
+        {"meta": {"b64_json": PAD}, "data": [{"b64_json": b64(IMAGES[1])}]}
     ),
     "unicode around": json.dumps(
         {"data": [{"revised_prompt": "caf\u00e9 \u2603", "b64_json": b64(IMAGES[4])}]},
         ensure_ascii=False,
     ),
-    "no images": json.dumps({"created": 5, "data": []}),
+    "no images": json.dumps({"created": 5, "pad": PAD, "data": []}),
+    "small body": json.dumps({"created": 5, "data": [{"b64_json": b64(IMAGES[3])}]}),
 }
 
 
