@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,17 +46,27 @@ class UsageRecord:
     total_tokens: int | None = None
     end_user: str | None = None
     safety_identifier: str | None = None
+    team_id: str | None = None
+    cost: float | None = None
 
 
 class UsageRecorder:
     """Queues usage rows and writes them in batches from one task."""
 
-    def __init__(self, engine: AsyncEngine, *, batch_rows: int = 500) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_rows: int = 500,
+        annotate: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
         """Args:
         engine: the database.
         batch_rows: the most rows written in one transaction.
+        annotate: called on each row as it is recorded (sets its team and cost).
         """
         self._engine = engine
+        self._annotate = annotate
         self._batch_rows = batch_rows
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +79,11 @@ class UsageRecorder:
 
     def record(self, row: UsageRecord) -> None:
         """Queues a row; never blocks and never fails the request."""
+        if self._annotate is not None:
+            try:
+                self._annotate(row)
+            except Exception:
+                log.exception("could not price a usage row; it is recorded without cost")
         self._queue.put_nowait(row)
 
     async def start(self) -> None:
