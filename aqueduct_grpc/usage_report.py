@@ -52,6 +52,7 @@ class UsageGroup:
     requests: int = 0
     images: int = 0
     failures: int = 0
+    # Of the successful requests (0 when none succeeded).
     p50_latency_ms: float = 0.0
     p95_latency_ms: float = 0.0
     cost_usd: float = 0.0
@@ -97,7 +98,9 @@ async def usage_report(
             group.unpriced_requests += 1
         else:
             group.cost_usd += row.cost
-        latencies[key].append(row.latency_ms)
+        if row.status == "OK":
+            # Latency of answered requests: refusals (about 0 ms) and failures would skew it.
+            latencies[key].append(row.latency_ms)
     for key, group in groups.items():
         ordered = sorted(latencies[key])
         group.p50_latency_ms = _percentile(ordered, 50)

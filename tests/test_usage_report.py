@@ -74,6 +74,9 @@ async def test_groups_and_percentiles(engine):
     }
     assert (by_token["tok_a"].requests, by_token["tok_a"].images) == (2, 3)
     assert by_token["tok_a"].p50_latency_ms == 100.0 and by_token["tok_a"].p95_latency_ms == 300.0
+    # Only successful requests count toward latency: tok_b's failure took 50 ms.
+    assert by_token["tok_b"].p50_latency_ms == 200.0 and by_token["tok_b"].p95_latency_ms == 200.0
+    assert by_token["tok_c"].p50_latency_ms == 0.0  # nothing succeeded
     by_team = {g.key: g for g in await usage_report(engine, since=0, until=None, by="team")}
     assert set(by_team) == {"team_x", "-"} and by_team["team_x"].requests == 4
     by_day = await usage_report(engine, since=NOW - 3 * DAY, until=None, by="day")
