@@ -87,8 +87,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
         except GatewayError as error:
             await self._fail(context, error)
-        except ValueError as error:
-            await self._fail(context, _invalid(str(error), "name"))
+        except ValueError as error:  # an empty name or a non-positive lifetime
+            param = "expires_in_seconds" if "expires" in str(error) else "name"
+            await self._fail(context, _invalid(str(error), param))
         return admin_pb2.CreateTokenResponse(token=_token(token, policy), secret=secret)
 
     async def ListTokens(

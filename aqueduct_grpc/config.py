@@ -145,9 +145,9 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
 
 def _accounting(gateway: GatewayConfig, raw: dict[str, Any], source: str) -> GatewayConfig:
     """The top-level `limits` and `budgets` sections (token defaults)."""
-    limits = dict(raw.get("limits") or {})
     if not isinstance(raw.get("limits") or {}, dict):
         raise ConfigError(f"{source}: limits must be a mapping")
+    limits = dict(raw.get("limits") or {})
     storage = limits.pop("storage", gateway.rate_limit_storage)
     if not isinstance(storage, str) or not (
         storage.startswith("memory://") or storage.startswith("async+")

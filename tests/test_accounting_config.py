@@ -56,6 +56,7 @@ def test_limits_budgets_and_prices_are_read():
     ("sections", "message"),
     [
         ({"limits": {"storage": "redis://host"}}, "async+"),
+        ({"limits": ["requests_per_minute"]}, "mapping"),
         ({"limits": {"requests_per_hour": 5}}, "unknown key"),
         ({"limits": {"images_per_day": -1}}, "non-negative"),
         ({"budgets": {"per_day_usd": "ten"}}, "non-negative"),

@@ -150,6 +150,12 @@ async def test_http_admin_errors_are_openai_envelopes(door, admin):
     await call(door, "POST", "/admin/v1/teams", admin, {"name": "dup"})
     status, answer = await call(door, "POST", "/admin/v1/teams", admin, {"name": "dup"})
     assert status == 409 and answer["error"]["code"] == "team_exists"
+    status, answer = await call(
+        door, "POST", "/admin/v1/tokens", admin, {"name": "x", "expires_in_seconds": 0}
+    )
+    assert status == 400 and answer["error"]["param"] == "expires_in_seconds"
+    status, answer = await call(door, "POST", "/admin/v1/tokens", admin, {"name": " "})
+    assert status == 400 and answer["error"]["param"] == "name"
     status, answer = await call(door, "GET", "/admin/v1/usage?since=yesterday", admin)
     assert status == 400 and answer["error"]["param"] == "since"
     status, answer = await call(door, "GET", "/admin/v1/usage?by=colour", admin)
