@@ -1,24 +1,31 @@
-"""The `aqueduct-grpc` command: `serve`, and `tokens create|list|revoke`."""
+"""The `aqueduct-grpc` command: `serve`, `tokens create|list|revoke`, `teams`, `usage`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import csv
 import ctypes
+import dataclasses
 import datetime
+import json
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from aqueduct_grpc.config import ConfigError, load_config
 from aqueduct_grpc.database import open_engine, sqlite_url
+from aqueduct_grpc.policies import PolicyStore, TeamExists, TeamNotFound
+from aqueduct_grpc.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.server import open_gateway, start_grpc_server
 from aqueduct_grpc.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.usage_report import GROUPINGS, UsageGroup, parse_moment, usage_report
 
 __all__ = ["main", "parse_duration"]
 
@@ -81,12 +88,59 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--expires-in", type=parse_duration, help="e.g. 12h, 30d (default: never)")
     create.add_argument("--models", help="comma-separated models/aliases it may use (default: all)")
+    create.add_argument("--team", help="team id or name it belongs to")
+    create.add_argument("--admin", action="store_true", help="may call the admin API")
+    policy_options(create)
     storage(create)
     storage(tokens.add_parser("list", help="list tokens (never their secrets)"))
     revoke = tokens.add_parser("revoke", help="revoke a token by id or name")
     revoke.add_argument("token", help="token id (tok_…) or name")
     storage(revoke)
+    set_policy = tokens.add_parser(
+        "set-policy", help="replace a token's team, admin scope, limits and budgets"
+    )
+    set_policy.add_argument("token", help="token id (tok_…) or name")
+    set_policy.add_argument("--team", help="team id or name (default: none)")
+    set_policy.add_argument("--admin", action="store_true", help="may call the admin API")
+    policy_options(set_policy)
+    storage(set_policy)
+
+    teams = commands.add_parser("teams", help="manage teams").add_subparsers(
+        dest="teams_command", required=True
+    )
+    team_create = teams.add_parser("create", help="create a team")
+    team_create.add_argument("--name", required=True)
+    policy_options(team_create)
+    storage(team_create)
+    storage(teams.add_parser("list", help="list teams"))
+    team_set = teams.add_parser("set-policy", help="replace a team's limits and budgets")
+    team_set.add_argument("team", help="team id or name")
+    policy_options(team_set)
+    storage(team_set)
+
+    usage = commands.add_parser("usage", help="usage report for a period")
+    usage.add_argument("--since", default="7d", help="7d, 12h or an ISO date (default 7d)")
+    usage.add_argument("--until", help="same forms (default: now)")
+    usage.add_argument("--by", choices=GROUPINGS, default="token")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    storage(usage)
     return parser
+
+
+def policy_options(sub: argparse.ArgumentParser) -> None:
+    """Flags for limits and budgets (unset: the default, or none for a team)."""
+    for name in ("requests_per_minute", "images_per_minute", "images_per_day"):
+        sub.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
+    for name in ("per_day_usd", "per_month_usd"):
+        sub.add_argument("--budget-" + name.replace("_", "-"), type=float, dest=name)
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
+
+
+def _budgets(args: argparse.Namespace) -> Budgets:
+    return Budgets(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Budgets)})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -99,11 +153,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "serve":
             _run(_serve(args, database_url))
+        elif args.command == "teams":
+            _run(_teams(args, database_url))
+        elif args.command == "usage":
+            _run(_usage(args, database_url))
         else:
             _run(_tokens(args, database_url))
     except ConfigError as error:
         sys.exit(f"aqueduct-grpc: {error}")
-    except (TokenNotFound, OSError) as error:
+    except (TokenNotFound, TeamNotFound, TeamExists, LookupError, ValueError, OSError) as error:
         sys.exit(f"aqueduct-grpc: {error}")
     except KeyboardInterrupt:
         pass
@@ -122,17 +180,27 @@ async def _tokens(args: argparse.Namespace, database_url: str) -> None:
     engine = await open_engine(database_url)
     try:
         store = TokenStore(engine)
+        policies = PolicyStore(engine)
         if args.tokens_command == "create":
             models = (
                 [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
             )
+            policy = await _token_policy(args, policies)
             token, secret = await store.create(args.name, expires_in=args.expires_in, models=models)
+            await policies.set_token_policy(dataclasses.replace(policy, token_id=token.id))
             print(
                 f"created {token.id} ({token.name}); its secret, shown only now:", file=sys.stderr
             )
             print(secret)
         elif args.tokens_command == "list":
-            _print_tokens(await store.list())
+            _print_tokens(await store.list(), (await policies.snapshot()).tokens)
+        elif args.tokens_command == "set-policy":
+            matches = [t for t in await store.list() if args.token in (t.id, t.name)]
+            if len(matches) != 1:
+                raise TokenNotFound(f"no single token has id or name {args.token!r}")
+            policy = await _token_policy(args, policies)
+            await policies.set_token_policy(dataclasses.replace(policy, token_id=matches[0].id))
+            print(f"set the policy of {matches[0].id} ({matches[0].name})")
         else:
             token = await store.revoke(args.token)
             print(f"revoked {token.id} ({token.name})")
@@ -140,7 +208,81 @@ async def _tokens(args: argparse.Namespace, database_url: str) -> None:
         await engine.dispose()
 
 
-def _print_tokens(tokens: list) -> None:  # type: ignore[type-arg]
+async def _token_policy(args: argparse.Namespace, policies: PolicyStore) -> TokenPolicy:
+    team_id = (await policies.find_team(args.team)).id if args.team else None
+    return TokenPolicy(
+        token_id="", team_id=team_id, admin=args.admin, limits=_limits(args), budgets=_budgets(args)
+    )
+
+
+async def _teams(args: argparse.Namespace, database_url: str) -> None:
+    engine = await open_engine(database_url)
+    try:
+        policies = PolicyStore(engine)
+        if args.teams_command == "create":
+            team = await policies.create_team(
+                args.name, limits=_limits(args), budgets=_budgets(args)
+            )
+            print(f"created {team.id} ({team.name})")
+        elif args.teams_command == "set-policy":
+            team = await policies.set_team_policy(
+                args.team, limits=_limits(args), budgets=_budgets(args)
+            )
+            print(f"set the policy of {team.id} ({team.name})")
+        else:
+            rows = [("ID", "NAME", "LIMITS", "BUDGETS")]
+            for t in await policies.list_teams():
+                rows.append((t.id, t.name, _describe(t.limits), _describe(t.budgets)))
+            _print_table(rows)
+    finally:
+        await engine.dispose()
+
+
+def _describe(value: Limits | Budgets) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in value.as_dict().items()) or "-"
+
+
+async def _usage(args: argparse.Namespace, database_url: str) -> None:
+    now = time.time()
+    since = parse_moment(args.since, now)
+    until = parse_moment(args.until, now) if args.until else now
+    engine = await open_engine(database_url)
+    try:
+        groups = await usage_report(engine, since=since, until=until, by=args.by)
+    finally:
+        await engine.dispose()
+    _print_usage(groups, args.by, args.format)
+
+
+def _print_usage(groups: list[UsageGroup], by: str, form: str) -> None:
+    records = [dataclasses.asdict(g) for g in groups]
+    if form == "json":
+        print(json.dumps({"by": by, "groups": records}, indent=2))
+        return
+    if form == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([f.name for f in dataclasses.fields(UsageGroup)])
+        writer.writerows([list(r.values()) for r in records])
+        return
+    rows = [(by.upper(), "NAME", "REQUESTS", "IMAGES", "FAILURES", "P50 MS", "P95 MS", "COST USD")]
+    for g in groups:
+        cost = f"{g.cost_usd:.4f}" + (
+            f" (+{g.unpriced_requests} unpriced)" if g.unpriced_requests else ""
+        )
+        rows.append(
+            (g.key, g.name, str(g.requests), str(g.images), str(g.failures),
+             f"{g.p50_latency_ms:.0f}", f"{g.p95_latency_ms:.0f}", cost)
+        )  # fmt: skip
+    _print_table(rows)
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_tokens(tokens: list, policies: dict[str, TokenPolicy]) -> None:  # type: ignore[type-arg]
     now = datetime.datetime.now(datetime.UTC).timestamp()
 
     def when(ts: float | None) -> str:
@@ -148,13 +290,15 @@ def _print_tokens(tokens: list) -> None:  # type: ignore[type-arg]
             return "-"
         return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
-    rows = [("ID", "NAME", "STATE", "CREATED (UTC)", "EXPIRES (UTC)", "MODELS")]
+    rows = [("ID", "NAME", "STATE", "CREATED (UTC)", "EXPIRES (UTC)", "MODELS", "TEAM", "ADMIN")]
     for t in tokens:
         models = ",".join(t.allowed_models) if t.allowed_models else "*"
-        rows.append((t.id, t.name, t.state(now), when(t.created_at), when(t.expires_at), models))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        policy = policies.get(t.id) or TokenPolicy(token_id=t.id)
+        rows.append(
+            (t.id, t.name, t.state(now), when(t.created_at), when(t.expires_at), models,
+             policy.team_id or "-", "yes" if policy.admin else "no")
+        )  # fmt: skip
+    _print_table(rows)
 
 
 async def _serve(args: argparse.Namespace, database_url: str) -> None:
@@ -166,6 +310,8 @@ async def _serve(args: argparse.Namespace, database_url: str) -> None:
     async with open_gateway(config, database_url=database_url) as gateway:
         if await gateway.tokens.count() == 0:
             token, secret = await gateway.tokens.create("default")
+            # The operator's first token: it may use the admin API to make others.
+            await gateway.policies.set_token_policy(TokenPolicy(token_id=token.id, admin=True))
             print(
                 f"\nNo tokens yet: created token {token.id} ('default'). "
                 f"Its secret, shown only once:\n\n    {secret}\n\n"

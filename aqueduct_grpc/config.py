@@ -8,6 +8,7 @@ values of the form `os.environ/NAME` are read from the environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import time
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
+
+from aqueduct_grpc.policy import Budgets, Limits, parse_budgets, parse_limits
+from aqueduct_grpc.pricing import ModelPrices, parse_prices
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -71,6 +75,9 @@ class ModelConfig:
     unknown_parameters: UnknownParameters = "reject"
     owned_by: str = "aqueduct"
     created: int = 0
+    # How much one request/image counts toward limits (Aqueduct's request_limit_multiplier).
+    limit_weight: float = 1.0
+    prices: ModelPrices | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,11 @@ class GatewayConfig:
     upstream_max_connections: int = 4096
     token_cache_seconds: float = 5.0
     usage_flush_rows: int = 500
+    # Default limits and budgets of every token (overridable per token).
+    limits: Limits = field(default_factory=Limits)
+    budgets: Budgets = field(default_factory=Budgets)
+    # Where rate-limit counters live: `memory://`, or `async+redis://host:6379` for replicas.
+    rate_limit_storage: str = "memory://"
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
@@ -127,7 +139,32 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
     settings = raw.get("gateway") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{source}: gateway must be a mapping")
-    return _gateway(models, settings, source)
+    gateway = _gateway(models, settings, source)
+    return _accounting(gateway, raw, source)
+
+
+def _accounting(gateway: GatewayConfig, raw: dict[str, Any], source: str) -> GatewayConfig:
+    """The top-level `limits` and `budgets` sections (token defaults)."""
+    if not isinstance(raw.get("limits") or {}, dict):
+        raise ConfigError(f"{source}: limits must be a mapping")
+    limits = dict(raw.get("limits") or {})
+    storage = limits.pop("storage", gateway.rate_limit_storage)
+    if not isinstance(storage, str) or not (
+        storage.startswith("memory://") or storage.startswith("async+")
+    ):
+        # A synchronous network storage would block the event loop on every request.
+        raise ConfigError(
+            f"{source}: limits.storage must be memory:// or an async+ URL (async+redis://…)"
+        )
+    try:
+        return dataclasses.replace(
+            gateway,
+            limits=parse_limits(limits, f"{source}: limits"),
+            budgets=parse_budgets(raw.get("budgets"), f"{source}: budgets"),
+            rate_limit_storage=storage,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _deployment(params: Any, where: str, env: dict[str, str]) -> Deployment:
@@ -181,6 +218,13 @@ def _model(
     if unknown not in ("reject", "forward"):
         raise ConfigError(f"{source}: model {name!r}: unknown_parameters must be reject or forward")
     builtin = any(d.provider == "builtin" for d in deployments)
+    weight = info.get("request_limit_multiplier", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        raise ConfigError(f"{source}: model {name!r}: request_limit_multiplier must be positive")
+    try:
+        prices = parse_prices(info, f"{source}: model {name!r}")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return ModelConfig(
         name=name,
         deployments=tuple(deployments),
@@ -189,6 +233,8 @@ def _model(
         owned_by=str(info.get("owned_by", "aqueduct" if builtin else deployments[0].provider)),
         # OpenAI lists a creation time; without one configured, the load time.
         created=int(info.get("created", time.time())),
+        limit_weight=float(weight),
+        prices=prices,
     )
 
 

@@ -14,7 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["metadata", "open_engine", "sqlite_url", "tokens_table", "usage_table"]
+__all__ = [
+    "metadata",
+    "open_engine",
+    "sqlite_url",
+    "teams_table",
+    "token_policies_table",
+    "tokens_table",
+    "usage_table",
+]
 
 metadata = sa.MetaData()
 
@@ -53,6 +61,33 @@ usage_table = sa.Table(
     sa.Column("total_tokens", sa.Integer, nullable=True),
     sa.Column("end_user", sa.String(256), nullable=True),
     sa.Column("safety_identifier", sa.String(256), nullable=True),
+    # Added for accounting; `_add_missing_columns` adds them to older databases.
+    sa.Column("team_id", sa.String(32), nullable=True),
+    # USD; NULL when the model's price is not configured (never a guess).
+    sa.Column("cost", sa.Float, nullable=True),
+)
+
+teams_table = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # JSON objects of the limits/budgets that are set (see policy.py).
+    sa.Column("limits", sa.JSON, nullable=True),
+    sa.Column("budgets", sa.JSON, nullable=True),
+)
+
+# A token's team, admin scope and overrides. A table of its own rather than
+# columns on `tokens`: a token without a row here has the defaults.
+token_policies_table = sa.Table(
+    "token_policies",
+    metadata,
+    sa.Column("token_id", sa.String(32), primary_key=True),
+    sa.Column("team_id", sa.String(32), nullable=True),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("limits", sa.JSON, nullable=True),
+    sa.Column("budgets", sa.JSON, nullable=True),
 )
 
 
@@ -70,7 +105,23 @@ async def open_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
     async with engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
+        await connection.run_sync(_add_missing_columns)
     return engine
+
+
+def _add_missing_columns(connection: sa.Connection) -> None:
+    # There are no migrations yet: create_all makes missing tables but leaves
+    # existing ones alone, so nullable columns added since a database was
+    # created are added here. Nothing is ever dropped or changed.
+    inspector = sa.inspect(connection)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(
+                    sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                )
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -40,6 +40,10 @@ class ModelCatalog:
             )
         return model
 
+    def find(self, name: str | None) -> ModelConfig | None:
+        """The model `name` (or the default, for None) refers to, with no access check."""
+        return self._default if name is None else self._by_name.get(name)
+
     def visible(self, token: Token) -> list[ModelConfig]:
         """The models `token` may use, in configuration order."""
         return [m for m in self._models if self.allows(token, m)]

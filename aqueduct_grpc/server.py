@@ -18,14 +18,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aqueduct.admin.v1 import admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.admin_scope import ADMIN_SERVICE, AdminScopeInterceptor
+from aqueduct_grpc.admin_service import AdminService
 from aqueduct_grpc.auth import AuthInterceptor
+from aqueduct_grpc.budgets import BudgetLedger
 from aqueduct_grpc.builtin_model import BuiltinImageBackend
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.database import open_engine
 from aqueduct_grpc.dispatch import Dispatcher
 from aqueduct_grpc.image_service import ImageService
 from aqueduct_grpc.model_catalog import ModelCatalog
+from aqueduct_grpc.policies import PolicyStore
+from aqueduct_grpc.pricing import PriceTable
+from aqueduct_grpc.quota import QuotaInterceptor
+from aqueduct_grpc.rate_limits import RateLimiter
 from aqueduct_grpc.tokens import TokenStore
 from aqueduct_grpc.upstream_http import HttpImageBackend
 from aqueduct_grpc.usage import UsageRecorder
@@ -47,6 +55,9 @@ class Gateway:
     usage: UsageRecorder
     catalog: ModelCatalog
     dispatcher: Dispatcher
+    policies: PolicyStore
+    limiter: RateLimiter
+    ledger: BudgetLedger
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,10 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
     async with contextlib.AsyncExitStack() as stack:
         engine = await open_engine(database_url)
         stack.push_async_callback(engine.dispose)
-        usage = UsageRecorder(engine, batch_rows=config.usage_flush_rows)
+        policies = PolicyStore(engine, cache_seconds=config.token_cache_seconds)
+        ledger = BudgetLedger(PriceTable((m.name, m.prices) for m in config.models), policies)
+        await ledger.load(engine)
+        usage = UsageRecorder(engine, batch_rows=config.usage_flush_rows, annotate=ledger.account)
         await usage.start()
         stack.push_async_callback(usage.close)
         session = aiohttp.ClientSession(
@@ -94,6 +108,9 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
             dispatcher=Dispatcher(
                 {"openai": http_backend, "azure": http_backend, "builtin": BuiltinImageBackend()}
             ),
+            policies=policies,
+            limiter=RateLimiter(config.rate_limit_storage),
+            ledger=ledger,
         )
 
 
@@ -103,7 +120,21 @@ async def start_grpc_server(
     """Binds and starts the gRPC server; port 0 lets the OS choose."""
     limit = gateway.config.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(gateway.tokens)],
+        # Order matters: authentication first, then admin scope and quotas.
+        interceptors=[
+            AuthInterceptor(gateway.tokens),
+            AdminScopeInterceptor(gateway.policies),
+            QuotaInterceptor(
+                methods=[f"/{IMAGE_SERVICE}/GenerateImages"],
+                catalog=gateway.catalog,
+                policies=gateway.policies,
+                limiter=gateway.limiter,
+                ledger=gateway.ledger,
+                usage=gateway.usage,
+                default_limits=gateway.config.limits,
+                default_budgets=gateway.config.budgets,
+            ),
+        ],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -114,10 +145,19 @@ async def start_grpc_server(
         ImageService(catalog=gateway.catalog, dispatcher=gateway.dispatcher, usage=gateway.usage),
         server,
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminService(
+            tokens=gateway.tokens,
+            policies=gateway.policies,
+            engine=gateway.engine,
+            usage=gateway.usage,
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [IMAGE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [IMAGE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

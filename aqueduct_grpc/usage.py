@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -47,6 +47,8 @@ class UsageRecord:
     total_tokens: int | None = None
     end_user: str | None = None
     safety_identifier: str | None = None
+    team_id: str | None = None
+    cost: float | None = None
 
 
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
@@ -56,14 +58,21 @@ class UsageRecorder:
     """Queues usage rows and writes them in batches from one task."""
 
     def __init__(
-        self, engine: AsyncEngine, *, batch_rows: int = 500, linger_seconds: float = 0.05
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_rows: int = 500,
+        linger_seconds: float = 0.05,
+        annotate: Callable[[UsageRecord], None] | None = None,
     ) -> None:
         """Args:
         engine: the database.
         batch_rows: the most rows written in one transaction.
         linger_seconds: how long the writer waits for more rows before a write.
+        annotate: called on each row as it is recorded (sets its team and cost).
         """
         self._engine = engine
+        self._annotate = annotate
         self._batch_rows = batch_rows
         self._linger_seconds = linger_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
@@ -78,6 +87,11 @@ class UsageRecorder:
 
     def record(self, row: UsageRecord) -> None:
         """Queues a row; never blocks and never fails the request."""
+        if self._annotate is not None:
+            try:
+                self._annotate(row)
+            except Exception:
+                log.exception("could not price a usage row; it is recorded without cost")
         self._queue.put_nowait(row)
 
     async def start(self) -> None:

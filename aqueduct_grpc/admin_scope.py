@@ -1,0 +1,60 @@
+"""Admin scope: an interceptor that admits only admin tokens to the admin service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from aqueduct.admin.v1 import admin_pb2
+from aqueduct_grpc.auth import current_token
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.interception import guarded_unary
+from aqueduct_grpc.policies import PolicyStore
+
+__all__ = ["ADMIN_SERVICE", "AdminScopeInterceptor"]
+
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+_NOT_ADMIN = GatewayError(
+    grpc.StatusCode.PERMISSION_DENIED,
+    "This operation needs an admin token (aqueduct-grpc tokens create --admin).",
+    reason="ADMIN_SCOPE_REQUIRED",
+)
+
+
+class AdminScopeInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses admin RPCs with PERMISSION_DENIED unless the token has admin scope.
+
+    Runs after the AuthInterceptor (listed after it), so the caller is known.
+    """
+
+    def __init__(self, policies: PolicyStore) -> None:
+        """Args:
+        policies: where a token's admin scope is read.
+        """
+        self._policies = policies
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method.lstrip("/").partition("/")[0] != ADMIN_SERVICE:
+            return await continuation(handler_call_details)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[method] = guarded_unary(handler, self._guard)
+        return wrapped
+
+    async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
+        snapshot = await self._policies.snapshot()
+        if not snapshot.token(current_token().id).admin:
+            await context.abort_with_status(_NOT_ADMIN.to_status())
+        return await behaviour(request, context)

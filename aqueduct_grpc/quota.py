@@ -1,0 +1,172 @@
+"""Limits and budgets: an interceptor that admits an image request only within both.
+
+It runs after authentication and before the handler, so a refused request
+never reaches the upstream. Budgets are checked first (no counter is charged
+for a request the budget refuses), then the rate-limit counters of the token
+and of its team are charged together. A refusal is RESOURCE_EXHAUSTED with
+`RetryInfo` (HTTP: 429 with `Retry-After`), and is recorded in usage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+
+from aqueduct_grpc.auth import current_token
+from aqueduct_grpc.budgets import BudgetLedger, BudgetRefusal
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.interception import guarded_unary
+from aqueduct_grpc.model_catalog import ModelCatalog
+from aqueduct_grpc.policies import PolicyStore
+from aqueduct_grpc.policy import Budgets, Limits
+from aqueduct_grpc.rate_limits import Charge, RateLimiter, Refusal
+from aqueduct_grpc.usage import UsageRecord, UsageRecorder
+
+__all__ = ["QuotaInterceptor"]
+
+_MAX_IMAGES = 10  # larger `n` is refused by the handler; it counts as this many here
+
+
+class QuotaInterceptor(grpc.aio.ServerInterceptor):
+    """Checks budgets and charges rate limits before the guarded methods run."""
+
+    def __init__(
+        self,
+        *,
+        methods: Iterable[str],
+        catalog: ModelCatalog,
+        policies: PolicyStore,
+        limiter: RateLimiter,
+        ledger: BudgetLedger,
+        usage: UsageRecorder,
+        default_limits: Limits,
+        default_budgets: Budgets,
+    ) -> None:
+        """Args:
+        methods: full gRPC paths (`/pkg.Service/Method`) of the image-generating
+            methods; their requests have `model`, `n`, `size` and `quality`.
+        catalog: resolves the model (for its limit weight and price).
+        policies: token and team policies.
+        limiter: the rate-limit counters.
+        ledger: the budget totals.
+        usage: receives a row for each refusal.
+        default_limits: the limits of a token that sets none.
+        default_budgets: the budgets of a token that sets none.
+        """
+        self._methods = frozenset(methods)
+        self._catalog = catalog
+        self._policies = policies
+        self._limiter = limiter
+        self._ledger = ledger
+        self._usage = usage
+        self._default_limits = default_limits
+        self._default_budgets = default_budgets
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method not in self._methods:
+            return await continuation(handler_call_details)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler
+            wrapped = self._wrapped[method] = guarded_unary(handler, self._guard)
+        return wrapped
+
+    async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
+        token = current_token()
+        snapshot = await self._policies.snapshot()
+        policy = snapshot.token(token.id)
+        team = snapshot.team(policy.team_id)
+        requested = request.model if request.HasField("model") else None
+        model = self._catalog.find(requested)
+        n = min(max(request.n if request.HasField("n") else 1, 1), _MAX_IMAGES)
+        size = request.size if request.HasField("size") else None
+        quality = request.quality if request.HasField("quality") else None
+
+        owners = [("token", token.id, policy.budgets.over(self._default_budgets))]
+        if team is not None:
+            owners.append(("team", team.id, team.budgets))
+        estimate = None if model is None else self._ledger.estimate(model.name, n, size, quality)
+        held = self._ledger.reserve(owners, estimate)
+        if isinstance(held, BudgetRefusal):
+            error = _over_budget(held)
+        else:
+            weight = model.limit_weight if model is not None else 1.0
+            charges = _charges("token", token.id, policy.limits.over(self._default_limits), n)
+            if team is not None:
+                charges += _charges("team", team.id, team.limits, n)
+            refusal = await self._limiter.acquire(
+                [_weighted(c, weight) for c in charges] if weight != 1.0 else charges
+            )
+            if refusal is None:
+                try:
+                    return await behaviour(request, context)
+                finally:
+                    self._ledger.release(held)
+            self._ledger.release(held)
+            error = _over_limit(refusal)
+        self._usage.record(
+            UsageRecord(
+                created_at=time.time(),
+                token_id=token.id,
+                requested_model=requested,
+                model=model.name if model is not None else None,
+                status=error.code.name,
+                error_reason=error.reason,
+                n=n,
+                size=size,
+                quality=quality,
+            )
+        )
+        await context.abort_with_status(error.to_status())
+
+
+def _charges(scope: str, owner: str, limits: Limits, n: int) -> list[Charge]:
+    charges = []
+    for name, limit, amount in (
+        ("requests_per_minute", limits.requests_per_minute, 1),
+        ("images_per_minute", limits.images_per_minute, n),
+        ("images_per_day", limits.images_per_day, n),
+    ):
+        if limit is not None:
+            charges.append(Charge(scope, owner, name, limit, float(amount)))
+    return charges
+
+
+def _weighted(charge: Charge, weight: float) -> Charge:
+    return Charge(charge.scope, charge.owner, charge.name, charge.limit, charge.amount * weight)
+
+
+def _over_limit(refusal: Refusal) -> GatewayError:
+    charge = refusal.charge
+    unit = charge.name.replace("_per_", " per ")
+    whose = "this token" if charge.scope == "token" else "this token's team"
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"Rate limit reached: {whose} may use {charge.limit} {unit}. "
+        f"Retry in {max(1, round(refusal.retry_after + 0.5))} s.",
+        reason=f"{charge.scope}_{charge.name}_exceeded".upper(),
+        retry_after=max(refusal.retry_after, 1.0),
+    )
+
+
+def _over_budget(refusal: BudgetRefusal) -> GatewayError:
+    whose = "this token" if refusal.scope == "token" else "this token's team"
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"You exceeded your current quota: {whose} has spent its "
+        f"{'daily' if refusal.period == 'day' else 'monthly'} budget of "
+        f"${refusal.budget:g}.",
+        reason="INSUFFICIENT_QUOTA",
+        retry_after=max(refusal.retry_after, 1.0),
+    )

@@ -1,0 +1,88 @@
+"""Helpers for the accounting tests: a priced config, tokens with policies, the HTTP door."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from aqueduct_grpc.config import GatewayConfig, parse_config
+from aqueduct_grpc.policy import Budgets, Limits, TokenPolicy
+from aqueduct_grpc.server import Gateway
+from gateway_http import create_app
+from tests.conftest import UPSTREAM_KEY, router_config
+from tests.fake_upstream import FakeUpstream
+
+IMAGE_PRICE = 0.04  # priced-image, 1024x1024 standard
+HD_PRICE = 0.08
+INPUT_TOKEN_PRICE = 0.000005  # gpt-image-1
+OUTPUT_TOKEN_PRICE = 0.00004
+
+
+def priced_config(upstream: FakeUpstream, **sections: Any) -> GatewayConfig:
+    """The router config plus prices, weighted models and the given top-level sections."""
+    raw = router_config(upstream)
+    gpt = raw["model_list"][0]
+    gpt["model_info"].update(
+        input_cost_per_token=INPUT_TOKEN_PRICE, output_cost_per_token=OUTPUT_TOKEN_PRICE
+    )
+
+    def model(name: str, **info: Any) -> dict[str, Any]:
+        return {
+            "model_name": name,
+            "litellm_params": {
+                "model": "openai/dall-e-3",
+                "api_base": upstream.base_url,
+                "api_key": "os.environ/TEST_UPSTREAM_KEY",
+            },
+            "model_info": {"mode": "image_generation", **info},
+        }
+
+    raw["model_list"] += [
+        model(
+            "priced-image",
+            cost_per_image={"1024x1024": {"standard": IMAGE_PRICE, "hd": HD_PRICE}},
+        ),
+        model("heavy-image", request_limit_multiplier=2),
+        model("light-image", request_limit_multiplier=0.5),
+    ]
+    raw.update(sections)
+    return parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+
+
+async def token_with(
+    gateway: Gateway,
+    name: str,
+    *,
+    team_id: str | None = None,
+    limits: Limits | None = None,
+    budgets: Budgets | None = None,
+    admin: bool = False,
+) -> str:
+    """Creates a token with that policy; returns its secret."""
+    token, secret = await gateway.tokens.create(name)
+    await gateway.policies.set_token_policy(
+        TokenPolicy(
+            token_id=token.id,
+            team_id=team_id,
+            admin=admin,
+            limits=limits or Limits(),
+            budgets=budgets or Budgets(),
+        )
+    )
+    return secret
+
+
+@contextlib.asynccontextmanager
+async def http_door(grpc_port: int) -> AsyncIterator[str]:
+    """The real, unmodified HTTP app on a loopback port in front of the core."""
+    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{grpc_port}"))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site.port}"
+    finally:
+        await runner.cleanup()
