@@ -55,7 +55,7 @@ DOCUMENTS = {
             "data": [
                 {"revised_prompt": 'say "b64_json": "AAAA" twice', "b64_json": b64(IMAGES[2])},
                 {"revised_prompt": 'x"b64_json', "b64_json": b64(IMAGES[0])},
-            ]
+            ],
         }
     ),
     "b64_json outside data": json.dumps(
