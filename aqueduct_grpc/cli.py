@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import logging
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -162,7 +163,8 @@ async def _serve(args: argparse.Namespace, database_url: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_gateway(config, database_url=database_url) as gateway:
+    image_dir = pathlib.Path(args.data_dir) / "images"
+    async with open_gateway(config, database_url=database_url, image_dir=image_dir) as gateway:
         if await gateway.tokens.count() == 0:
             token, secret = await gateway.tokens.create("default")
             print(

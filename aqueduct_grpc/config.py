@@ -71,6 +71,8 @@ class ModelConfig:
     unknown_parameters: UnknownParameters = "reject"
     owned_by: str = "aqueduct"
     created: int = 0
+    # Whether the upstream can stream partial images (gpt-image models can).
+    supports_streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ class GatewayConfig:
     upstream_max_connections: int = 4096
     token_cache_seconds: float = 5.0
     usage_flush_rows: int = 500
+    # Images returned by URL (response_format "url").
+    public_base_url: str | None = None
+    image_url_ttl_seconds: float = 3600.0
+    image_sweep_seconds: float = 60.0
+    image_store_dir: str | None = None
+    image_url_secret: str | None = field(default=None, repr=False)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
@@ -127,6 +135,9 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
     settings = raw.get("gateway") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{source}: gateway must be a mapping")
+    if "image_url_secret" in settings:  # may be os.environ/NAME, like api keys
+        secret = _resolve(settings["image_url_secret"], f"{source}: gateway.image_url_secret", env)
+        settings = {**settings, "image_url_secret": secret}
     return _gateway(models, settings, source)
 
 
@@ -181,6 +192,9 @@ def _model(
     if unknown not in ("reject", "forward"):
         raise ConfigError(f"{source}: model {name!r}: unknown_parameters must be reject or forward")
     builtin = any(d.provider == "builtin" for d in deployments)
+    streaming = info.get("supports_streaming", builtin)
+    if not isinstance(streaming, bool):
+        raise ConfigError(f"{source}: model {name!r}: supports_streaming must be true or false")
     return ModelConfig(
         name=name,
         deployments=tuple(deployments),
@@ -189,6 +203,7 @@ def _model(
         owned_by=str(info.get("owned_by", "aqueduct" if builtin else deployments[0].provider)),
         # OpenAI lists a creation time; without one configured, the load time.
         created=int(info.get("created", time.time())),
+        supports_streaming=streaming,
     )
 
 
@@ -213,8 +228,11 @@ def _gateway(
         "upstream_max_connections",
         "token_cache_seconds",
         "usage_flush_rows",
+        "image_url_ttl_seconds",
+        "image_sweep_seconds",
     }
-    unknown = sorted(set(settings) - known)
+    texts = {"public_base_url", "image_store_dir", "image_url_secret"}
+    unknown = sorted(set(settings) - known - texts)
     if unknown:
         raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
     default_model = settings.get("default_model")
@@ -226,4 +244,14 @@ def _gateway(
     for key, value in overrides.items():
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{source}: gateway.{key} must be a positive number")
+    for key in texts & set(settings):
+        value = settings[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: gateway.{key} must be a non-empty string")
+        overrides[key] = value
+    base = overrides.get("public_base_url")
+    if base is not None and not base.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: gateway.public_base_url must start with http:// or https://")
+    if base is not None:
+        overrides["public_base_url"] = base.rstrip("/")
     return GatewayConfig(**{**config.__dict__, **overrides})

@@ -1,14 +1,16 @@
 """Start-up: builds the gateway's components and the gRPC server that serves them.
 
 `open_gateway` is an async context manager: everything it opens (database,
-HTTP client session, usage writer) is closed in reverse order on exit, even
-when start-up fails half way.
+HTTP client session, usage writer, image sweeper) is closed in reverse order
+on exit, even when start-up fails half way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,7 +26,9 @@ from aqueduct_grpc.builtin_model import BuiltinImageBackend
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.database import open_engine
 from aqueduct_grpc.dispatch import Dispatcher
-from aqueduct_grpc.image_service import ImageService
+from aqueduct_grpc.image_links import ImageLinks, load_signing_key
+from aqueduct_grpc.image_service import GET_IMAGE_FILE, ImageService
+from aqueduct_grpc.image_store import FileImageStore, ImageSweeper
 from aqueduct_grpc.model_catalog import ModelCatalog
 from aqueduct_grpc.tokens import TokenStore
 from aqueduct_grpc.upstream_http import HttpImageBackend
@@ -47,6 +51,8 @@ class Gateway:
     usage: UsageRecorder
     catalog: ModelCatalog
     dispatcher: Dispatcher
+    links: ImageLinks
+    sweeper: ImageSweeper
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,20 @@ class GrpcServer:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIterator[Gateway]:
-    """Opens the database, the upstream session and the usage writer."""
+async def open_gateway(
+    config: GatewayConfig,
+    *,
+    database_url: str,
+    image_dir: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[Gateway]:
+    """Opens the database, the upstream session, the usage writer and the image store.
+
+    Args:
+        config: the gateway's configuration.
+        database_url: SQLAlchemy async URL.
+        image_dir: where images returned by URL are kept, unless the config
+            says; None (and no config) uses a temporary folder removed on exit.
+    """
     async with contextlib.AsyncExitStack() as stack:
         engine = await open_engine(database_url)
         stack.push_async_callback(engine.dispose)
@@ -83,6 +101,19 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
         http_backend = HttpImageBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
+        image_dir = config.image_store_dir or image_dir
+        if image_dir is None:
+            image_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="aqueduct-images-"))
+        store = FileImageStore(image_dir)
+        links = ImageLinks(
+            store,
+            key=await load_signing_key(engine, config.image_url_secret),
+            ttl_seconds=config.image_url_ttl_seconds,
+            public_base_url=config.public_base_url,
+        )
+        sweeper = ImageSweeper(store, interval=config.image_sweep_seconds)
+        await sweeper.start()
+        stack.push_async_callback(sweeper.close)
         yield Gateway(
             config=config,
             engine=engine,
@@ -94,6 +125,8 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
             dispatcher=Dispatcher(
                 {"openai": http_backend, "azure": http_backend, "builtin": BuiltinImageBackend()}
             ),
+            links=links,
+            sweeper=sweeper,
         )
 
 
@@ -103,7 +136,7 @@ async def start_grpc_server(
     """Binds and starts the gRPC server; port 0 lets the OS choose."""
     limit = gateway.config.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(gateway.tokens)],
+        interceptors=[AuthInterceptor(gateway.tokens, open_methods=[GET_IMAGE_FILE])],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -111,7 +144,12 @@ async def start_grpc_server(
         ],
     )
     images_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageService(catalog=gateway.catalog, dispatcher=gateway.dispatcher, usage=gateway.usage),
+        ImageService(
+            catalog=gateway.catalog,
+            dispatcher=gateway.dispatcher,
+            usage=gateway.usage,
+            links=gateway.links,
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()
