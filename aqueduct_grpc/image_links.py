@@ -120,6 +120,11 @@ class ImageLinks:
         self._public_base_url = public_base_url
         self._path = files_path()
 
+    @property
+    def store(self) -> ImageStore:
+        """Where the images are kept."""
+        return self._store
+
     def base_url(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
         """Where the caller reaches the HTTP door, from config or the request's headers.
 
