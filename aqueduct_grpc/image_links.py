@@ -173,7 +173,8 @@ class ImageLinks:
         if (
             not expires_text.isdecimal()
             or ext not in _CONTENT_TYPES
-            or not hmac.compare_digest(self.sign(name), signature)
+            # Bytes: compare_digest refuses non-ASCII str, and the signature is the caller's.
+            or not hmac.compare_digest(self.sign(name).encode(), signature.encode())
             or int(expires_text) <= (time.time() if now is None else now)
         ):
             raise _NOT_FOUND

@@ -6,6 +6,7 @@ serves them back (the signed URL is its credential, so it needs no token).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -84,8 +85,11 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             )
             _account(row, response)
             if base_url is not None:
-                for image in response.data:
-                    image.url = await self._links.publish(image.b64_json, base_url)
+                urls = await asyncio.gather(
+                    *(self._links.publish(image.b64_json, base_url) for image in response.data)
+                )
+                for image, url in zip(response.data, urls, strict=True):
+                    image.url = url
                     image.ClearField("b64_json")
             return response
         except GatewayError as error:
