@@ -15,7 +15,7 @@ import hashlib
 import io
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,26 +100,40 @@ class BuiltinImageBackend:
         job = _job(body)
         partials = int(body.get("partial_images", 0))
         echoed = job.echoed()
-        async with asyncio.timeout(timeout):
-            for index in range(job.n):
-                final = await asyncio.to_thread(job.render, index)
-                for step in range(partials):
-                    # Blocks of 2^(partials - step + 2) pixels: each partial finer.
-                    block = 1 << (partials - step + 2)
-                    coarse = await asyncio.to_thread(_coarsen, final, block, job)
-                    yield images_pb2.StreamGenerateImagesResponse(
-                        type="image_generation.partial_image",
-                        b64_json=coarse,
-                        created_at=int(time.time()),
-                        partial_image_index=step,
-                        **echoed,
-                    )
+        # One deadline for every render, not a timeout around the generator:
+        # one spanning `yield` could fire while our consumer is awaited.
+        deadline = asyncio.get_running_loop().time() + timeout
+        for index in range(job.n):
+            final = await _before(deadline, asyncio.to_thread(job.render, index))
+            for step in range(partials):
+                # Blocks of 2^(partials - step + 2) pixels: each partial finer.
+                block = 1 << (partials - step + 2)
+                coarse = await _before(deadline, asyncio.to_thread(_coarsen, final, block, job))
                 yield images_pb2.StreamGenerateImagesResponse(
-                    type="image_generation.completed",
-                    b64_json=final,
+                    type="image_generation.partial_image",
+                    b64_json=coarse,
                     created_at=int(time.time()),
+                    partial_image_index=step,
                     **echoed,
                 )
+            yield images_pb2.StreamGenerateImagesResponse(
+                type="image_generation.completed",
+                b64_json=final,
+                created_at=int(time.time()),
+                **echoed,
+            )
+
+
+async def _before(deadline: float, render: Awaitable[bytes]) -> bytes:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await render
+    except TimeoutError:
+        raise GatewayError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "The built-in model did not finish rendering in time.",
+            reason="UPSTREAM_TIMEOUT",
+        ) from None
 
 
 def _job(body: dict[str, Any]) -> _Job:

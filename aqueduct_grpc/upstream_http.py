@@ -34,6 +34,8 @@ from aqueduct_grpc.sse import read_events
 
 __all__ = ["HttpImageBackend", "response_from_json", "stream_event_from_json"]
 
+COMPLETED = "image_generation.completed"
+
 log = logging.getLogger(__name__)
 
 # Upstream HTTP status -> the gRPC code our caller sees. The exact status is
@@ -154,19 +156,32 @@ class HttpImageBackend:
         url, headers = _endpoint(deployment)
         headers["Accept"] = "text/event-stream"
         payload = json.dumps(body).encode()
+        # Every wait on the upstream is bounded by one deadline, rather than a
+        # timeout around the whole generator: one spanning `yield` could fire
+        # while our consumer is being awaited, outside this frame.
+        deadline = asyncio.get_running_loop().time() + timeout
+        started = completed = False
         try:
-            async with asyncio.timeout(timeout):
-                async with self._session.post(url, data=payload, headers=headers) as response:
-                    if response.status >= 400:
+            async with asyncio.timeout_at(deadline):
+                response = await self._session.post(url, data=payload, headers=headers)
+            async with response:
+                if response.status >= 400:
+                    async with asyncio.timeout_at(deadline):
                         raw = await self._read(response)
-                        raise _upstream_error(
-                            response.status, raw, response.headers.get("Retry-After"), deployment
-                        )
-                    events = read_events(
-                        response.content.iter_any(), max_event_bytes=self._max_response_bytes
-                    )
-                    async for event in events:
-                        yield _stream_event(event.event, event.data, deployment)
+                    retry_after = response.headers.get("Retry-After")
+                    raise _upstream_error(response.status, raw, retry_after, deployment)
+                events = read_events(
+                    response.content.iter_any(), max_event_bytes=self._max_response_bytes
+                )
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events, None)
+                    if event is None:
+                        break
+                    message = _stream_event(event.event, event.data, deployment)
+                    started = True
+                    completed = completed or message.type == COMPLETED
+                    yield message
         except TimeoutError:
             raise GatewayError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -177,6 +192,8 @@ class HttpImageBackend:
             log.warning(
                 "upstream %s stream failed: %s", deployment.upstream_model, type(exc).__name__
             )
+            if started:
+                raise _stream_cut(deployment) from None
             raise GatewayError(
                 grpc.StatusCode.UNAVAILABLE,
                 "The upstream image service could not be reached.",
@@ -184,6 +201,8 @@ class HttpImageBackend:
             ) from None
         except ValueError:
             raise _invalid_response(deployment) from None
+        if not completed:
+            raise _stream_cut(deployment)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
@@ -196,6 +215,16 @@ class HttpImageBackend:
                 raise _too_large()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _stream_cut(deployment: Deployment) -> GatewayError:
+    log.warning("upstream %s ended a stream before its image", deployment.upstream_model)
+    return GatewayError(
+        grpc.StatusCode.INTERNAL,
+        "The upstream image service ended the stream before the image was complete.",
+        reason="UPSTREAM_STREAM_INCOMPLETE",
+        http_status=502,
+    )
 
 
 def _invalid_response(deployment: Deployment) -> GatewayError:
@@ -237,7 +266,7 @@ def _stream_event(
 def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerateImagesResponse:
     """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message."""
     kind = document["type"]
-    if kind not in ("image_generation.partial_image", "image_generation.completed"):
+    if kind not in ("image_generation.partial_image", COMPLETED):
         raise ValueError(f"unknown image stream event {kind!r}")
     event = images_pb2.StreamGenerateImagesResponse(
         type=kind,

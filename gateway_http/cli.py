@@ -61,6 +61,9 @@ def run(
             loop=loop,
             print=_announce,
             reuse_port=reuse_port or None,
+            # A client that goes away cancels its handler, and so the gRPC call
+            # and the upstream work behind it, even while nothing is written.
+            handler_cancellation=True,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
         )
     finally:

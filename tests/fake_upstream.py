@@ -218,6 +218,8 @@ class FailMidStream:
         message: ``error.message``.
         type: ``error.type``.
         code: ``error.code``.
+        error_event: When False, the stream just ends there (cleanly, with no error event
+            and no ``completed`` event).
         delay: Seconds to wait first.
     """
 
@@ -225,6 +227,7 @@ class FailMidStream:
     message: str = "The image generation failed midway."
     type: str = "server_error"
     code: str | None = "generation_failed"
+    error_event: bool = True
     delay: float = 0.0
 
 
@@ -506,7 +509,9 @@ class FakeUpstream:
                             "code": behaviour.code,
                         },
                     }
-                    await response.write(_sse("error", error))
+                    if behaviour.error_event:
+                        await response.write(_sse("error", error))
+                    await response.write_eof()
                     self._settle(record, "failed")
                     return response
                 if position and event_delay > 0:

@@ -189,6 +189,28 @@ async def test_upstream_error_mid_stream_arrives_as_an_sse_error_event(client, u
     assert (row.status, row.images, row.error_reason) == ("INTERNAL", 0, "UPSTREAM_ERROR")
 
 
+async def test_upstream_ending_a_stream_early_is_an_error_not_a_short_answer(
+    client, upstream, gateway
+):
+    upstream.plan(FailMidStream(after=2, error_event=False))
+    stream = await client.images.generate(
+        model="gpt-image-1", prompt="x", stream=True, partial_images=3
+    )
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        async for event in stream:
+            received.append(event.type)
+    assert received == [PARTIAL, PARTIAL]
+    body: Any = caught.value.body
+    assert body["code"] == "upstream_stream_incomplete" and body["type"] == "server_error"
+    [row] = await usage_rows(gateway)
+    assert (row.status, row.error_reason, row.http_status) == (
+        "INTERNAL",
+        "UPSTREAM_STREAM_INCOMPLETE",
+        502,
+    )
+
+
 async def test_error_event_framing_on_the_wire(http_door, secret, upstream):
     upstream.plan(FailMidStream(after=1))
     async with aiohttp.ClientSession() as session:

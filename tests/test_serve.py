@@ -25,7 +25,7 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 class Served:
     """A running `serve` process and what it printed."""
 
-    def __init__(self, data_dir: pathlib.Path) -> None:
+    def __init__(self, data_dir: pathlib.Path, *extra_args: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -38,6 +38,7 @@ class Served:
                 "0",
                 "--data-dir",
                 str(data_dir),
+                *extra_args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
