@@ -249,6 +249,9 @@ def _gateway(
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{source}: gateway.{key} must be a non-empty string")
         overrides[key] = value
+    if len(overrides.get("image_url_secret") or "x" * 16) < 16:
+        # A short HMAC key could be found by trying keys against one URL.
+        raise ConfigError(f"{source}: gateway.image_url_secret must be at least 16 characters")
     base = overrides.get("public_base_url")
     if base is not None and not base.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: gateway.public_base_url must start with http:// or https://")

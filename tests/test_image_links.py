@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import time
@@ -124,6 +125,20 @@ async def test_sweeper_deletes_expired_files_and_stops_cleanly(store, tmp_path) 
     assert sorted(os.listdir(tmp_path / "images")) == ["new.png"]
 
 
+async def test_sweeper_runs_in_the_background(store) -> None:
+    await store.put("old.png", PNG, expires_at=time.time() - 1)
+    sweeper = ImageSweeper(store, interval=0.01)
+    await sweeper.start()
+    try:
+        for _ in range(500):
+            if await store.get("old.png") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.get("old.png") is None
+    finally:
+        await sweeper.close()
+
+
 @pytest.fixture
 async def engine(tmp_path: pathlib.Path) -> AsyncIterator[object]:
     opened = await open_engine(sqlite_url(tmp_path / "db"))
@@ -153,11 +168,14 @@ def test_url_settings_are_parsed_and_checked() -> None:
             "image_url_secret": "os.environ/URL_SECRET",
         },
     }
-    config = parse_config(raw, source="t", environ={"URL_SECRET": "s3cret"})
+    config = parse_config(raw, source="t", environ={"URL_SECRET": "s3cret-0123456789"})
     assert config.public_base_url == "https://img.example.test"
-    assert (config.image_url_ttl_seconds, config.image_url_secret) == (600, "s3cret")
+    assert (config.image_url_ttl_seconds, config.image_url_secret) == (600, "s3cret-0123456789")
     assert config.models[0].supports_streaming
     assert "s3cret" not in repr(config)
+    raw["gateway"] = {"image_url_secret": "short"}
+    with pytest.raises(ConfigError, match="at least 16"):
+        parse_config(raw, source="t")
     raw["gateway"] = {"public_base_url": "img.example.test"}
     with pytest.raises(ConfigError, match="public_base_url"):
         parse_config(raw, source="t")
