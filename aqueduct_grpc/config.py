@@ -249,7 +249,8 @@ def _gateway(
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{source}: gateway.{key} must be a non-empty string")
         overrides[key] = value
-    if len(overrides.get("image_url_secret") or "x" * 16) < 16:
+    secret = overrides.get("image_url_secret")
+    if secret is not None and len(secret) < 16:
         # A short HMAC key could be found by trying keys against one URL.
         raise ConfigError(f"{source}: gateway.image_url_secret must be at least 16 characters")
     base = overrides.get("public_base_url")
