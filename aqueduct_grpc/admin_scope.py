@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -10,7 +10,7 @@ import grpc
 from aqueduct.admin.v1 import admin_pb2
 from aqueduct_grpc.auth import current_token
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import guarded_unary
+from aqueduct_grpc.interception import guarded
 from aqueduct_grpc.policies import PolicyStore
 
 __all__ = ["ADMIN_SERVICE", "AdminScopeInterceptor"]
@@ -50,11 +50,21 @@ class AdminScopeInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler
-            wrapped = self._wrapped[method] = guarded_unary(handler, self._guard)
+            wrapped = self._wrapped[method] = guarded(handler, self._guard, self._guard_stream)
         return wrapped
 
     async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
+        await self._require_admin(context)
+        return await behaviour(request, context)
+
+    async def _guard_stream(
+        self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any
+    ) -> AsyncIterator[Any]:
+        await self._require_admin(context)
+        async for item in behaviour(request, context):
+            yield item
+
+    async def _require_admin(self, context: grpc.aio.ServicerContext) -> None:
         snapshot = await self._policies.snapshot()
         if not snapshot.token(current_token().id).admin:
             await context.abort_with_status(_NOT_ADMIN.to_status())
-        return await behaviour(request, context)

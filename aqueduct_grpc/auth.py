@@ -1,14 +1,16 @@
 """Authentication: a server interceptor that admits only callers with a valid token.
 
 Every RPC needs `authorization: Bearer <token>` metadata except the health and
-reflection services, which load balancers and grpcurl call without one. The
-admitted token is available to handlers through `current_token()`.
+reflection services, which load balancers and grpcurl call without one, and
+the methods the server names as open (those carry their own credential, such
+as a signed URL). The admitted token is available to handlers through
+`current_token()`.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -37,11 +39,13 @@ def current_token() -> Token:
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer token before the handler runs."""
 
-    def __init__(self, tokens: TokenStore) -> None:
+    def __init__(self, tokens: TokenStore, *, open_methods: Iterable[str] = ()) -> None:
         """Args:
         tokens: where tokens are looked up.
+        open_methods: full method paths (`/pkg.Service/Method`) called without a token.
         """
         self._tokens = tokens
+        self._open_methods = frozenset(open_methods)
         # Wrapped handlers are built once per method, not per call.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -51,7 +55,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        if method.lstrip("/").partition("/")[0] in _OPEN_SERVICES:
+        if method.lstrip("/").partition("/")[0] in _OPEN_SERVICES or method in self._open_methods:
             return await continuation(handler_call_details)
         wrapped = self._wrapped.get(method)
         if wrapped is None:

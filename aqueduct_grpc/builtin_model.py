@@ -4,6 +4,8 @@ It renders a real picture of the requested size and format locally (a
 gradient seeded by the prompt, with the prompt written on it) so the gateway
 does its whole job on a machine with no API key and no network. Rendering
 runs in a worker thread so the event loop keeps serving other requests.
+It streams too: partial images are coarser renders of the final picture,
+each one finer than the last.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import io
 import textwrap
 import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -42,6 +46,38 @@ def _invalid(message: str, param: str) -> GatewayError:
     )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What the OpenAI body asks for, checked."""
+
+    prompt: str
+    n: int
+    size_name: str
+    output_format: str
+    background: str
+    quality: str
+    compression: int
+
+    def render(self, index: int) -> bytes:
+        return _render(
+            self.prompt,
+            index,
+            SIZES[self.size_name],
+            self.output_format,
+            self.background,
+            self.compression,
+        )
+
+    def echoed(self) -> dict[str, Any]:
+        """The settings OpenAI reports beside the images."""
+        return {
+            "background": "transparent" if self.background == "transparent" else "opaque",
+            "output_format": self.output_format,
+            "quality": self.quality,
+            "size": self.size_name,
+        }
+
+
 class BuiltinImageBackend:
     """Renders placeholder images from the prompt; same answer shape as gpt-image-1."""
 
@@ -49,45 +85,95 @@ class BuiltinImageBackend:
         self, deployment: Deployment, body: dict[str, Any], timeout: float
     ) -> images_pb2.GenerateImagesResponse:
         """Renders `body["n"]` images as the OpenAI body asks."""
-        size_name = body.get("size", "auto")
-        if size_name == "auto":
-            size_name = "1024x1024"
-        if size_name not in SIZES:
-            raise _invalid(
-                f"Invalid value: '{size_name}'. Supported values are: "
-                + ", ".join(f"'{s}'" for s in ["auto", *SIZES])
-                + ".",
-                "size",
-            )
-        output_format = body.get("output_format", "png")
-        if output_format not in _FORMATS:
-            raise _invalid(
-                f"Invalid value: '{output_format}'. "
-                "Supported values are: 'png', 'jpeg' and 'webp'.",
-                "output_format",
-            )
-        background = body.get("background", "auto")
-        if background == "transparent" and output_format == "jpeg":
-            raise _invalid("Transparent background is not supported for jpeg.", "background")
-        n = int(body.get("n", 1))
-        quality = int(body.get("output_compression", 100))
-        renders = [
-            asyncio.to_thread(
-                _render, body["prompt"], index, SIZES[size_name], output_format, background, quality
-            )
-            for index in range(n)
-        ]
+        job = _job(body)
+        renders = [asyncio.to_thread(job.render, index) for index in range(job.n)]
         images = await asyncio.wait_for(asyncio.gather(*renders), timeout)
-        response = images_pb2.GenerateImagesResponse(
-            created=int(time.time()),
-            background="transparent" if background == "transparent" else "opaque",
-            output_format=output_format,
-            quality="medium" if body.get("quality", "auto") == "auto" else body["quality"],
-            size=size_name,
-        )
+        response = images_pb2.GenerateImagesResponse(created=int(time.time()), **job.echoed())
         for data in images:
             response.data.add(b64_json=data)
         return response
+
+    async def stream(
+        self, deployment: Deployment, body: dict[str, Any], timeout: float
+    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
+        """Yields `partial_images` coarse renders, then the final image, for each image."""
+        job = _job(body)
+        partials = int(body.get("partial_images", 0))
+        echoed = job.echoed()
+        # One deadline for every render, not a timeout around the generator:
+        # one spanning `yield` could fire while our consumer is awaited.
+        deadline = asyncio.get_running_loop().time() + timeout
+        for index in range(job.n):
+            final = await _before(deadline, asyncio.to_thread(job.render, index))
+            for step in range(partials):
+                # Blocks of 2^(partials - step + 2) pixels: each partial finer.
+                block = 1 << (partials - step + 2)
+                coarse = await _before(deadline, asyncio.to_thread(_coarsen, final, block, job))
+                yield images_pb2.StreamGenerateImagesResponse(
+                    type="image_generation.partial_image",
+                    b64_json=coarse,
+                    created_at=int(time.time()),
+                    partial_image_index=step,
+                    **echoed,
+                )
+            yield images_pb2.StreamGenerateImagesResponse(
+                type="image_generation.completed",
+                b64_json=final,
+                created_at=int(time.time()),
+                **echoed,
+            )
+
+
+async def _before(deadline: float, render: Awaitable[bytes]) -> bytes:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await render
+    except TimeoutError:
+        raise GatewayError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "The built-in model did not finish rendering in time.",
+            reason="UPSTREAM_TIMEOUT",
+        ) from None
+
+
+def _job(body: dict[str, Any]) -> _Job:
+    size_name = body.get("size", "auto")
+    if size_name == "auto":
+        size_name = "1024x1024"
+    if size_name not in SIZES:
+        raise _invalid(
+            f"Invalid value: '{size_name}'. Supported values are: "
+            + ", ".join(f"'{s}'" for s in ["auto", *SIZES])
+            + ".",
+            "size",
+        )
+    output_format = body.get("output_format", "png")
+    if output_format not in _FORMATS:
+        raise _invalid(
+            f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg' and 'webp'.",
+            "output_format",
+        )
+    background = body.get("background", "auto")
+    if background == "transparent" and output_format == "jpeg":
+        raise _invalid("Transparent background is not supported for jpeg.", "background")
+    return _Job(
+        prompt=body["prompt"],
+        n=int(body.get("n", 1)),
+        size_name=size_name,
+        output_format=output_format,
+        background=background,
+        quality="medium" if body.get("quality", "auto") == "auto" else body["quality"],
+        compression=int(body.get("output_compression", 100)),
+    )
+
+
+def _coarsen(final: bytes, block: int, job: _Job) -> bytes:
+    picture = Image.open(io.BytesIO(final))
+    width, height = picture.size
+    small = picture.resize((max(1, width // block), max(1, height // block)), Image.Resampling.BOX)
+    return _encode(
+        small.resize((width, height), Image.Resampling.NEAREST), job.output_format, job.compression
+    )
 
 
 def _render(
@@ -111,6 +197,10 @@ def _render(
     draw.multiline_text(
         (16, 16), caption[:800], fill=(255, 255, 255), font_size=max(12, size[0] // 48)
     )
+    return _encode(picture, output_format, quality)
+
+
+def _encode(picture: Image.Image, output_format: str, quality: int) -> bytes:
     buffer = io.BytesIO()
     if output_format == "png":
         picture.save(buffer, "PNG", compress_level=1)

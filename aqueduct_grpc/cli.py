@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -307,7 +308,8 @@ async def _serve(args: argparse.Namespace, database_url: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_gateway(config, database_url=database_url) as gateway:
+    image_dir = pathlib.Path(args.data_dir) / "images"
+    async with open_gateway(config, database_url=database_url, image_dir=image_dir) as gateway:
         if await gateway.tokens.count() == 0:
             token, secret = await gateway.tokens.create("default")
             # The operator's first token: it may use the admin API to make others.

@@ -78,6 +78,8 @@ class ModelConfig:
     # How much one request/image counts toward limits (Aqueduct's request_limit_multiplier).
     limit_weight: float = 1.0
     prices: ModelPrices | None = None
+    # Whether the upstream can stream partial images (gpt-image models can).
+    supports_streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class GatewayConfig:
     budgets: Budgets = field(default_factory=Budgets)
     # Where rate-limit counters live: `memory://`, or `async+redis://host:6379` for replicas.
     rate_limit_storage: str = "memory://"
+    # Images returned by URL (response_format "url").
+    public_base_url: str | None = None
+    image_url_ttl_seconds: float = 3600.0
+    image_sweep_seconds: float = 60.0
+    image_store_dir: str | None = None
+    image_url_secret: str | None = field(default=None, repr=False)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
@@ -139,6 +147,9 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
     settings = raw.get("gateway") or {}
     if not isinstance(settings, dict):
         raise ConfigError(f"{source}: gateway must be a mapping")
+    if "image_url_secret" in settings:  # may be os.environ/NAME, like api keys
+        secret = _resolve(settings["image_url_secret"], f"{source}: gateway.image_url_secret", env)
+        settings = {**settings, "image_url_secret": secret}
     gateway = _gateway(models, settings, source)
     return _accounting(gateway, raw, source)
 
@@ -225,6 +236,9 @@ def _model(
         prices = parse_prices(info, f"{source}: model {name!r}")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    streaming = info.get("supports_streaming", builtin)
+    if not isinstance(streaming, bool):
+        raise ConfigError(f"{source}: model {name!r}: supports_streaming must be true or false")
     return ModelConfig(
         name=name,
         deployments=tuple(deployments),
@@ -235,6 +249,7 @@ def _model(
         created=int(info.get("created", time.time())),
         limit_weight=float(weight),
         prices=prices,
+        supports_streaming=streaming,
     )
 
 
@@ -259,8 +274,11 @@ def _gateway(
         "upstream_max_connections",
         "token_cache_seconds",
         "usage_flush_rows",
+        "image_url_ttl_seconds",
+        "image_sweep_seconds",
     }
-    unknown = sorted(set(settings) - known)
+    texts = {"public_base_url", "image_store_dir", "image_url_secret"}
+    unknown = sorted(set(settings) - known - texts)
     if unknown:
         raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
     default_model = settings.get("default_model")
@@ -272,4 +290,18 @@ def _gateway(
     for key, value in overrides.items():
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{source}: gateway.{key} must be a positive number")
+    for key in texts & set(settings):
+        value = settings[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: gateway.{key} must be a non-empty string")
+        overrides[key] = value
+    secret = overrides.get("image_url_secret")
+    if secret is not None and len(secret) < 16:
+        # A short HMAC key could be found by trying keys against one URL.
+        raise ConfigError(f"{source}: gateway.image_url_secret must be at least 16 characters")
+    base = overrides.get("public_base_url")
+    if base is not None and not base.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: gateway.public_base_url must start with http:// or https://")
+    if base is not None:
+        overrides["public_base_url"] = base.rstrip("/")
     return GatewayConfig(**{**config.__dict__, **overrides})

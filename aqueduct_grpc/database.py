@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
+    "gateway_secrets_table",
     "metadata",
     "open_engine",
     "sqlite_url",
@@ -132,3 +133,13 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# Secrets the gateway generates for itself (e.g. the key that signs image
+# URLs), kept in the database so that replicas sharing it agree on them.
+gateway_secrets_table = sa.Table(
+    "gateway_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)

@@ -16,9 +16,10 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import GatewayError
 
-__all__ = ["MAX_IMAGES", "MAX_PROMPT_CHARS", "upstream_body", "validate"]
+__all__ = ["MAX_IMAGES", "MAX_PARTIAL_IMAGES", "MAX_PROMPT_CHARS", "upstream_body", "validate"]
 
 MAX_IMAGES = 10
+MAX_PARTIAL_IMAGES = 3
 MAX_PROMPT_CHARS = 32_000
 
 # Optional parameters passed upstream as they are when the caller set them.
@@ -41,8 +42,13 @@ def _invalid(message: str, param: str, code: str) -> GatewayError:
     return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, reason=code.upper(), param=param)
 
 
-def validate(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> None:
-    """Raises INVALID_ARGUMENT naming the field when the request cannot be served."""
+def validate(
+    request: images_pb2.GenerateImagesRequest, model: ModelConfig, *, streaming: bool = False
+) -> None:
+    """Raises INVALID_ARGUMENT naming the field when the request cannot be served.
+
+    `streaming` says the request came through StreamGenerateImages.
+    """
     if not request.prompt.strip():
         raise _invalid(
             "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
@@ -67,19 +73,16 @@ def validate(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> N
             "output_compression",
             "integer_out_of_range",
         )
-    if request.stream:
+    if streaming:
+        _validate_streaming(request, model)
+    elif request.stream:
+        # The HTTP door routes `stream: true` to StreamGenerateImages itself.
         raise _invalid(
-            "Streaming is not supported by this gateway yet; omit 'stream' or set it to false.",
+            "GenerateImages does not stream; call StreamGenerateImages for a stream.",
             "stream",
             "unsupported_value",
         )
-    if request.HasField("response_format") and request.response_format != "b64_json":
-        if request.response_format == "url":
-            raise _invalid(
-                "response_format 'url' is not supported by this gateway yet; use 'b64_json'.",
-                "response_format",
-                "unsupported_value",
-            )
+    if request.HasField("response_format") and request.response_format not in ("b64_json", "url"):
         raise _invalid(
             f"Invalid value: '{request.response_format}'. "
             "Supported values are: 'b64_json' and 'url'.",
@@ -92,11 +95,38 @@ def validate(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> N
         raise _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
 
 
-def upstream_body(request: images_pb2.GenerateImagesRequest, upstream_model: str) -> dict[str, Any]:
+def _validate_streaming(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> None:
+    if not model.supports_streaming:
+        raise _invalid(
+            f"The model '{model.name}' does not support streaming; omit 'stream'.",
+            "stream",
+            "unsupported_value",
+        )
+    if request.HasField("partial_images") and not (
+        0 <= request.partial_images <= MAX_PARTIAL_IMAGES
+    ):
+        raise _invalid(
+            f"Invalid 'partial_images': integer must be between 0 and {MAX_PARTIAL_IMAGES}, "
+            f"got {request.partial_images}.",
+            "partial_images",
+            "integer_out_of_range",
+        )
+    if request.HasField("response_format") and request.response_format == "url":
+        raise _invalid(
+            "Streamed images arrive inline: response_format 'url' cannot be used with 'stream'.",
+            "response_format",
+            "unsupported_value",
+        )
+
+
+def upstream_body(
+    request: images_pb2.GenerateImagesRequest, upstream_model: str, *, streaming: bool = False
+) -> dict[str, Any]:
     """The OpenAI JSON body for the upstream: set fields only, its model name.
 
     Forwarded unknown parameters go first so that no declared field can be
-    overridden through them.
+    overridden through them. `response_format: "url"` is not forwarded: the
+    gateway hosts the images itself, and gpt-image models refuse the parameter.
     """
     body: dict[str, Any] = {}
     if request.HasField("extra_parameters"):
@@ -106,4 +136,10 @@ def upstream_body(request: images_pb2.GenerateImagesRequest, upstream_model: str
     for name in _FORWARDED:
         if request.HasField(name):
             body[name] = getattr(request, name)
+    if body.get("response_format") == "url":
+        del body["response_format"]
+    if streaming:
+        body["stream"] = True
+        if request.HasField("partial_images"):
+            body["partial_images"] = request.partial_images
     return body

@@ -10,15 +10,16 @@ and of its team are charged together. A refusal is RESOURCE_EXHAUSTED with
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 
+from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.auth import current_token
 from aqueduct_grpc.budgets import BudgetLedger, BudgetRefusal
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import guarded_unary
+from aqueduct_grpc.interception import guarded
 from aqueduct_grpc.model_catalog import ModelCatalog
 from aqueduct_grpc.policies import PolicyStore
 from aqueduct_grpc.policy import Budgets, Limits
@@ -79,10 +80,32 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler
-            wrapped = self._wrapped[method] = guarded_unary(handler, self._guard)
+            wrapped = self._wrapped[method] = guarded(handler, self._guard, self._guard_stream)
         return wrapped
 
     async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
+        held = await self._admit(_image_request(request), context)
+        try:
+            return await behaviour(request, context)
+        finally:
+            self._ledger.release(held)
+
+    async def _guard_stream(
+        self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any
+    ) -> AsyncIterator[Any]:
+        # The budget hold lasts as long as the stream, like a unary call's.
+        held = await self._admit(_image_request(request), context)
+        try:
+            async for event in behaviour(request, context):
+                yield event
+        finally:
+            self._ledger.release(held)
+
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Charges limits and holds budget for `request`; aborts the call on refusal.
+
+        Returns the budget hold, to be released when the call ends.
+        """
         token = current_token()
         snapshot = await self._policies.snapshot()
         policy = snapshot.token(token.id)
@@ -109,10 +132,7 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):
                 [_weighted(c, weight) for c in charges] if weight != 1.0 else charges
             )
             if refusal is None:
-                try:
-                    return await behaviour(request, context)
-                finally:
-                    self._ledger.release(held)
+                return held
             self._ledger.release(held)
             error = _over_limit(refusal)
         self._usage.record(
@@ -129,6 +149,13 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):
             )
         )
         await context.abort_with_status(error.to_status())
+
+
+def _image_request(request: Any) -> images_pb2.GenerateImagesRequest:
+    """The image request itself: the streaming twin carries it in `request`."""
+    if isinstance(request, images_pb2.StreamGenerateImagesRequest):
+        return request.request
+    return request  # type: ignore[no-any-return]
 
 
 def _charges(scope: str, owner: str, limits: Limits, n: int) -> list[Charge]:

@@ -1,14 +1,16 @@
 """Start-up: builds the gateway's components and the gRPC server that serves them.
 
 `open_gateway` is an async context manager: everything it opens (database,
-HTTP client session, usage writer) is closed in reverse order on exit, even
-when start-up fails half way.
+HTTP client session, usage writer, image sweeper) is closed in reverse order
+on exit, even when start-up fails half way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -28,7 +30,9 @@ from aqueduct_grpc.builtin_model import BuiltinImageBackend
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.database import open_engine
 from aqueduct_grpc.dispatch import Dispatcher
-from aqueduct_grpc.image_service import ImageService
+from aqueduct_grpc.image_links import ImageLinks, load_signing_key
+from aqueduct_grpc.image_service import GET_IMAGE_FILE, ImageService
+from aqueduct_grpc.image_store import FileImageStore, ImageSweeper
 from aqueduct_grpc.model_catalog import ModelCatalog
 from aqueduct_grpc.policies import PolicyStore
 from aqueduct_grpc.pricing import PriceTable
@@ -58,6 +62,8 @@ class Gateway:
     policies: PolicyStore
     limiter: RateLimiter
     ledger: BudgetLedger
+    links: ImageLinks
+    sweeper: ImageSweeper
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,20 @@ class GrpcServer:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIterator[Gateway]:
-    """Opens the database, the upstream session and the usage writer."""
+async def open_gateway(
+    config: GatewayConfig,
+    *,
+    database_url: str,
+    image_dir: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[Gateway]:
+    """Opens the database, the upstream session, the usage writer and the image store.
+
+    Args:
+        config: the gateway's configuration.
+        database_url: SQLAlchemy async URL.
+        image_dir: where images returned by URL are kept, unless the config
+            says; None (and no config) uses a temporary folder removed on exit.
+    """
     async with contextlib.AsyncExitStack() as stack:
         engine = await open_engine(database_url)
         stack.push_async_callback(engine.dispose)
@@ -97,6 +115,19 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
         http_backend = HttpImageBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
+        image_dir = config.image_store_dir or image_dir
+        if image_dir is None:
+            image_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="aqueduct-images-"))
+        store = FileImageStore(image_dir)
+        links = ImageLinks(
+            store,
+            key=await load_signing_key(engine, config.image_url_secret),
+            ttl_seconds=config.image_url_ttl_seconds,
+            public_base_url=config.public_base_url,
+        )
+        sweeper = ImageSweeper(store, interval=config.image_sweep_seconds)
+        await sweeper.start()
+        stack.push_async_callback(sweeper.close)
         yield Gateway(
             config=config,
             engine=engine,
@@ -111,6 +142,8 @@ async def open_gateway(config: GatewayConfig, *, database_url: str) -> AsyncIter
             policies=policies,
             limiter=RateLimiter(config.rate_limit_storage),
             ledger=ledger,
+            links=links,
+            sweeper=sweeper,
         )
 
 
@@ -122,10 +155,14 @@ async def start_grpc_server(
     server = grpc.aio.server(
         # Order matters: authentication first, then admin scope and quotas.
         interceptors=[
-            AuthInterceptor(gateway.tokens),
+            AuthInterceptor(gateway.tokens, open_methods=[GET_IMAGE_FILE]),
             AdminScopeInterceptor(gateway.policies),
             QuotaInterceptor(
-                methods=[f"/{IMAGE_SERVICE}/GenerateImages"],
+                # Both ways of generating: a stream must not bypass limits.
+                methods=[
+                    f"/{IMAGE_SERVICE}/GenerateImages",
+                    f"/{IMAGE_SERVICE}/StreamGenerateImages",
+                ],
                 catalog=gateway.catalog,
                 policies=gateway.policies,
                 limiter=gateway.limiter,
@@ -142,7 +179,12 @@ async def start_grpc_server(
         ],
     )
     images_pb2_grpc.add_ImageServiceServicer_to_server(
-        ImageService(catalog=gateway.catalog, dispatcher=gateway.dispatcher, usage=gateway.usage),
+        ImageService(
+            catalog=gateway.catalog,
+            dispatcher=gateway.dispatcher,
+            usage=gateway.usage,
+            links=gateway.links,
+        ),
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(

@@ -4,6 +4,10 @@ One pooled aiohttp session serves every upstream. The upstream gets the
 configured key and model name, never the caller's token. Its errors keep
 their HTTP status and message (with our key scrubbed); connection failures
 become UNAVAILABLE and timeouts DEADLINE_EXCEEDED.
+
+An upstream that answers with image URLs (legacy models) has them fetched
+here, only from its own host, so callers never see an upstream URL. Streaming
+answers (Server-Sent Events) are relayed event by event as they arrive.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import grpc
+import pybase64
+import yarl
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.images_json import parse_images_response
+from aqueduct_grpc.sse import read_events
 
-__all__ = ["HttpImageBackend", "response_from_json"]
+__all__ = ["HttpImageBackend", "response_from_json", "stream_event_from_json"]
+
+COMPLETED = "image_generation.completed"
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,12 @@ class HttpImageBackend:
                     raw = await self._read(response)
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
+                if status < 400:
+                    parsed = _parse_images(raw, deployment)
+                    if any(image.HasField("url") for image in parsed.data):
+                        # Fetched within the same timeout as the answer itself.
+                        return await self._rehosted(parsed, deployment)
+                    return parsed
         except TimeoutError:
             raise GatewayError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -87,18 +103,106 @@ class HttpImageBackend:
                 "The upstream image service could not be reached.",
                 reason="UPSTREAM_UNAVAILABLE",
             ) from None
-        if status >= 400:
-            raise _upstream_error(status, raw, retry_after, deployment)
-        try:
-            return response_from_json(parse_images_response(raw))
-        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-            log.warning("upstream %s sent an invalid image response", deployment.upstream_model)
+        raise _upstream_error(status, raw, retry_after, deployment)
+
+    async def _rehosted(
+        self, response: images_pb2.GenerateImagesResponse, deployment: Deployment
+    ) -> images_pb2.GenerateImagesResponse:
+        """Replaces upstream image URLs by the bytes they point at."""
+        for image in response.data:
+            if image.HasField("url") and not image.HasField("b64_json"):
+                image.b64_json = await self._download(image.url, deployment)
+                image.ClearField("url")
+        return response
+
+    async def _download(self, url: str, deployment: Deployment) -> bytes:
+        # Only from the upstream's own origin: an upstream (or whoever forged
+        # its answer) must not make the gateway fetch from other hosts.
+        target = yarl.URL(url)
+        if (
+            target.scheme not in ("http", "https")
+            or target.origin() != yarl.URL(str(deployment.api_base)).origin()
+        ):
+            log.warning(
+                "upstream %s returned an image URL on another host; not fetched",
+                deployment.upstream_model,
+            )
             raise GatewayError(
                 grpc.StatusCode.INTERNAL,
-                "The upstream image service sent an invalid response.",
-                reason="UPSTREAM_INVALID_RESPONSE",
+                "The upstream image service returned an image URL on another host, "
+                "which the gateway does not fetch.",
+                reason="UPSTREAM_URL_REFUSED",
                 http_status=502,
+            )
+        async with self._session.get(target, allow_redirects=False) as response:
+            if response.status != 200:
+                log.warning(
+                    "upstream %s image download answered %d",
+                    deployment.upstream_model,
+                    response.status,
+                )
+                raise GatewayError(
+                    grpc.StatusCode.INTERNAL,
+                    f"The upstream image service could not deliver an image ({response.status}).",
+                    reason="UPSTREAM_IMAGE_UNAVAILABLE",
+                    http_status=502,
+                )
+            return await self._read(response)
+
+    async def stream(
+        self, deployment: Deployment, body: dict[str, Any], timeout: float
+    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
+        """Sends `body` (with `stream: true`) upstream and yields its events as they come."""
+        url, headers = _endpoint(deployment)
+        headers["Accept"] = "text/event-stream"
+        payload = json.dumps(body).encode()
+        # Every wait on the upstream is bounded by one deadline, rather than a
+        # timeout around the whole generator: one spanning `yield` could fire
+        # while our consumer is being awaited, outside this frame.
+        deadline = asyncio.get_running_loop().time() + timeout
+        started = completed = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._session.post(url, data=payload, headers=headers)
+            async with response:
+                if response.status >= 400:
+                    async with asyncio.timeout_at(deadline):
+                        raw = await self._read(response)
+                    retry_after = response.headers.get("Retry-After")
+                    raise _upstream_error(response.status, raw, retry_after, deployment)
+                events = read_events(
+                    response.content.iter_any(), max_event_bytes=self._max_response_bytes
+                )
+                while True:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events, None)
+                    if event is None:
+                        break
+                    message = _stream_event(event.event, event.data, deployment)
+                    started = True
+                    completed = completed or message.type == COMPLETED
+                    yield message
+        except TimeoutError:
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"The upstream did not finish streaming within {timeout:.1f} s.",
+                reason="UPSTREAM_TIMEOUT",
             ) from None
+        except aiohttp.ClientError as exc:
+            log.warning(
+                "upstream %s stream failed: %s", deployment.upstream_model, type(exc).__name__
+            )
+            if started:
+                raise _stream_cut(deployment) from None
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "The upstream image service could not be reached.",
+                reason="UPSTREAM_UNAVAILABLE",
+            ) from None
+        except ValueError:
+            raise _invalid_response(deployment) from None
+        if not completed:
+            raise _stream_cut(deployment)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         if (response.content_length or 0) > self._max_response_bytes:
@@ -111,6 +215,72 @@ class HttpImageBackend:
                 raise _too_large()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _stream_cut(deployment: Deployment) -> GatewayError:
+    log.warning("upstream %s ended a stream before its image", deployment.upstream_model)
+    return GatewayError(
+        grpc.StatusCode.INTERNAL,
+        "The upstream image service ended the stream before the image was complete.",
+        reason="UPSTREAM_STREAM_INCOMPLETE",
+        http_status=502,
+    )
+
+
+def _invalid_response(deployment: Deployment) -> GatewayError:
+    log.warning("upstream %s sent an invalid image response", deployment.upstream_model)
+    return GatewayError(
+        grpc.StatusCode.INTERNAL,
+        "The upstream image service sent an invalid response.",
+        reason="UPSTREAM_INVALID_RESPONSE",
+        http_status=502,
+    )
+
+
+def _parse_images(raw: bytes, deployment: Deployment) -> images_pb2.GenerateImagesResponse:
+    try:
+        return response_from_json(parse_images_response(raw))
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise _invalid_response(deployment) from None
+
+
+def _stream_event(
+    name: str, data: str, deployment: Deployment
+) -> images_pb2.StreamGenerateImagesResponse:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise _invalid_response(deployment) from None
+    if not isinstance(document, dict):
+        raise _invalid_response(deployment)
+    if name == "error" or "error" in document:
+        error = document.get("error")
+        # An error after the stream started: same shape as an HTTP error body.
+        raise _upstream_error(500, json.dumps({"error": error}).encode(), None, deployment)
+    try:
+        return stream_event_from_json(document)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise _invalid_response(deployment) from None
+
+
+def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerateImagesResponse:
+    """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message."""
+    kind = document["type"]
+    if kind not in ("image_generation.partial_image", COMPLETED):
+        raise ValueError(f"unknown image stream event {kind!r}")
+    event = images_pb2.StreamGenerateImagesResponse(
+        type=kind,
+        b64_json=pybase64.b64decode(document["b64_json"], validate=True),
+        created_at=int(document.get("created_at") or time.time()),
+    )
+    for name in ("size", "quality", "background", "output_format"):
+        if document.get(name) is not None:
+            setattr(event, name, str(document[name]))
+    if document.get("partial_image_index") is not None:
+        event.partial_image_index = int(document["partial_image_index"])
+    if isinstance(document.get("usage"), dict):
+        _usage_from_json(document["usage"], event.usage)
+    return event
 
 
 def _too_large() -> GatewayError:
@@ -201,14 +371,17 @@ def response_from_json(document: dict[str, Any]) -> images_pb2.GenerateImagesRes
             setattr(response, name, document[name])
     usage = document.get("usage")
     if isinstance(usage, dict):
-        target = response.usage
-        target.input_tokens = int(usage.get("input_tokens") or 0)
-        target.output_tokens = int(usage.get("output_tokens") or 0)
-        target.total_tokens = int(usage.get("total_tokens") or 0)
-        for name in ("input_tokens_details", "output_tokens_details"):
-            details = usage.get(name)
-            if isinstance(details, dict):
-                field = getattr(target, name)
-                field.image_tokens = int(details.get("image_tokens") or 0)
-                field.text_tokens = int(details.get("text_tokens") or 0)
+        _usage_from_json(usage, response.usage)
     return response
+
+
+def _usage_from_json(usage: dict[str, Any], target: images_pb2.ImageUsage) -> None:
+    target.input_tokens = int(usage.get("input_tokens") or 0)
+    target.output_tokens = int(usage.get("output_tokens") or 0)
+    target.total_tokens = int(usage.get("total_tokens") or 0)
+    for name in ("input_tokens_details", "output_tokens_details"):
+        details = usage.get(name)
+        if isinstance(details, dict):
+            field = getattr(target, name)
+            field.image_tokens = int(details.get("image_tokens") or 0)
+            field.text_tokens = int(details.get("text_tokens") or 0)

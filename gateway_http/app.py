@@ -4,6 +4,11 @@
 marshaling tables, and registers one catch-all handler. The `grpc.aio` channel
 is a `cleanup_ctx` resource: created at start-up (with one multicallable per
 route), closed at clean-up.
+
+Besides JSON, a route can answer with raw bytes (its response is a
+`google.api.HttpBody`, whose content type is used, along with the response
+metadata named in `forwarded_response_headers`) or with Server-Sent Events
+(its method declares a streaming twin and the request sets the twin's flag).
 """
 
 from __future__ import annotations
@@ -22,18 +27,35 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
+from gateway_http import sse
 from gateway_http.errors import GENERIC_SERVER_MESSAGE, ApiError, from_grpc_status
 from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
 from gateway_http.routes import DEFAULT_PACKAGE, Route, RouteTable, build_routes, discover_services
 
-__all__ = ["DEFAULT_FORWARDED_HEADERS", "GATEWAY", "Gateway", "create_app"]
+__all__ = [
+    "DEFAULT_FORWARDED_HEADERS",
+    "DEFAULT_FORWARDED_RESPONSE_HEADERS",
+    "GATEWAY",
+    "Gateway",
+    "create_app",
+]
 
 _log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1 * MIB
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MIB
-DEFAULT_FORWARDED_HEADERS: tuple[str, ...] = ("authorization", "x-request-id")
+# Host and X-Forwarded-* let the core build absolute URLs that point back at
+# the address the client used.
+DEFAULT_FORWARDED_HEADERS: tuple[str, ...] = (
+    "authorization",
+    "x-request-id",
+    "host",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+)
+# Response metadata copied to HTTP headers on raw-body and streaming routes.
+DEFAULT_FORWARDED_RESPONSE_HEADERS: tuple[str, ...] = ("cache-control",)
 JSON = "application/json"
 HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
 
@@ -45,6 +67,7 @@ class GatewayOptions:
     grpc_target: str
     max_body_bytes: int
     forwarded_headers: tuple[str, ...]
+    forwarded_response_headers: tuple[str, ...]
     max_send_message_bytes: int
     max_receive_message_bytes: int
     call_timeout: float | None
@@ -54,15 +77,23 @@ class GatewayOptions:
 
 
 class _Endpoint:
-    """A route with its marshaling tables and, once started, its multicallable."""
+    """A route with its marshaling tables and, once started, its multicallables."""
 
-    __slots__ = ("call", "decoder", "encoder", "route")
+    __slots__ = ("call", "decoder", "encoder", "route", "stream_call", "stream_encoder")
 
-    def __init__(self, route: Route, decoder: RequestDecoder, encoder: ResponseEncoder) -> None:
+    def __init__(
+        self,
+        route: Route,
+        decoder: RequestDecoder,
+        encoder: ResponseEncoder,
+        stream_encoder: ResponseEncoder | None,
+    ) -> None:
         self.route = route
         self.decoder = decoder
         self.encoder = encoder
+        self.stream_encoder = stream_encoder
         self.call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
+        self.stream_call: grpc.aio.UnaryStreamMultiCallable[Message, Message] | None = None
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -72,6 +103,7 @@ def _error_response(error: ApiError) -> web.Response:
 
 
 _INTERNAL_ERROR = ApiError(500, GENERIC_SERVER_MESSAGE, "server_error")
+_NOT_RUNNING = ApiError(503, "The service is starting or stopping.", "server_error")
 _UNSUPPORTED_MEDIA = ApiError(
     415, "Unsupported Content-Type: the request body must be JSON (application/json)."
 )
@@ -96,6 +128,9 @@ class Gateway:
                     route.request_class, route.body, route.template.variables
                 ),
                 marshaler.response_encoder(route.response_class, route.response_body),
+                None
+                if route.twin is None
+                else marshaler.response_encoder(route.twin.response_class),
             )
             for route in routes
         ]
@@ -131,6 +166,12 @@ class Gateway:
                     request_serializer=route.request_class.SerializeToString,
                     response_deserializer=route.response_class.FromString,
                 )
+                if route.twin is not None:
+                    endpoint.stream_call = channel.unary_stream(
+                        route.twin.grpc_path,
+                        request_serializer=route.twin.request_class.SerializeToString,
+                        response_deserializer=route.twin.response_class.FromString,
+                    )
             self._health = channel.unary_unary(
                 HEALTH_CHECK_PATH,
                 request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -143,6 +184,7 @@ class Gateway:
             self._health = None
             for endpoint in self._endpoints:
                 endpoint.call = None
+                endpoint.stream_call = None
             await channel.close(None)
 
     def _metadata(self, request: web.Request) -> list[tuple[str, str]]:
@@ -170,7 +212,7 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large from None
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
         try:
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
@@ -178,9 +220,14 @@ class Gateway:
             body = await self._read_body(request) if decoder.uses_body else None
             query = request.query.items() if decoder.uses_query and request.query_string else None
             message = decoder.decode(body, path_vars, query)
+            route = endpoint.route
+            if route.twin is not None and getattr(message, route.twin.selector_field):
+                return await self._stream(request, endpoint, message)
             call = endpoint.call
             if call is None:
-                raise ApiError(503, "The service is starting or stopping.", "server_error")
+                raise _NOT_RUNNING
+            if route.http_body:
+                return await self._raw_body(request, endpoint, message)
             try:
                 response = await call(
                     message, metadata=self._metadata(request), timeout=self.options.call_timeout
@@ -195,6 +242,91 @@ class Gateway:
         except Exception:
             _log.exception("unexpected error for %s %s", request.method, request.path)
             return _error_response(_INTERNAL_ERROR)
+
+    async def _response_headers(self, call: Any) -> dict[str, str]:
+        # Only on raw-body and streaming routes: JSON routes' headers are fixed
+        # by the contract, and skipping the lookup keeps their hot path lean.
+        wanted = self.options.forwarded_response_headers
+        headers: dict[str, str] = {}
+        for key, value in await call.initial_metadata() or ():
+            if key in wanted and isinstance(value, str) and value.isprintable():
+                headers[key] = value
+        return headers
+
+    async def _raw_body(
+        self, request: web.Request, endpoint: _Endpoint, message: Message
+    ) -> web.Response:
+        """A unary call whose `google.api.HttpBody` is the HTTP response itself."""
+        assert endpoint.call is not None
+        call = endpoint.call(
+            message, metadata=self._metadata(request), timeout=self.options.call_timeout
+        )
+        try:
+            response: Any = await call
+            headers = await self._response_headers(call)
+        except grpc.aio.AioRpcError as err:
+            raise from_grpc_status(err.code(), err.details(), err.trailing_metadata()) from None
+        field = endpoint.route.response_body
+        body = getattr(response, field) if field else response
+        headers["X-Content-Type-Options"] = "nosniff"
+        return web.Response(
+            body=body.data,
+            headers={"Content-Type": body.content_type or "application/octet-stream", **headers},
+        )
+
+    async def _stream(
+        self, request: web.Request, endpoint: _Endpoint, message: Message
+    ) -> web.StreamResponse:
+        """Calls the route's streaming twin and writes its messages as Server-Sent Events.
+
+        Errors before the first message are ordinary HTTP errors (the status
+        can still say what went wrong); later ones are an `error` event. A
+        client that goes away cancels the call, and so the work behind it.
+        """
+        twin, call_twin, encoder = (
+            endpoint.route.twin,
+            endpoint.stream_call,
+            endpoint.stream_encoder,
+        )
+        if call_twin is None:
+            raise _NOT_RUNNING
+        assert twin is not None and encoder is not None
+        twin_request = twin.request_class()
+        getattr(twin_request, twin.request_field).CopyFrom(message)
+        call: Any = call_twin(
+            twin_request, metadata=self._metadata(request), timeout=self.options.call_timeout
+        )
+        try:
+            try:
+                event = await call.read()
+                headers = await self._response_headers(call)
+            except grpc.aio.AioRpcError as err:
+                raise from_grpc_status(err.code(), err.details(), err.trailing_metadata()) from None
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": sse.CONTENT_TYPE,
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer
+                    **headers,
+                }
+            )
+            await response.prepare(request)
+            name_field = twin.event_field
+            try:
+                while event is not grpc.aio.EOF:
+                    name = getattr(event, name_field) if name_field else ""
+                    await response.write(sse.event_frame(name, encoder.encode(event)))
+                    event = await call.read()
+            except grpc.aio.AioRpcError as err:
+                error = from_grpc_status(err.code(), err.details(), err.trailing_metadata())
+                await response.write(sse.error_frame(error))
+            except ConnectionResetError:
+                _log.info("client left %s during a stream; cancelling the call", request.path)
+                return response
+            await response.write_eof()
+            return response
+        finally:
+            call.cancel()  # a no-op when the call has finished
 
     async def health(self, request: web.Request) -> web.Response:
         """`GET /healthz`: 200 when the core's gRPC health check says SERVING."""
@@ -234,6 +366,7 @@ def create_app(
     proto_packages: Sequence[str | ModuleType] = (DEFAULT_PACKAGE,),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
+    forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
     max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_receive_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     call_timeout: float | None = None,
@@ -253,6 +386,8 @@ def create_app(
             without being read beyond the limit.
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
             (lower-cased names, values verbatim).
+        forwarded_response_headers: Response metadata keys copied to HTTP
+            headers on raw-body (`google.api.HttpBody`) and streaming routes.
         max_send_message_bytes: gRPC channel limit for requests.
         max_receive_message_bytes: gRPC channel limit for responses (image
             responses reach ~20 MB).
@@ -275,6 +410,9 @@ def create_app(
         grpc_target=grpc_target,
         max_body_bytes=max_body_bytes,
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
+        forwarded_response_headers=tuple(
+            dict.fromkeys(h.lower() for h in forwarded_response_headers)
+        ),
         max_send_message_bytes=max_send_message_bytes,
         max_receive_message_bytes=max_receive_message_bytes,
         call_timeout=call_timeout,

@@ -5,6 +5,11 @@ Nothing here knows a particular service: every method that carries a
 `Route`. `discover_services()` imports every `*_pb2` module below a package
 (by default the generated `aqueduct` package), so a new proto file with http
 options appears on the HTTP door without any change to this code.
+
+Two more facts come from the descriptors: whether a route answers with a
+`google.api.HttpBody` (raw bytes with their content type), and whether its
+method has a server-streaming twin (`aqueduct.api.v1.streaming_twin`) that
+serves the request, as Server-Sent Events, when a flag field is true.
 """
 
 from __future__ import annotations
@@ -14,23 +19,58 @@ import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.api import annotations_pb2 as google_annotations
 from google.api import http_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
 from gateway_http import path_template
 from gateway_http.errors import ApiError
 from gateway_http.path_template import PathTemplate
 
-__all__ = ["Route", "RouteTable", "build_routes", "discover_services", "http_rules"]
+__all__ = [
+    "HTTP_BODY",
+    "Route",
+    "RouteTable",
+    "StreamTwin",
+    "build_routes",
+    "discover_services",
+    "http_rules",
+]
 
 DEFAULT_PACKAGE = "aqueduct"
+HTTP_BODY = "google.api.HttpBody"
+
+# Imported by name: the .pyi protoc generates for an extension-only file does not
+# type-check (`ClassVar` at module level), and only the extension object is needed.
+_STREAMING_TWIN: Any = importlib.import_module("aqueduct.api.v1.annotations_pb2").streaming_twin
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTwin:
+    """The server-streaming method that serves a route's request when a flag is set.
+
+    Attributes:
+        grpc_path: The twin's full gRPC method path.
+        selector_field: The bool field of the route's request that selects the twin.
+        request_field: The field of the twin's request that takes the route's request.
+        event_field: The string field of each streamed message naming its SSE
+            event, or `""` for unnamed events.
+        request_class: The twin's request message class.
+        response_class: The twin's (streamed) response message class.
+    """
+
+    grpc_path: str
+    selector_field: str
+    request_field: str
+    event_field: str
+    request_class: type[Message]
+    response_class: type[Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +85,9 @@ class Route:
         grpc_path: The full gRPC method path, `/pkg.Service/Method`.
         request_class: The request message class.
         response_class: The response message class.
+        http_body: The HTTP body is the `google.api.HttpBody` of the response
+            (or of its `response_body` field): raw bytes and their content type.
+        twin: The streaming twin, when the method declares one.
     """
 
     http_method: str
@@ -54,6 +97,8 @@ class Route:
     grpc_path: str
     request_class: type[Message]
     response_class: type[Message]
+    http_body: bool = False
+    twin: StreamTwin | None = None
 
 
 def http_rules(method: MethodDescriptor) -> list[http_pb2.HttpRule]:
@@ -96,6 +141,7 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
     routes: list[Route] = []
     for service in services:
         for method in service.methods:
+            twin = _stream_twin(service, method)
             for rule in http_rules(method):
                 verb, path = _verb_and_path(rule)
                 try:
@@ -111,9 +157,63 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
                         grpc_path=f"/{service.full_name}/{method.name}",
                         request_class=message_factory.GetMessageClass(method.input_type),
                         response_class=message_factory.GetMessageClass(method.output_type),
+                        http_body=_is_http_body(method, rule.response_body),
+                        twin=twin,
                     )
                 )
     return routes
+
+
+def _is_http_body(method: MethodDescriptor, response_body: str) -> bool:
+    output = method.output_type
+    if response_body:
+        fd = output.fields_by_name.get(response_body)
+        if fd is None or fd.message_type is None:
+            return False
+        output = fd.message_type
+    return bool(output.full_name == HTTP_BODY)
+
+
+def _stream_twin(service: ServiceDescriptor, method: MethodDescriptor) -> StreamTwin | None:
+    """The method's checked streaming twin, or None.
+
+    Raises:
+        ValueError: The option names a method or fields that do not fit.
+    """
+    options = method.GetOptions()
+    if not options.HasExtension(_STREAMING_TWIN):
+        return None
+    spec = options.Extensions[_STREAMING_TWIN]
+    where = f"{method.full_name}: streaming_twin"
+    twin = service.methods_by_name.get(spec.method)
+    if twin is None or not twin.server_streaming or twin.client_streaming:
+        raise ValueError(f"{where}: {spec.method!r} is not a server-streaming method")
+    selector = method.input_type.fields_by_name.get(spec.selector_field)
+    if selector is None or selector.type != FieldDescriptor.TYPE_BOOL or selector.is_repeated:
+        raise ValueError(f"{where}: {spec.selector_field!r} is not a bool field of the request")
+    holder = twin.input_type.fields_by_name.get(spec.request_field)
+    if (
+        holder is None
+        or holder.message_type is None
+        or holder.message_type.full_name != method.input_type.full_name
+        or holder.is_repeated
+    ):
+        raise ValueError(
+            f"{where}: {spec.request_field!r} is not a {method.input_type.full_name} field "
+            f"of {twin.input_type.full_name}"
+        )
+    if spec.event_field:
+        named = twin.output_type.fields_by_name.get(spec.event_field)
+        if named is None or named.type != FieldDescriptor.TYPE_STRING or named.is_repeated:
+            raise ValueError(f"{where}: {spec.event_field!r} is not a string field of the events")
+    return StreamTwin(
+        grpc_path=f"/{service.full_name}/{twin.name}",
+        selector_field=spec.selector_field,
+        request_field=spec.request_field,
+        event_field=spec.event_field,
+        request_class=message_factory.GetMessageClass(twin.input_type),
+        response_class=message_factory.GetMessageClass(twin.output_type),
+    )
 
 
 def _walk_modules(package: ModuleType) -> Iterable[ModuleType]:

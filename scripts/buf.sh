@@ -11,7 +11,8 @@ if [ ! -x build/buf/node_modules/.bin/buf ]; then
 fi
 googleapis="$("$python" -c 'import google.api, pathlib; print(pathlib.Path(list(google.api.__path__)[0]))')"
 mkdir -p build/protodeps/google/api
-cp "$googleapis/annotations.proto" "$googleapis/http.proto" build/protodeps/google/api/
+cp "$googleapis/annotations.proto" "$googleapis/http.proto" "$googleapis/httpbody.proto" \
+  build/protodeps/google/api/
 build/buf/node_modules/.bin/buf lint
 build/buf/node_modules/.bin/buf format --diff --exit-code protos
 echo "buf lint and buf format: clean"

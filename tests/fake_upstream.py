@@ -15,7 +15,13 @@ prints ``READY port=<port> base_url=http://127.0.0.1:<port>/v1`` on stdout once 
 
 What a request gets is decided by the next planned behaviour (``plan()``), or by ``default``
 when nothing is planned. Behaviours are small frozen dataclasses: ``Succeed``, ``Fail``,
-``Drop`` and ``InvalidJson``; each has a ``delay`` in seconds applied before it acts.
+``Drop``, ``InvalidJson`` and ``FailMidStream``; each has a ``delay`` in seconds applied
+before it acts.
+
+A request with ``"stream": true`` gets Server-Sent Events as OpenAI sends them: for each
+image, ``partial_images`` ``image_generation.partial_image`` events, then one
+``image_generation.completed`` event (with ``usage``), ``Succeed.event_delay`` seconds apart.
+``streaming=False`` makes the fake refuse streaming like a legacy model does.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "Behaviour",
     "Drop",
     "Fail",
+    "FailMidStream",
     "FakeUpstream",
     "InvalidJson",
     "RecordedRequest",
@@ -61,7 +68,9 @@ PNG_INDEX_KEY = "fake-upstream-index"
 MAX_N = 10
 
 ResponseFormat = Literal["b64_json", "url"]
-Outcome = Literal["pending", "replied", "failed", "dropped", "invalid_json", "cancelled"]
+Outcome = Literal[
+    "pending", "replied", "streamed", "failed", "dropped", "invalid_json", "cancelled"
+]
 
 # (type, code, message) OpenAI sends for each status when the test does not say otherwise.
 _ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
@@ -115,6 +124,9 @@ class Succeed:
             served by the fake itself).
         revised_prompt: Added to every image when set.
         usage: Whether to include the gpt-image-1 ``usage`` block.
+        url_root: For ``"url"`` replies, the scheme and host of the URLs (default: the fake's
+            own ``root_url``); the fake serves them whatever name they use for it.
+        event_delay: For streamed replies, seconds between events.
     """
 
     delay: float = 0.0
@@ -122,6 +134,8 @@ class Succeed:
     response_format: ResponseFormat | None = None
     revised_prompt: str | None = None
     usage: bool | None = None
+    url_root: str | None = None
+    event_delay: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +209,29 @@ class InvalidJson:
     delay: float = 0.0
 
 
-Behaviour = Succeed | Fail | Drop | InvalidJson
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FailMidStream:
+    """Answer a streaming request with ``after`` events, then an SSE ``error`` event.
+
+    Args:
+        after: Events sent before the error (partial images first, as ``Succeed`` would).
+        message: ``error.message``.
+        type: ``error.type``.
+        code: ``error.code``.
+        error_event: When False, the stream just ends there (cleanly, with no error event
+            and no ``completed`` event).
+        delay: Seconds to wait first.
+    """
+
+    after: int = 1
+    message: str = "The image generation failed midway."
+    type: str = "server_error"
+    code: str | None = "generation_failed"
+    error_event: bool = True
+    delay: float = 0.0
+
+
+Behaviour = Succeed | Fail | Drop | InvalidJson | FailMidStream
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -214,6 +250,7 @@ class RecordedRequest:
             ``invalid_json``, or ``cancelled`` when the client went away first.
         received_at: ``time.monotonic()`` on arrival.
         reply: The body of a successful reply (see ``reply_json``).
+        events: For streamed replies, each event sent (parsed JSON), in order.
     """
 
     method: str
@@ -226,6 +263,7 @@ class RecordedRequest:
     outcome: Outcome = "pending"
     received_at: float = 0.0
     reply: bytes | None = None
+    events: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def reply_json(self) -> Any:
@@ -251,12 +289,15 @@ class FakeUpstream:
         api_key: When set, requests without ``Authorization: Bearer <api_key>`` get OpenAI's
             401 ``invalid_api_key`` error (recorded, and not consuming a planned behaviour).
         record: Keep every request in ``requests`` (turn off for long benchmark runs).
+        streaming: Answer ``"stream": true`` with Server-Sent Events; when False, such
+            requests get OpenAI's 400 for a model that cannot stream.
         host: Address to bind; loopback only.
         port: Port to bind; 0 lets the OS choose.
 
     Attributes:
         default: The behaviour used when nothing is planned; assign to change it.
         requests: Every ``RecordedRequest`` received, in arrival order.
+        file_requests: The paths of image files fetched (``"url"`` replies), in order.
         request_count: Number of requests received (counted even when ``record`` is off).
         port: The bound port, after ``start()``.
         base_url: ``http://127.0.0.1:<port>/v1``, after ``start()``.
@@ -274,6 +315,7 @@ class FakeUpstream:
         record: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        streaming: bool = True,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"FakeUpstream only binds loopback, not {host!r}")
@@ -283,7 +325,9 @@ class FakeUpstream:
         self.usage = usage
         self.api_key = api_key
         self.record = record
+        self.streaming = streaming
         self.host = host
+        self.file_requests: list[str] = []
         self.default: Behaviour = Succeed(delay=delay)
         self.requests: list[RecordedRequest] = []
         self.request_count = 0
@@ -357,12 +401,17 @@ class FakeUpstream:
     def reset(self) -> None:
         """Forget recorded requests and queued behaviours (``default`` is kept)."""
         self.requests.clear()
+        self.file_requests.clear()
         self.request_count = 0
         self._planned.clear()
 
     def image(self, index: int, image_bytes: int | None = None) -> bytes:
         """The exact PNG bytes the fake returns at position ``index`` of a response."""
         return png_image(image_bytes or self.image_bytes, index)
+
+    def partial_image(self, index: int, step: int) -> bytes:
+        """The exact PNG bytes of partial image ``step`` of image ``index`` in a stream."""
+        return png_image(max(200, self.image_bytes // 4), 100 + index * 10 + step)
 
     async def wait_for_requests(self, count: int) -> None:
         """Wait until ``request_count`` reaches ``count`` (wrap in ``asyncio.timeout``)."""
@@ -419,7 +468,101 @@ class FakeUpstream:
             except asyncio.CancelledError:
                 self._settle(record, "cancelled")
                 raise
+        if isinstance(payload, dict) and payload.get("stream") is True:
+            if not self.streaming:
+                behaviour = Fail(
+                    400,
+                    message="Streaming is not supported for this model.",
+                    param="stream",
+                    code="unsupported_value",
+                )
+            elif isinstance(behaviour, Succeed | FailMidStream):
+                return await self._stream(behaviour, request, payload, record)
+        if isinstance(behaviour, FailMidStream):
+            behaviour = Fail(400, message="FailMidStream needs a streaming request.")
         return self._act(behaviour, request, payload, record)
+
+    async def _stream(
+        self,
+        behaviour: Succeed | FailMidStream,
+        request: web.Request,
+        payload: Any,
+        record: RecordedRequest,
+    ) -> web.StreamResponse:
+        problem = _validate(payload)
+        if problem is not None:
+            self._settle(record, "failed")
+            return self._error_response(problem)
+        events = self._stream_events(payload)
+        event_delay = behaviour.event_delay if isinstance(behaviour, Succeed) else 0.0
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        try:
+            await response.prepare(request)
+            for position, event in enumerate(events):
+                if isinstance(behaviour, FailMidStream) and position == behaviour.after:
+                    error = {
+                        "type": "error",
+                        "error": {
+                            "message": behaviour.message,
+                            "type": behaviour.type,
+                            "param": None,
+                            "code": behaviour.code,
+                        },
+                    }
+                    if behaviour.error_event:
+                        await response.write(_sse("error", error))
+                    await response.write_eof()
+                    self._settle(record, "failed")
+                    return response
+                if position and event_delay > 0:
+                    await asyncio.sleep(event_delay)
+                await response.write(_sse(event["type"], event))
+                record.events.append(event)
+                self._signal()
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self._settle(record, "cancelled")
+            raise
+        self._settle(record, "streamed")
+        return response
+
+    def _stream_events(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        n = payload.get("n") or 1
+        partials = payload.get("partial_images") or 0
+        echoed = {
+            "background": payload.get("background") or "opaque",
+            "output_format": payload.get("output_format") or "png",
+            "quality": payload.get("quality") or "low",
+            "size": payload.get("size") or "1024x1024",
+        }
+        text_tokens = len(str(payload.get("prompt", "")).split())
+        events: list[dict[str, Any]] = []
+        for index in range(n):
+            for step in range(partials):
+                events.append(
+                    {
+                        "type": "image_generation.partial_image",
+                        "b64_json": base64.b64encode(self.partial_image(index, step)).decode(),
+                        "created_at": int(time.time()),
+                        "partial_image_index": step,
+                        **echoed,
+                    }
+                )
+            events.append(
+                {
+                    "type": "image_generation.completed",
+                    "b64_json": base64.b64encode(self.image(index)).decode(),
+                    "created_at": int(time.time()),
+                    **echoed,
+                    "usage": {
+                        "input_tokens": text_tokens,
+                        "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+                        "output_tokens": 272,
+                        "total_tokens": text_tokens + 272,
+                    },
+                }
+            )
+        return events
 
     def _act(
         self,
@@ -448,6 +591,7 @@ class FakeUpstream:
         if isinstance(behaviour, Fail):
             self._settle(record, "failed")
             return self._error_response(behaviour)
+        assert isinstance(behaviour, Succeed)
 
         problem = _validate(payload)
         if problem is not None:
@@ -480,10 +624,20 @@ class FakeUpstream:
         response_format = succeed.response_format or self.response_format
         revised_prompt = succeed.revised_prompt or self.revised_prompt
         usage = self.usage if succeed.usage is None else succeed.usage
+        url_root = succeed.url_root or self.root_url
         n = payload.get("n") or 1
         echoed = tuple(payload.get(k) for k in ("background", "output_format", "quality", "size"))
         text_tokens = len(str(payload.get("prompt", "")).split())
-        key = (n, image_bytes, response_format, revised_prompt, usage, echoed, text_tokens)
+        key = (
+            n,
+            image_bytes,
+            response_format,
+            revised_prompt,
+            usage,
+            echoed,
+            text_tokens,
+            url_root,
+        )
         body = self._bodies.get(key)
         if body is None:
             body = self._build_body(
@@ -494,6 +648,7 @@ class FakeUpstream:
                 usage=usage,
                 payload=payload,
                 text_tokens=text_tokens,
+                url_root=url_root,
             )
             if len(self._bodies) >= 64:
                 self._bodies.clear()
@@ -510,12 +665,13 @@ class FakeUpstream:
         usage: bool,
         payload: dict[str, Any],
         text_tokens: int,
+        url_root: str,
     ) -> bytes:
         data: list[dict[str, Any]] = []
         for index in range(n):
             item: dict[str, Any]
             if response_format == "url":
-                item = {"url": f"{self.root_url}/files/{image_bytes}/{index}.png"}
+                item = {"url": f"{url_root}/files/{image_bytes}/{index}.png"}
             else:
                 item = {"b64_json": base64.b64encode(png_image(image_bytes, index)).decode()}
             if revised_prompt is not None:
@@ -538,11 +694,17 @@ class FakeUpstream:
         return json.dumps(response, separators=(",", ":")).encode()
 
     async def _file(self, request: web.Request) -> web.Response:
+        self.file_requests.append(request.path)
+        self._signal()
         nbytes = int(request.match_info["nbytes"])
         index = int(request.match_info["index"])
         if not 0 < nbytes <= 64 * 1024 * 1024 or index >= MAX_N:
             raise web.HTTPNotFound()
         return web.Response(body=png_image(nbytes, index), content_type="image/png")
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def _validate(payload: Any) -> Fail | None:

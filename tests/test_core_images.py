@@ -148,7 +148,6 @@ async def test_builtin_model_rejects_a_size_it_cannot_render(stub, secret):
         ({"prompt": "x", "n": 11}, "n"),
         ({"prompt": "x", "output_compression": 101}, "output_compression"),
         ({"prompt": "x", "stream": True}, "stream"),
-        ({"prompt": "x", "response_format": "url"}, "response_format"),
         ({"prompt": "x", "response_format": "gif"}, "response_format"),
         ({"prompt": "x" * 32_001}, "prompt"),
     ],

@@ -30,15 +30,29 @@ def test_routes_of_the_image_service() -> None:
         ("POST", "/images/generations"),
         ("GET", "/v1/models"),
         ("GET", "/models"),
-    }
+        ("GET", "/v1/images/files/{name}"),
+    }  # StreamGenerateImages has no rule of its own: it is GenerateImages' twin
     gen = routes["POST", "/v1/images/generations"]
     assert gen.grpc_path == "/aqueduct.images.v1.ImageService/GenerateImages"
     assert gen.body == "*"
     assert gen.request_class is images_pb2.GenerateImagesRequest
     assert gen.response_class is images_pb2.GenerateImagesResponse
+    assert not gen.http_body
+    assert gen.twin is not None and routes["POST", "/images/generations"].twin == gen.twin
+    assert gen.twin.grpc_path == "/aqueduct.images.v1.ImageService/StreamGenerateImages"
+    assert (gen.twin.selector_field, gen.twin.request_field, gen.twin.event_field) == (
+        "stream",
+        "request",
+        "type",
+    )
+    assert gen.twin.request_class is images_pb2.StreamGenerateImagesRequest
+    assert gen.twin.response_class is images_pb2.StreamGenerateImagesResponse
     models = routes["GET", "/models"]
     assert models.body == ""
     assert models.grpc_path == "/aqueduct.images.v1.ImageService/ListModels"
+    assert models.twin is None and not models.http_body
+    files = routes["GET", "/v1/images/files/{name}"]
+    assert files.http_body and files.response_body == "file" and files.twin is None
 
 
 def test_routes_from_a_descriptor_built_at_runtime() -> None:

@@ -292,3 +292,23 @@ async def test_sdk_sees_rate_limit_error(gateway, door):
             await sdk.images.generate(model="gpt-image-1", prompt="x")
     assert caught.value.code == "token_requests_per_minute_exceeded"
     assert caught.value.response.headers["Retry-After"].isdigit()
+
+
+async def test_streams_are_limited_like_unary_calls(stub, gateway: Gateway, door: str):
+    secret = await token_with(gateway, "streamer", limits=Limits(requests_per_minute=2))
+    request = images_pb2.StreamGenerateImagesRequest(
+        request=images_pb2.GenerateImagesRequest(model="demo", prompt="x", size="256x256")
+    )
+    for _ in range(2):
+        events = [e async for e in stub.StreamGenerateImages(request, metadata=bearer(secret))]
+        assert events[-1].type == "image_generation.completed"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [e async for e in stub.StreamGenerateImages(request, metadata=bearer(secret))]
+    found = details_of(caught.value)
+    assert found.code == grpc.StatusCode.RESOURCE_EXHAUSTED and found.retry_seconds
+    # The HTTP door's stream=true is the same twin, refused before any event.
+    status, body, headers = await http_generate(
+        door, secret, model="demo", size="256x256", stream=True
+    )
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    assert int(headers["Retry-After"]) >= 1

@@ -1,7 +1,22 @@
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import descriptor as _descriptor
-from typing import ClassVar as _ClassVar
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 COLLECTS_UNKNOWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
 collects_unknown_fields: _descriptor.FieldDescriptor
+STREAMING_TWIN_FIELD_NUMBER: _ClassVar[int]
+streaming_twin: _descriptor.FieldDescriptor
+
+class StreamingTwin(_message.Message):
+    __slots__ = ("method", "selector_field", "request_field", "event_field")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    selector_field: str
+    request_field: str
+    event_field: str
+    def __init__(self, method: _Optional[str] = ..., selector_field: _Optional[str] = ..., request_field: _Optional[str] = ..., event_field: _Optional[str] = ...) -> None: ...

@@ -1,5 +1,6 @@
 from aqueduct.api.v1 import annotations_pb2 as _annotations_pb2
 from google.api import annotations_pb2 as _annotations_pb2_1
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -94,6 +95,48 @@ class TokensDetails(_message.Message):
     image_tokens: int
     text_tokens: int
     def __init__(self, image_tokens: _Optional[int] = ..., text_tokens: _Optional[int] = ...) -> None: ...
+
+class StreamGenerateImagesRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: GenerateImagesRequest
+    def __init__(self, request: _Optional[_Union[GenerateImagesRequest, _Mapping]] = ...) -> None: ...
+
+class StreamGenerateImagesResponse(_message.Message):
+    __slots__ = ("type", "b64_json", "created_at", "size", "quality", "background", "output_format", "partial_image_index", "usage")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    B64_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    b64_json: bytes
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+    partial_image_index: int
+    usage: ImageUsage
+    def __init__(self, type: _Optional[str] = ..., b64_json: _Optional[bytes] = ..., created_at: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., partial_image_index: _Optional[int] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ...) -> None: ...
+
+class GetImageFileRequest(_message.Message):
+    __slots__ = ("name", "signature")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    signature: str
+    def __init__(self, name: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class GetImageFileResponse(_message.Message):
+    __slots__ = ("file",)
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    file: _httpbody_pb2.HttpBody
+    def __init__(self, file: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -41,6 +41,16 @@ class ImageServiceStub:
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesResponse.FromString,
                 _registered_method=True)
+        self.StreamGenerateImages = channel.unary_stream(
+                '/aqueduct.images.v1.ImageService/StreamGenerateImages',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.FromString,
+                _registered_method=True)
+        self.GetImageFile = channel.unary_unary(
+                '/aqueduct.images.v1.ImageService/GetImageFile',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/aqueduct.images.v1.ImageService/ListModels',
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
@@ -60,6 +70,24 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamGenerateImages(self, request, context):
+        """Creates images and streams partial renders, then the final image
+        (OpenAI `POST /v1/images/generations` with `"stream": true`; the HTTP door
+        reaches it through GenerateImages' streaming_twin option).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageFile(self, request, context):
+        """Returns an image the gateway stored for a `response_format: "url"`
+        answer. The signed URL is the credential: no token is needed, and an
+        expired or altered URL is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the image models the caller's token may use (OpenAI `GET /v1/models`).
         """
@@ -74,6 +102,16 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.GenerateImages,
                     request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesRequest.FromString,
                     response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesResponse.SerializeToString,
+            ),
+            'StreamGenerateImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamGenerateImages,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.SerializeToString,
+            ),
+            'GetImageFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageFile,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -110,6 +148,60 @@ class ImageService:
             '/aqueduct.images.v1.ImageService/GenerateImages',
             aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesRequest.SerializeToString,
             aqueduct_dot_images_dot_v1_dot_images__pb2.GenerateImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamGenerateImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aqueduct.images.v1.ImageService/StreamGenerateImages',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aqueduct.images.v1.ImageService/GetImageFile',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

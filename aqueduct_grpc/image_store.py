@@ -1,0 +1,137 @@
+"""Where images returned by URL are kept until they expire.
+
+`ImageStore` is the interface (a shared store can back several replicas
+later); `FileImageStore` keeps them as files in one directory. File work runs
+in a worker thread: images are megabytes and the event loop must not wait on
+the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pathlib
+import re
+import time
+from typing import Protocol
+
+__all__ = ["FileImageStore", "ImageStore", "ImageSweeper"]
+
+log = logging.getLogger(__name__)
+
+# Names are made by the gateway; anything else (a path, "..") is never a file.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+class ImageStore(Protocol):
+    """Keeps image bytes under a name until an expiry time."""
+
+    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+        """Stores `data` under `name`; it may be deleted after `expires_at`."""
+
+    async def get(self, name: str) -> bytes | None:
+        """The bytes stored under `name`, or None when there are none (any more)."""
+
+    async def delete_expired(self, now: float) -> int:
+        """Deletes what expired before `now`; returns how many images went."""
+
+
+class FileImageStore:
+    """One file per image in a directory.
+
+    A file's modification time is set to its expiry, so the sweep needs no
+    index and still works after a restart.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        """Args:
+        directory: where the files go (created if missing).
+        """
+        self._directory = pathlib.Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
+
+    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+        await asyncio.to_thread(self._put, self._path(name), data, expires_at)
+
+    async def get(self, name: str) -> bytes | None:
+        if not _SAFE_NAME.fullmatch(name):
+            return None
+        return await asyncio.to_thread(self._get, self._directory / name)
+
+    async def delete_expired(self, now: float) -> int:
+        return await asyncio.to_thread(self._delete_expired, now)
+
+    def _path(self, name: str) -> pathlib.Path:
+        if not _SAFE_NAME.fullmatch(name):
+            raise ValueError(f"not a valid image name: {name!r}")
+        return self._directory / name
+
+    @staticmethod
+    def _put(path: pathlib.Path, data: bytes, expires_at: float) -> None:
+        # Written aside then renamed: a reader never sees half a file.
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(data)
+        os.utime(partial, (time.time(), expires_at))
+        partial.replace(path)
+
+    @staticmethod
+    def _get(path: pathlib.Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def _delete_expired(self, now: float) -> int:
+        deleted = 0
+        with os.scandir(self._directory) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file() and entry.stat().st_mtime < now:
+                        os.unlink(entry.path)
+                        deleted += 1
+                except FileNotFoundError:
+                    pass  # deleted meanwhile (another replica's sweep)
+        return deleted
+
+
+class ImageSweeper:
+    """A background task that deletes expired images every `interval` seconds."""
+
+    def __init__(self, store: ImageStore, *, interval: float) -> None:
+        """Args:
+        store: the store to sweep.
+        interval: seconds between sweeps.
+        """
+        self._store = store
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts the task."""
+        self._task = asyncio.create_task(self._run(), name="image-sweeper")
+
+    async def close(self) -> None:
+        """Stops the task (a sweep in progress is cancelled)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep(self) -> int:
+        """Deletes expired images now; returns how many."""
+        deleted = await self._store.delete_expired(time.time())
+        if deleted:
+            log.info("deleted %d expired images", deleted)
+        return deleted
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep()
+            except Exception:
+                # A failing disk must not stop the sweeps to come.
+                log.exception("image sweep failed")
