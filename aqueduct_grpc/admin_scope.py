@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,7 +10,7 @@ import grpc
 from aqueduct.admin.v1 import admin_pb2
 from aqueduct_grpc.auth import current_token
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import guarded
+from aqueduct_grpc.interception import MethodInterceptor, guarded
 from aqueduct_grpc.policies import PolicyStore
 
 __all__ = ["ADMIN_SERVICE", "AdminScopeInterceptor"]
@@ -24,7 +24,7 @@ _NOT_ADMIN = GatewayError(
 )
 
 
-class AdminScopeInterceptor(grpc.aio.ServerInterceptor):
+class AdminScopeInterceptor(MethodInterceptor):
     """Refuses admin RPCs with PERMISSION_DENIED unless the token has admin scope.
 
     Runs after the AuthInterceptor (listed after it), so the caller is known.
@@ -34,24 +34,14 @@ class AdminScopeInterceptor(grpc.aio.ServerInterceptor):
         """Args:
         policies: where a token's admin scope is read.
         """
+        super().__init__()
         self._policies = policies
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method.lstrip("/").partition("/")[0] != ADMIN_SERVICE:
-            return await continuation(handler_call_details)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return handler
-            wrapped = self._wrapped[method] = guarded(handler, self._guard, self._guard_stream)
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        return method.lstrip("/").partition("/")[0] == ADMIN_SERVICE
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return guarded(handler, self._guard, self._guard_stream)
 
     async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
         await self._require_admin(context)

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.interception import MethodInterceptor
 from aqueduct_grpc.tokens import Token, TokenStore
 
 __all__ = ["AuthInterceptor", "current_token"]
@@ -36,7 +37,7 @@ def current_token() -> Token:
     return _token.get()
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(MethodInterceptor):
     """Checks the bearer token before the handler runs."""
 
     def __init__(self, tokens: TokenStore, *, open_methods: Iterable[str] = ()) -> None:
@@ -44,28 +45,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         tokens: where tokens are looked up.
         open_methods: full method paths (`/pkg.Service/Method`) called without a token.
         """
+        super().__init__()
         self._tokens = tokens
         self._open_methods = frozenset(open_methods)
-        # Wrapped handlers are built once per method, not per call.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method.lstrip("/").partition("/")[0] in _OPEN_SERVICES or method in self._open_methods:
-            return await continuation(handler_call_details)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return handler  # unknown method: gRPC answers UNIMPLEMENTED
-            wrapped = self._wrapped[method] = self._wrap(handler)
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        service = method.lstrip("/").partition("/")[0]
+        return service not in _OPEN_SERVICES and method not in self._open_methods
 
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler, _admitting_single),
             ("stream_unary", grpc.stream_unary_rpc_method_handler, _admitting_single),

@@ -7,6 +7,7 @@ serves them back (the signed URL is its credential, so it needs no token).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -67,9 +68,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self, request: images_pb2.GenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GenerateImagesResponse:
         token = current_token()
-        started = time.perf_counter()
         row = _usage_row(token, request)
-        try:
+        async with self._accounted(row, context):
             model = self._catalog.resolve(row.requested_model, token)
             row.model = model.name
             validate(request, model)
@@ -78,10 +78,10 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
             response = await self._dispatcher.generate(
-                model, lambda upstream_model: upstream_body(request, upstream_model), deadline
+                model,
+                lambda upstream_model: upstream_body(request, upstream_model),
+                _deadline(context),
             )
             _account(row, response)
             if base_url is not None:
@@ -92,50 +92,38 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                     image.url = url
                     image.ClearField("b64_json")
             return response
-        except GatewayError as error:
-            row.status, row.error_reason, row.http_status = (
-                error.code.name,
-                error.reason,
-                error.http_status,
-            )
-            await context.abort_with_status(error.to_status())
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            row.status, row.error_reason = _INTERNAL.code.name, _INTERNAL.reason
-            log.exception("GenerateImages failed")
-            await context.abort_with_status(_INTERNAL.to_status())
-        except BaseException:
-            # Cancelled by the caller (disconnect or deadline) — still accounted.
-            row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
-            raise
-        finally:
-            row.latency_ms = (time.perf_counter() - started) * 1000
-            self._usage.record(row)
-        raise AssertionError("unreachable")  # abort_with_status always raises
+        raise AssertionError("unreachable")  # _accounted aborts the call on every error
 
     async def StreamGenerateImages(
         self, request: images_pb2.StreamGenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
         inner = request.request
         token = current_token()
-        started = time.perf_counter()
         row = _usage_row(token, inner)
-        try:
+        # One usage row per stream, however it ends; a caller that goes away
+        # cancels the upstream call with us, and what was streamed is accounted.
+        async with self._accounted(row, context):
             model = self._catalog.resolve(row.requested_model, token)
             row.model = model.name
             validate(inner, model, streaming=True)
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
             events = self._dispatcher.stream(
                 model,
                 lambda upstream_model: upstream_body(inner, upstream_model, streaming=True),
-                deadline,
+                _deadline(context),
             )
             async for event in events:
                 if event.type == COMPLETED:
                     _account_completed(row, event)
                 yield event
+
+    @contextlib.asynccontextmanager
+    async def _accounted(
+        self, row: UsageRecord, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """Runs a generation: turns its errors into statuses and records its usage row."""
+        started = time.perf_counter()
+        try:
+            yield
         except GatewayError as error:
             row.status, row.error_reason, row.http_status = (
                 error.code.name,
@@ -147,15 +135,13 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             raise
         except Exception:
             row.status, row.error_reason = _INTERNAL.code.name, _INTERNAL.reason
-            log.exception("StreamGenerateImages failed")
+            log.exception("image generation failed")
             await context.abort_with_status(_INTERNAL.to_status())
         except BaseException:
-            # The caller went away (or its deadline passed): the upstream call
-            # is cancelled with us, and what was streamed so far is accounted.
+            # Cancelled by the caller (disconnect or deadline): still accounted.
             row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
             raise
         finally:
-            # Once per stream, however it ended.
             row.latency_ms = (time.perf_counter() - started) * 1000
             self._usage.record(row)
 
@@ -185,6 +171,12 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 id=model.name, object="model", created=model.created, owned_by=model.owned_by
             )
         return response
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline as a monotonic time, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def _usage_row(token: Token, request: images_pb2.GenerateImagesRequest) -> UsageRecord:

@@ -1,4 +1,4 @@
-"""Builds handlers whose behaviour runs inside a guard (for interceptors)."""
+"""What the core's interceptors share: per-method handler wrapping, and guards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["Guard", "StreamGuard", "guarded"]
+__all__ = ["Guard", "MethodInterceptor", "StreamGuard", "guarded"]
 
 # Receives the request, the context and the handler's behaviour; returns the response.
 Guard = Callable[[Any, grpc.aio.ServicerContext, Callable[..., Awaitable[Any]]], Awaitable[Any]]
@@ -47,3 +47,34 @@ def guarded(
             response_serializer=handler.response_serializer,
         )
     raise TypeError("guarded methods must have a unary request")
+
+
+class MethodInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the handlers of the methods it applies to; each once, not per call."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def applies_to(self, method: str) -> bool:
+        """Whether `method` (`/pkg.Service/Method`) is wrapped."""
+        raise NotImplementedError
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to serve in place of `handler`."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if not self.applies_to(method):
+            return await continuation(handler_call_details)
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler  # unknown method: gRPC answers UNIMPLEMENTED
+            wrapped = self._wrapped[method] = self.wrap(handler)
+        return wrapped

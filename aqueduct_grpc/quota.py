@@ -10,7 +10,7 @@ and of its team are charged together. A refusal is RESOURCE_EXHAUSTED with
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.auth import current_token
 from aqueduct_grpc.budgets import BudgetLedger, BudgetRefusal
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import guarded
+from aqueduct_grpc.interception import MethodInterceptor, guarded
 from aqueduct_grpc.model_catalog import ModelCatalog
 from aqueduct_grpc.policies import PolicyStore
 from aqueduct_grpc.policy import Budgets, Limits
@@ -31,7 +31,7 @@ __all__ = ["QuotaInterceptor"]
 _MAX_IMAGES = 10  # larger `n` is refused by the handler; it counts as this many here
 
 
-class QuotaInterceptor(grpc.aio.ServerInterceptor):
+class QuotaInterceptor(MethodInterceptor):
     """Checks budgets and charges rate limits before the guarded methods run."""
 
     def __init__(
@@ -57,6 +57,7 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):
         default_limits: the limits of a token that sets none.
         default_budgets: the budgets of a token that sets none.
         """
+        super().__init__()
         self._methods = frozenset(methods)
         self._catalog = catalog
         self._policies = policies
@@ -65,23 +66,12 @@ class QuotaInterceptor(grpc.aio.ServerInterceptor):
         self._usage = usage
         self._default_limits = default_limits
         self._default_budgets = default_budgets
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method not in self._methods:
-            return await continuation(handler_call_details)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None:
-                return handler
-            wrapped = self._wrapped[method] = guarded(handler, self._guard, self._guard_stream)
-        return wrapped
+    def applies_to(self, method: str) -> bool:
+        return method in self._methods
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return guarded(handler, self._guard, self._guard_stream)
 
     async def _guard(self, request: Any, context: grpc.aio.ServicerContext, behaviour: Any) -> Any:
         held = await self._admit(_image_request(request), context)

@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import openai
 import pytest
+from aiohttp import web
 
 from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.database import sqlite_url
 from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
+from gateway_http import create_app
 from tests.fake_upstream import FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
@@ -142,6 +145,25 @@ def stub(channel: grpc.aio.Channel) -> images_pb2_grpc.ImageServiceStub:
 async def secret(gateway: Gateway) -> str:
     _, value = await gateway.tokens.create("test")
     return value
+
+
+@pytest.fixture
+async def http_door(core: GrpcServer) -> AsyncIterator[str]:
+    """The real HTTP app on a real loopback port, in front of the real core."""
+    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{core.port}"))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site.port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def client(http_door: str, secret: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=f"{http_door}/v1", api_key=secret, max_retries=0, timeout=60
+    ) as sdk:
+        yield sdk
 
 
 def bearer(secret: str) -> list[tuple[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,14 +12,12 @@ import grpc
 import openai
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.database import usage_table
-from aqueduct_grpc.server import Gateway, GrpcServer
-from gateway_http import create_app
+from aqueduct_grpc.server import Gateway
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
 from tests.fake_upstream import Fail, FailMidStream, FakeUpstream, Succeed
 
@@ -34,24 +31,6 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
     raw = router_config(upstream)
     raw["model_list"][0]["model_info"]["supports_streaming"] = True
     return parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
-
-
-@pytest.fixture
-async def http_door(core: GrpcServer) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{core.port}"))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site.port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def client(http_door: str, secret: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{http_door}/v1", api_key=secret, max_retries=0, timeout=60
-    ) as sdk:
-        yield sdk
 
 
 async def usage_rows(gateway: Gateway) -> list[Any]:

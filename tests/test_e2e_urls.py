@@ -13,33 +13,13 @@ import grpc
 import openai
 import pytest
 import yarl
-from aiohttp import web
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.config import parse_config
 from aqueduct_grpc.database import sqlite_url
-from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
-from gateway_http import create_app
+from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
 from tests.fake_upstream import FakeUpstream, Succeed
-
-
-@pytest.fixture
-async def http_door(core: GrpcServer) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{core.port}"))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site.port}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def client(http_door: str, secret: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{http_door}/v1", api_key=secret, max_retries=0, timeout=60
-    ) as sdk:
-        yield sdk
 
 
 @pytest.fixture
