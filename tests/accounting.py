@@ -1,17 +1,12 @@
-"""Helpers for the accounting tests: a priced config, tokens with policies, the HTTP door."""
+"""Helpers for the accounting tests: a priced config and tokens with policies."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
-
-from aiohttp import web
 
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.server import Gateway
-from gateway_http import create_app
 from tests.conftest import UPSTREAM_KEY, router_config
 from tests.fake_upstream import FakeUpstream
 
@@ -73,16 +68,3 @@ async def token_with(
         )
     )
     return secret
-
-
-@contextlib.asynccontextmanager
-async def http_door(grpc_port: int) -> AsyncIterator[str]:
-    """The real, unmodified HTTP app on a loopback port in front of the core."""
-    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{grpc_port}"))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site.port}"
-    finally:
-        await runner.cleanup()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import pathlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,9 +18,9 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc import cli
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.database import sqlite_url
-from aqueduct_grpc.server import GrpcServer, open_gateway, start_grpc_server
+from aqueduct_grpc.server import open_gateway, start_grpc_server
 from gateway_http.routes import discover_services
-from tests.accounting import IMAGE_PRICE, http_door, priced_config, token_with
+from tests.accounting import IMAGE_PRICE, priced_config, token_with
 from tests.conftest import bearer
 from tests.fake_upstream import FakeUpstream
 from tests.grpc_errors import details_of
@@ -33,9 +32,9 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
 
 
 @pytest.fixture
-async def door(core: GrpcServer) -> AsyncIterator[str]:
-    async with http_door(core.port) as url:
-        yield url
+def door(http_door: str) -> str:
+    """The HTTP door of conftest (the real app in front of the real core)."""
+    return http_door
 
 
 @pytest.fixture

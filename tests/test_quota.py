@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,14 +16,13 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.database import sqlite_url, usage_table
 from aqueduct_grpc.policy import Budgets, Limits
-from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
+from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
 from aqueduct_grpc.usage import UsageRecord
 from tests.accounting import (
     HD_PRICE,
     IMAGE_PRICE,
     INPUT_TOKEN_PRICE,
     OUTPUT_TOKEN_PRICE,
-    http_door,
     priced_config,
     token_with,
 )
@@ -39,9 +37,9 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
 
 
 @pytest.fixture
-async def door(core: GrpcServer) -> AsyncIterator[str]:
-    async with http_door(core.port) as url:
-        yield url
+def door(http_door: str) -> str:
+    """The HTTP door of conftest (the real app in front of the real core)."""
+    return http_door
 
 
 async def http_generate(
