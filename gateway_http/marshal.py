@@ -56,6 +56,7 @@ _COLLECTS_UNKNOWN_FIELDS: Any = importlib.import_module(
     "aqueduct.api.v1.annotations_pb2"
 ).collects_unknown_fields
 
+_TOO_DEEP = "The JSON body of your request is nested too deeply."
 _INVALID_JSON = (
     "We could not parse the JSON body of your request. The API expects a JSON "
     "object in the request body; what was sent was not valid JSON."
@@ -434,7 +435,12 @@ class RequestDecoder:
                 value = json.loads(body)
             except ValueError:
                 raise ApiError(400, _INVALID_JSON) from None
-            self._fill_body(msg, value)
+            except RecursionError:  # a hostile body can nest past Python's stack
+                raise ApiError(400, _TOO_DEEP) from None
+            try:
+                self._fill_body(msg, value)
+            except RecursionError:
+                raise ApiError(400, _TOO_DEEP) from None
         if query is not None and self.uses_query:
             self._fill_query(msg, query)
         for var, text in path_vars.items():

@@ -473,3 +473,21 @@ async def test_channel_lives_between_startup_and_cleanup(core: ImageCore) -> Non
 def test_invalid_options_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         create_app(grpc_target="127.0.0.1:1", services=[IMAGES], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 20_000 + "]" * 20_000,
+        '{"prompt": "x", "deep": ' + '{"a": ' * 5_000 + "1" + "}" * 5_000 + "}",
+    ],
+)
+async def test_deeply_nested_json_is_a_400_not_a_500(
+    client: TestClient[Any, Any], core: ImageCore, body: str
+) -> None:
+    resp = await client.post(
+        "/v1/images/generations", data=body, headers={"Content-Type": "application/json"}
+    )
+    error = await error_of(resp, 400)
+    assert error["type"] == "invalid_request_error" and "nested too deeply" in error["message"]
+    assert core.requests == []
