@@ -104,6 +104,9 @@ def _error_response(error: ApiError) -> web.Response:
 
 _INTERNAL_ERROR = ApiError(500, GENERIC_SERVER_MESSAGE, "server_error")
 _NOT_RUNNING = ApiError(503, "The service is starting or stopping.", "server_error")
+_UNREADABLE_BODY = ApiError(
+    400, "The request body could not be read: it does not match its Content-Encoding."
+)
 _UNSUPPORTED_MEDIA = ApiError(
     415, "Unsupported Content-Type: the request body must be JSON (application/json)."
 )
@@ -211,6 +214,10 @@ class Gateway:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large from None
+        except web.RequestPayloadError:
+            # e.g. a body that does not match its Content-Encoding: the
+            # client's mistake, not ours.
+            raise _UNREADABLE_BODY from None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""

@@ -491,3 +491,16 @@ async def test_deeply_nested_json_is_a_400_not_a_500(
     error = await error_of(resp, 400)
     assert error["type"] == "invalid_request_error" and "nested too deeply" in error["message"]
     assert core.requests == []
+
+
+async def test_body_that_does_not_match_its_encoding_is_a_400(
+    client: TestClient[Any, Any], core: ImageCore
+) -> None:
+    resp = await client.post(
+        "/v1/images/generations",
+        data=b"this is not gzip",
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    error = await error_of(resp, 400)
+    assert "Content-Encoding" in error["message"]
+    assert core.requests == []
