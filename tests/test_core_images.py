@@ -246,10 +246,12 @@ async def test_unreachable_upstream_is_unavailable(stub, secret, upstream):
 
 async def test_caller_deadline_bounds_and_cancels_the_upstream_call(stub, secret, upstream):
     upstream.plan(Succeed(delay=30))
-    found = await call_error(stub, Request(model="gpt-image-1", prompt="x"), secret, timeout=0.5)
+    found = await call_error(stub, Request(model="gpt-image-1", prompt="x"), secret, timeout=2)
     assert found.code == grpc.StatusCode.DEADLINE_EXCEEDED
     async with asyncio.timeout(10):
-        await upstream.wait_until(lambda: upstream.requests[0].outcome == "cancelled")
+        await upstream.wait_until(
+            lambda: bool(upstream.requests) and upstream.requests[0].outcome == "cancelled"
+        )
 
 
 async def test_large_images_pass_intact(stub, secret, upstream):

@@ -188,13 +188,19 @@ async def test_a_caller_hanging_up_cancels_the_upstream_call(tmp_path: pathlib.P
             secret = (await asyncio.to_thread(served.wait_for, r"^\s+(aqk-\S+)\s*$")).group(1)
             found = await asyncio.to_thread(served.wait_for, r"HTTP door listening on (http://\S+)")
             async with aiohttp.ClientSession() as session:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1):
-                        await session.post(
-                            f"{found.group(1)}/v1/images/generations",
-                            json={"model": "slow", "prompt": "x"},
-                            headers={"Authorization": f"Bearer {secret}"},
-                        )
+                call = asyncio.ensure_future(
+                    session.post(
+                        f"{found.group(1)}/v1/images/generations",
+                        json={"model": "slow", "prompt": "x"},
+                        headers={"Authorization": f"Bearer {secret}"},
+                    )
+                )
+                # Hang up only once the upstream is working on it.
+                async with asyncio.timeout(60):
+                    await upstream.wait_for_requests(1)
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
             async with asyncio.timeout(30):
                 await upstream.wait_until(
                     lambda: bool(upstream.requests) and upstream.requests[0].outcome == "cancelled"
