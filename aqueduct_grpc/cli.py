@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import csv
-import ctypes
 import dataclasses
 import datetime
 import json
@@ -363,17 +362,9 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
     ]
     if args.http_workers > 1:
         command.append("--reuse-port")
-    return [
-        subprocess.Popen(command, preexec_fn=_die_with_parent) for _ in range(args.http_workers)
-    ]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if `serve` is killed outright (SIGKILL),
-    # Linux sends the HTTP door SIGTERM instead of leaving it orphaned.
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    # Each door exits with `serve`, even if `serve` is killed outright.
+    with_parent = [sys.executable, "-m", "aqueduct_grpc.child_process", str(os.getpid())]
+    return [subprocess.Popen([*with_parent, *command]) for _ in range(args.http_workers)]
 
 
 async def _wait(stop: asyncio.Event, doors: list[subprocess.Popen[bytes]]) -> None:
