@@ -6,6 +6,7 @@ Handlers use the same stores and report as the CLI, so both give the same result
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, NoReturn
 
@@ -26,16 +27,16 @@ __all__ = ["AdminService", "budgets_from", "limits_from"]
 def limits_from(message: admin_pb2.Limits) -> Limits:
     """Limits from their protobuf form (unset fields stay unset)."""
     values = {f.name: v for f, v in message.ListFields()}
-    if any(v < 0 for v in values.values()):
-        raise _invalid("limits must not be negative", "limits")
+    if not all(0 <= v < math.inf for v in values.values()):
+        raise _invalid("limits must be non-negative numbers", "limits")
     return Limits(**values)
 
 
 def budgets_from(message: admin_pb2.Budgets) -> Budgets:
     """Budgets from their protobuf form."""
     values = {f.name: v for f, v in message.ListFields()}
-    if any(v < 0 for v in values.values()):
-        raise _invalid("budgets must not be negative", "budgets")
+    if not all(0 <= v < math.inf for v in values.values()):  # NaN fails this too
+        raise _invalid("budgets must be non-negative, finite numbers", "budgets")
     return Budgets(**values)
 
 

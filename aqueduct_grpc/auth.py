@@ -10,6 +10,7 @@ as a signed URL). The admitted token is available to handlers through
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -27,6 +28,12 @@ _OPEN_SERVICES = (
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name,
     "grpc.reflection.v1.ServerReflection",
+)
+
+log = logging.getLogger(__name__)
+
+_STORE_FAILED = GatewayError(
+    grpc.StatusCode.UNAVAILABLE, "Authentication is unavailable; retry.", reason="AUTH_UNAVAILABLE"
 )
 
 _token: contextvars.ContextVar[Token] = contextvars.ContextVar("aqueduct_token")
@@ -80,6 +87,10 @@ class AuthInterceptor(MethodInterceptor):
             token = await self._tokens.authenticate(authorization)
         except GatewayError as error:
             await context.abort_with_status(error.to_status())
+        except Exception:
+            # The token store failed (database gone): no exception text to the caller.
+            log.exception("authentication failed")
+            await context.abort_with_status(_STORE_FAILED.to_status())
         _token.set(token)
 
 

@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aqueduct-grpc", description="OpenAI-compatible image-generation gateway (gRPC core)."
     )
-    parser.add_argument("--log-level", default=os.environ.get("AQUEDUCT_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        default=os.environ.get("AQUEDUCT_LOG_LEVEL", "INFO").upper(),
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def storage(sub: argparse.ArgumentParser) -> None:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
+# A half-written file older than this was left by a crashed writer.
+_ABANDONED_SECONDS = 3600.0
+
+
 class ImageStore(Protocol):
     """Keeps image bytes under a name until an expiry time."""
 
@@ -88,7 +92,10 @@ class FileImageStore:
         with os.scandir(self._directory) as entries:
             for entry in entries:
                 try:
-                    if entry.is_file() and entry.stat().st_mtime < now:
+                    # A ".partial" file is being written (its mtime is not its
+                    # expiry yet): leave it unless it was abandoned long ago.
+                    cutoff = now - _ABANDONED_SECONDS if entry.name.startswith(".") else now
+                    if entry.is_file() and entry.stat().st_mtime < cutoff:
                         os.unlink(entry.path)
                         deleted += 1
                 except FileNotFoundError:

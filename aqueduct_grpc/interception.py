@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from aqueduct_grpc.errors import GatewayError
+
 __all__ = ["Guard", "MethodInterceptor", "StreamGuard", "guarded"]
+
+log = logging.getLogger(__name__)
 
 # Receives the request, the context and the handler's behaviour; returns the response.
 Guard = Callable[[Any, grpc.aio.ServicerContext, Callable[..., Awaitable[Any]]], Awaitable[Any]]
@@ -27,7 +33,8 @@ def guarded(
         behaviour = handler.unary_unary
 
         async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await guard(request, context, behaviour)
+            async with _unexpected_errors_hidden(context):
+                return await guard(request, context, behaviour)
 
         return grpc.unary_unary_rpc_method_handler(  # type: ignore[no-any-return]
             single,
@@ -38,8 +45,9 @@ def guarded(
         streaming = handler.unary_stream
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async for item in stream_guard(request, context, streaming):
-                yield item
+            async with _unexpected_errors_hidden(context):
+                async for item in stream_guard(request, context, streaming):
+                    yield item
 
         return grpc.unary_stream_rpc_method_handler(  # type: ignore[no-any-return]
             stream,
@@ -47,6 +55,24 @@ def guarded(
             response_serializer=handler.response_serializer,
         )
     raise TypeError("guarded methods must have a unary request")
+
+
+_INTERNAL = GatewayError(
+    grpc.StatusCode.INTERNAL, "The gateway failed to handle the request.", reason="INTERNAL_ERROR"
+)
+
+
+@contextlib.asynccontextmanager
+async def _unexpected_errors_hidden(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """A guard's own failure (say, its storage is down) is logged, and the caller
+    gets a plain INTERNAL: gRPC would otherwise send the exception's text."""
+    try:
+        yield
+    except (grpc.aio.AbortError, GatewayError):
+        raise
+    except Exception:
+        log.exception("an interceptor failed")
+        await context.abort_with_status(_INTERNAL.to_status())
 
 
 class MethodInterceptor(grpc.aio.ServerInterceptor):

@@ -75,6 +75,10 @@ class PolicyStore:
         self._snapshot = PolicySnapshot()
         self._fresh_until = float("-inf")
         self._loading: asyncio.Future[PolicySnapshot] | None = None
+        # Bumped by every change made here: a load that overlapped a change
+        # must not mark its (possibly older) snapshot fresh.
+        self._generation = 0
+        self._loading_generation = 0
 
     @property
     def latest(self) -> PolicySnapshot:
@@ -85,23 +89,33 @@ class PolicyStore:
         """A snapshot at most `cache_seconds` old."""
         if self._clock() < self._fresh_until:
             return self._snapshot
-        # One load at a time: a burst of calls after expiry waits for the same query.
-        if self._loading is None:
-            self._loading = asyncio.ensure_future(self._load())
-            self._loading.add_done_callback(lambda _: setattr(self, "_loading", None))
+        # One load at a time: a burst of calls after expiry waits for the same
+        # query. A load that began before the latest change is not waited for.
+        if self._loading is None or self._loading_generation != self._generation:
+            loading = asyncio.ensure_future(self._load())
+            self._loading, self._loading_generation = loading, self._generation
+            loading.add_done_callback(self._loaded)
         return await asyncio.shield(self._loading)
+
+    def _loaded(self, loading: asyncio.Future[PolicySnapshot]) -> None:
+        if self._loading is loading:
+            self._loading = None
 
     async def _load(self) -> PolicySnapshot:
         started = self._clock()
+        generation = self._generation
         async with self._engine.connect() as connection:
             teams = {t.id: t for t in await _teams(connection)}
             rows = await connection.execute(token_policies_table.select())
             tokens = {row.token_id: _token_policy(row) for row in rows}
-        self._snapshot = PolicySnapshot(teams=teams, tokens=tokens)
-        self._fresh_until = started + self._cache_seconds
-        return self._snapshot
+        snapshot = PolicySnapshot(teams=teams, tokens=tokens)
+        if generation == self._generation:  # else a change overlapped: not current
+            self._snapshot = snapshot
+            self._fresh_until = started + self._cache_seconds
+        return snapshot
 
     def _invalidate(self) -> None:
+        self._generation += 1
         self._fresh_until = float("-inf")
 
     async def create_team(
@@ -110,6 +124,7 @@ class PolicyStore:
         """Creates a team; raises TeamExists when the name is taken."""
         limits = limits or Limits()
         budgets = budgets or Budgets()
+        _check(limits, budgets)
         if not name.strip():
             raise ValueError("a team needs a name")
         team = TeamPolicy(
@@ -153,6 +168,7 @@ class PolicyStore:
         self, id_or_name: str, *, limits: Limits, budgets: Budgets
     ) -> TeamPolicy:
         """Replaces a team's limits and budgets."""
+        _check(limits, budgets)
         team = await self.find_team(id_or_name)
         async with self._engine.begin() as connection:
             await connection.execute(
@@ -175,6 +191,7 @@ class PolicyStore:
 
     async def set_token_policy(self, policy: TokenPolicy) -> TokenPolicy:
         """Stores a token's whole policy (team id, admin scope, overrides)."""
+        _check(policy.limits, policy.budgets)
         async with self._engine.begin() as connection:
             exists = await connection.scalar(
                 sa.select(tokens_table.c.id).where(tokens_table.c.id == policy.token_id)
@@ -198,6 +215,16 @@ class PolicyStore:
                 )
         self._invalidate()
         return policy
+
+
+def _check(limits: Limits, budgets: Budgets) -> None:
+    """Refuses values that loading would refuse (negative, NaN): raises ValueError.
+
+    Checked on the way in, so a bad value never reaches the database, where it
+    would make every later load of the policies fail.
+    """
+    parse_limits(limits.as_dict(), "limits")
+    parse_budgets(budgets.as_dict(), "budgets")
 
 
 async def _teams(connection: AsyncConnection) -> list[TeamPolicy]:

@@ -8,6 +8,7 @@ means "no limit".
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,7 @@ def _checked(raw: Any, where: str, kind: type, number: Any) -> dict[str, Any]:
         )
     for key, value in raw.items():
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, number) or value < 0
-        ):
-            raise ValueError(f"{where}.{key} must be a non-negative number")
+            isinstance(value, bool) or not isinstance(value, number) or not 0 <= value < math.inf
+        ):  # NaN fails the range test too
+            raise ValueError(f"{where}.{key} must be a non-negative, finite number")
     return {k: v for k, v in raw.items() if v is not None}

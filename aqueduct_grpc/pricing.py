@@ -2,12 +2,14 @@
 
 Two ways to price, as the upstreams bill: per image by size and quality (as
 OpenAI prices DALL-E), or per input/output token when the upstream reports
-token usage (GPT image models). A cost that cannot be known from the
-configured prices is None, never a guess.
+token usage (GPT image models). A model with no prices has no cost (None),
+never a guess; a model with a per-image table charges its highest price for
+a size or quality the table does not list, never nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +33,21 @@ class ModelPrices:
         return self.input_per_token is not None and self.output_per_token is not None
 
     def image_price(self, size: str | None, quality: str | None) -> float | None:
-        """The price of one image of that size and quality, if configured."""
+        """The price of one image of that size and quality; None with no per-image table.
+
+        When the table has no entry for the size or quality asked for (or the
+        request left them out), the highest price it lists applies: a request
+        must never become free, and so slip past a budget, by omitting them.
+        """
+        if not self.per_image:
+            return None
         by_quality = self.per_image.get(size or ANY) or self.per_image.get(ANY)
         if by_quality is None:
-            return None
+            return max(p for prices in self.per_image.values() for p in prices.values())
         price = by_quality.get(quality or ANY)
-        return price if price is not None else by_quality.get(ANY)
+        if price is None:
+            price = by_quality.get(ANY)
+        return price if price is not None else max(by_quality.values())
 
 
 def parse_prices(info: Mapping[str, Any], where: str) -> ModelPrices | None:
@@ -72,7 +83,7 @@ def parse_prices(info: Mapping[str, Any], where: str) -> ModelPrices | None:
 
 
 def _price(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ValueError(f"{where} must be a non-negative number (USD)")
     return float(value)
 
@@ -101,8 +112,9 @@ class PriceTable:
         prices = self._prices.get(model) if model is not None else None
         if prices is None:
             return None
-        if not succeeded:
+        if not succeeded and not images and input_tokens is None:
             return 0.0  # upstreams bill generated images, not failed requests
+        # A stream cut off after delivering images still cost them.
         if prices.per_token and input_tokens is not None and output_tokens is not None:
             return input_tokens * prices.input_per_token + output_tokens * prices.output_per_token  # type: ignore[operator]
         price = prices.image_price(size, quality)

@@ -118,9 +118,15 @@ class QuotaInterceptor(MethodInterceptor):
             charges = _charges("token", token.id, policy.limits.over(self._default_limits), n)
             if team is not None:
                 charges += _charges("team", team.id, team.limits, n)
-            refusal = await self._limiter.acquire(
-                [_weighted(c, weight) for c in charges] if weight != 1.0 else charges
-            )
+            try:
+                refusal = await self._limiter.acquire(
+                    [_weighted(c, weight) for c in charges] if weight != 1.0 else charges
+                )
+            except BaseException:
+                # A storage error, or the caller gone while a shared storage
+                # answered: the hold must not outlive the call.
+                self._ledger.release(held)
+                raise
             if refusal is None:
                 return held
             self._ledger.release(held)

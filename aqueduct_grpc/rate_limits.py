@@ -1,8 +1,11 @@
 """Rate-limit counters, kept by the `limits` library (in memory, or Redis for replicas).
 
-Fixed windows (`limits`' FixedWindowRateLimiter): a window starts at the first
-counted request and lasts a minute or a day; one counter per window, O(1) per
-check, and the refusal's Retry-After is exactly when the window ends.
+Fixed windows, kept in a `limits` storage the way its FixedWindowRateLimiter
+keeps them (a counter that expires a minute or a day after the window's first
+hit): O(1) per check, and a refusal's Retry-After is exactly when the window
+ends. The counters are addressed here rather than through the strategy,
+whose keys include the limit's value: changing a limit would have started a
+fresh window.
 
 Several counters (token and team, requests and images) are charged together,
 all or none. With the in-memory storage the calls are synchronous, so testing
@@ -18,20 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio import strategies as async_strategies
 from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
 
 __all__ = ["WEIGHT_SCALE", "Charge", "RateLimiter", "Refusal"]
 
 # Counters hold hundredths, so that a model weighted 0.5 or 1.25 counts exactly.
 WEIGHT_SCALE = 100
 
-_WINDOWS: dict[str, type[RateLimitItem]] = {
-    "requests_per_minute": RateLimitItemPerMinute,
-    "images_per_minute": RateLimitItemPerMinute,
-    "images_per_day": RateLimitItemPerDay,
+_WINDOW_SECONDS: dict[str, int] = {
+    "requests_per_minute": 60,
+    "images_per_minute": 60,
+    "images_per_day": 86_400,
 }
 
 
@@ -41,7 +41,7 @@ class Charge:
 
     scope: str  # "token" or "team"
     owner: str
-    name: str  # a key of _WINDOWS
+    name: str  # a key of _WINDOW_SECONDS
     limit: int
     amount: float  # already weighted
 
@@ -64,48 +64,48 @@ class RateLimiter:
         """
         self._async = storage_url.startswith("async+")
         self._storage: Any = storage_from_string(storage_url)
-        self._strategy: Any = (
-            async_strategies.FixedWindowRateLimiter(self._storage)
-            if self._async
-            else FixedWindowRateLimiter(self._storage)
-        )
-        self._items: dict[tuple[str, int], RateLimitItem] = {}
-
-    def _item(self, charge: Charge) -> tuple[RateLimitItem, tuple[str, str, str], int]:
-        item = self._items.get((charge.name, charge.limit))
-        if item is None:
-            item = _WINDOWS[charge.name](charge.limit * WEIGHT_SCALE, namespace="aqueduct")
-            self._items[(charge.name, charge.limit)] = item
-        return item, (charge.scope, charge.owner, charge.name), round(charge.amount * WEIGHT_SCALE)
 
     async def acquire(self, charges: list[Charge]) -> Refusal | None:
         """Charges every counter, or none and returns the first that refuses."""
         if self._async:
             return await self._acquire_async(charges)
         # No await from here on: nothing else runs on the event loop meanwhile.
-        strategy = self._strategy
-        prepared = [self._item(c) for c in charges]
-        for charge, (item, ids, cost) in zip(charges, prepared, strict=True):
-            if not strategy.test(item, *ids, cost=cost):
-                return Refusal(charge, self._retry_after(strategy.get_window_stats(item, *ids)))
-        for item, ids, cost in prepared:
-            strategy.hit(item, *ids, cost=cost)
+        storage = self._storage
+        prepared = [_counter(c) for c in charges]
+        for charge, (key, _, cost, ceiling) in zip(charges, prepared, strict=True):
+            if storage.get(key) + cost > ceiling:
+                return Refusal(charge, self._retry_after(storage.get_expiry(key)))
+        for key, expiry, cost, _ in prepared:
+            storage.incr(key, expiry, amount=cost)
         return None
 
     async def _acquire_async(self, charges: list[Charge]) -> Refusal | None:
-        strategy = self._strategy
-        charged: list[tuple[RateLimitItem, tuple[str, str, str], int]] = []
+        storage = self._storage
+        charged: list[tuple[str, int]] = []
         for charge in charges:
-            item, ids, cost = self._item(charge)
-            if not await strategy.hit(item, *ids, cost=cost):
-                # A fixed-window hit counts even when it refuses: give it all back.
-                for back_item, back_ids, back_cost in [*charged, (item, ids, cost)]:
-                    await self._storage.decr(back_item.key_for(*back_ids), back_cost)
-                stats = await strategy.get_window_stats(item, *ids)
-                return Refusal(charge, self._retry_after(stats))
-            charged.append((item, ids, cost))
+            key, expiry, cost, ceiling = _counter(charge)
+            count = await storage.incr(key, expiry, amount=cost)
+            charged.append((key, cost))
+            if count > ceiling:
+                # Over: give back everything this request charged.
+                for back_key, back_cost in charged:
+                    await storage.decr(back_key, back_cost)
+                return Refusal(charge, self._retry_after(await storage.get_expiry(key)))
         return None
 
     @staticmethod
-    def _retry_after(stats: Any) -> float:
-        return max(0.0, stats.reset_time - time.time())
+    def _retry_after(reset_time: float) -> float:
+        return max(0.0, reset_time - time.time())
+
+
+def _counter(charge: Charge) -> tuple[str, int, int, int]:
+    """(key, window seconds, cost, ceiling) of a charge, all in hundredths.
+
+    The key names the owner and the limit but not its value, so changing a
+    limit keeps what was already counted in the current window.
+    """
+    key = f"aqueduct/{charge.scope}/{charge.owner}/{charge.name}"
+    cost = round(charge.amount * WEIGHT_SCALE)
+    if charge.amount > 0:
+        cost = max(cost, 1)  # a tiny weight still counts, never free
+    return key, _WINDOW_SECONDS[charge.name], cost, charge.limit * WEIGHT_SCALE

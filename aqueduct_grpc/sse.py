@@ -24,16 +24,18 @@ async def read_events(
     Raises ValueError when one event grows past `max_event_bytes` (a
     misbehaving upstream must not make us buffer without bound).
     """
-    pending = b""
+    # One growing buffer, searched only where new bytes arrived: a multi-MB
+    # event in small chunks stays linear (re-splitting it per chunk was not).
+    buffer = bytearray()
+    searched = 0
     for_event: list[bytes] = []
     size = 0
     async for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        if len(pending) > max_event_bytes:
-            raise ValueError("a Server-Sent Event is larger than the gateway accepts")
-        for line in lines:
-            line = line.rstrip(b"\r")
+        buffer += chunk
+        while (newline := buffer.find(b"\n", searched)) >= 0:
+            line = bytes(buffer[:newline]).rstrip(b"\r")
+            del buffer[: newline + 1]
+            searched = 0
             if line:
                 size += len(line)
                 if size > max_event_bytes:
@@ -44,8 +46,11 @@ async def read_events(
             for_event, size = [], 0
             if event is not None:
                 yield event
-    if pending:
-        for_event.append(pending)
+        searched = len(buffer)
+        if size + len(buffer) > max_event_bytes:
+            raise ValueError("a Server-Sent Event is larger than the gateway accepts")
+    if buffer:
+        for_event.append(bytes(buffer))
     event = _parse(for_event)
     if event is not None:
         yield event

@@ -28,6 +28,8 @@ __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
 
 SECRET_PREFIX = "aqk-"
 _CACHE_LIMIT = 10_000
+# Longer lifetimes are typos, and would overflow dates and int64 fields.
+_MAX_LIFETIME_SECONDS = 100 * 366 * 86_400
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ class TokenStore:
         """Creates a token; returns it and its secret (the only time it is seen)."""
         if not name.strip():
             raise ValueError("a token needs a name")
-        if expires_in is not None and expires_in <= 0:
-            raise ValueError("expires_in must be positive")
+        if expires_in is not None and not 0 < expires_in <= _MAX_LIFETIME_SECONDS:
+            raise ValueError("expires_in must be positive and at most 100 years")
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         now = self._clock()
         token = Token(

@@ -29,6 +29,7 @@ import yarl
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.image_links import sniff_image_type
 from aqueduct_grpc.images_json import parse_images_response
 from aqueduct_grpc.sse import read_events
 
@@ -75,7 +76,9 @@ class HttpImageBackend:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                async with self._session.post(url, data=payload, headers=headers) as response:
+                async with self._session.post(
+                    url, data=payload, headers=headers, allow_redirects=False
+                ) as response:
                     raw = await self._read(response)
                     status = response.status
                     retry_after = response.headers.get("Retry-After")
@@ -118,11 +121,15 @@ class HttpImageBackend:
     async def _download(self, url: str, deployment: Deployment) -> bytes:
         # Only from the upstream's own origin: an upstream (or whoever forged
         # its answer) must not make the gateway fetch from other hosts.
-        target = yarl.URL(url)
-        if (
-            target.scheme not in ("http", "https")
-            or target.origin() != yarl.URL(str(deployment.api_base)).origin()
-        ):
+        try:
+            target = yarl.URL(url)
+            foreign = (
+                target.scheme not in ("http", "https")
+                or target.origin() != yarl.URL(str(deployment.api_base)).origin()
+            )
+        except ValueError:  # not even a URL
+            foreign = True
+        if foreign:
             log.warning(
                 "upstream %s returned an image URL on another host; not fetched",
                 deployment.upstream_model,
@@ -147,7 +154,12 @@ class HttpImageBackend:
                     reason="UPSTREAM_IMAGE_UNAVAILABLE",
                     http_status=502,
                 )
-            return await self._read(response)
+            data = await self._read(response)
+        try:
+            sniff_image_type(data)  # whatever it is, it is never passed on as an image
+        except ValueError:
+            raise _invalid_response(deployment) from None
+        return data
 
     async def stream(
         self, deployment: Deployment, body: dict[str, Any], timeout: float
@@ -163,7 +175,9 @@ class HttpImageBackend:
         started = completed = False
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._session.post(url, data=payload, headers=headers)
+                response = await self._session.post(
+                    url, data=payload, headers=headers, allow_redirects=False
+                )
             async with response:
                 if response.status >= 400:
                     async with asyncio.timeout_at(deadline):
@@ -176,9 +190,11 @@ class HttpImageBackend:
                 while True:
                     async with asyncio.timeout_at(deadline):
                         event = await anext(events, None)
-                    if event is None:
-                        break
+                    if event is None or event.data.strip() == "[DONE]":
+                        break  # many OpenAI-compatible servers end streams so
                     message = _stream_event(event.event, event.data, deployment)
+                    if message is None:
+                        continue  # an event type this gateway does not know yet
                     started = True
                     completed = completed or message.type == COMPLETED
                     yield message
@@ -246,7 +262,8 @@ def _parse_images(raw: bytes, deployment: Deployment) -> images_pb2.GenerateImag
 
 def _stream_event(
     name: str, data: str, deployment: Deployment
-) -> images_pb2.StreamGenerateImagesResponse:
+) -> images_pb2.StreamGenerateImagesResponse | None:
+    """The event as a message; None for a type this gateway does not relay (skipped)."""
     try:
         document = json.loads(data)
     except ValueError:
@@ -257,16 +274,24 @@ def _stream_event(
         error = document.get("error")
         # An error after the stream started: same shape as an HTTP error body.
         raise _upstream_error(500, json.dumps({"error": error}).encode(), None, deployment)
+    if document.get("type") not in _RELAYED_EVENTS:
+        # OpenAI adds event types over time; one we do not know must not
+        # break a stream that still delivers the ones we do.
+        log.info("skipping upstream stream event %r", str(document.get("type"))[:80])
+        return None
     try:
         return stream_event_from_json(document)
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
         raise _invalid_response(deployment) from None
 
 
+_RELAYED_EVENTS = ("image_generation.partial_image", COMPLETED)
+
+
 def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerateImagesResponse:
     """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message."""
     kind = document["type"]
-    if kind not in ("image_generation.partial_image", COMPLETED):
+    if kind not in _RELAYED_EVENTS:
         raise ValueError(f"unknown image stream event {kind!r}")
     event = images_pb2.StreamGenerateImagesResponse(
         type=kind,

@@ -24,6 +24,10 @@ GROUPINGS = ("token", "team", "model", "day")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+# Beyond this a period bound is a typo, and would overflow the int64 fields.
+_MAX_LOOKBACK_SECONDS = 1000 * 366 * 86_400
+
+
 def parse_moment(text: str, now: float) -> float:
     """Unix time for "7d"/"12h" (that long before `now`) or an ISO date/time (UTC if naive).
 
@@ -31,7 +35,10 @@ def parse_moment(text: str, now: float) -> float:
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if match:
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds > _MAX_LOOKBACK_SECONDS:
+            raise ValueError(f"not a period bound: {text!r} reaches back more than 1000 years")
+        return now - seconds
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:

@@ -70,7 +70,7 @@ def test_bad_accounting_config_is_refused(sections, message):
         parse_config(raw(**sections), source="t")
 
 
-def test_prices_never_guess():
+def test_prices_never_guess_and_never_make_a_priced_model_free():
     table = PriceTable(
         [
             ("per-image", ModelPrices(per_image={"1024x1024": {"standard": 0.04}})),
@@ -83,8 +83,13 @@ def test_prices_never_guess():
     assert table.cost("per-token", succeeded=True, images=1, **common) == pytest.approx(0.00101)
     assert table.cost("free-for-all", succeeded=True, images=1, **common) is None
     assert table.cost("per-image", succeeded=False, images=0, **common) == 0.0
+    # Not in the table (or not sent): the table's highest price, so omitting
+    # quality or size can never slip a request past a budget for free.
     hd = {**common, "quality": "hd"}
-    assert table.cost("per-image", succeeded=True, images=1, **hd) is None
+    assert table.cost("per-image", succeeded=True, images=1, **hd) == pytest.approx(0.04)
+    assert table.estimate("per-image", 1, None, None) == pytest.approx(0.04)
+    # A stream cut off after delivering images still costs them.
+    assert table.cost("per-image", succeeded=False, images=2, **common) == pytest.approx(0.08)
     assert table.estimate("per-image", 2, "1024x1024", "standard") == pytest.approx(0.08)
     assert table.estimate("per-token", 2, "1024x1024", "standard") is None
 

@@ -257,3 +257,61 @@ async def test_admin_service_is_discovered_and_reflected(channel):
     replies = [reply async for reply in reflection.ServerReflectionInfo(iter([request]))]
     services = {s.name for s in replies[0].list_services_response.service}
     assert "aqueduct.admin.v1.AdminService" in services
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        admin_pb2.CreateTeamRequest(
+            name="nan", budgets=admin_pb2.Budgets(per_day_usd=float("nan"))
+        ),
+        admin_pb2.CreateTeamRequest(
+            name="inf", budgets=admin_pb2.Budgets(per_day_usd=float("inf"))
+        ),
+        admin_pb2.CreateTokenRequest(name="forever", expires_in_seconds=2**62),
+    ],
+)
+async def test_values_that_cannot_be_enforced_are_refused(admin_stub, admin, request_):
+    method = (
+        admin_stub.CreateTeam
+        if isinstance(request_, admin_pb2.CreateTeamRequest)
+        else admin_stub.CreateToken
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await method(request_, metadata=bearer(admin))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing half-made: listings still work.
+    await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(admin))
+    await admin_stub.ListTokens(admin_pb2.ListTokensRequest(), metadata=bearer(admin))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["teams", "create", "--name", "neg", "--requests-per-minute", "-5"],
+        ["teams", "create", "--name", "nan", "--budget-per-day-usd", "nan"],
+        ["tokens", "create", "--name", "t", "--images-per-day", "-1"],
+        ["tokens", "create", "--name", "forever", "--expires-in", "100000000w"],
+    ],
+)
+def test_cli_refuses_values_that_would_break_the_policies(argv, tmp_path: pathlib.Path, capsys):
+    data = ["--data-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as caught:
+        cli.main([*argv, *data])
+    assert caught.value.code not in (0, None)
+    cli.main(["teams", "list", *data])
+    cli.main(["tokens", "list", *data])
+    listing = capsys.readouterr().out
+    assert "neg" not in listing and "nan" not in listing and "forever" not in listing
+
+
+def test_cli_refuses_an_unknown_log_level(tmp_path: pathlib.Path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--log-level", "bogus", "usage", "--data-dir", str(tmp_path)])
+    assert caught.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+async def test_a_usage_period_reaching_back_too_far_is_a_400(door, admin):
+    status, body = await call(door, "GET", "/admin/v1/usage?since=100000000000000w", admin)
+    assert status == 400 and body["error"]["param"] == "since"

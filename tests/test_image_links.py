@@ -210,3 +210,16 @@ async def test_sse_reader_refuses_an_endless_event() -> None:
     with pytest.raises(ValueError):
         async for _ in read_events(chunks_of(b"data: " + b"x" * 5000, 100), max_event_bytes=1000):
             pass
+
+
+async def test_the_sweep_leaves_files_being_written(store, tmp_path) -> None:
+    folder = tmp_path / "images"
+    writing = folder / ".fresh.png.partial"
+    writing.write_bytes(PNG)  # mtime: now, as while a put is under way
+    abandoned = folder / ".crashed.png.partial"
+    abandoned.write_bytes(PNG)
+    two_hours_ago = time.time() - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))
+    # Sweeping "a minute from now" would delete any file whose mtime is its expiry.
+    assert await store.delete_expired(time.time() + 60) == 1
+    assert writing.exists() and not abandoned.exists()

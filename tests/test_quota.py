@@ -191,11 +191,12 @@ async def rows(gateway: Gateway) -> list[Any]:
         return list(await connection.execute(sa.select(usage_table).order_by(usage_table.c.id)))
 
 
-async def test_cost_is_recorded_for_known_prices_only(gateway, stub, upstream):
+async def test_cost_is_recorded_never_guessed_never_free(gateway, stub, upstream):
     secret = await token_with(gateway, "costs")
     await grpc_generate(stub, secret, model="priced-image", n=2, size="1024x1024", quality="hd")
     await grpc_generate(stub, secret, model="gpt-image-1", n=1)
-    await grpc_generate(stub, secret, model="priced-image", size="512x512")  # no price for it
+    # A size the table does not list: its highest price, never free.
+    await grpc_generate(stub, secret, model="priced-image", size="512x512")
     await grpc_generate(stub, secret, model="heavy-image")  # no prices at all
     recorded = await rows(gateway)
     sent = upstream.requests[1].reply_json["usage"]
@@ -210,7 +211,8 @@ async def test_cost_is_recorded_for_known_prices_only(gateway, stub, upstream):
     ]
     assert recorded[0].cost == pytest.approx(2 * HD_PRICE)
     assert recorded[1].cost == pytest.approx(expected_tokens)
-    assert recorded[2].cost is None and recorded[3].cost is None
+    assert recorded[2].cost == pytest.approx(HD_PRICE)
+    assert recorded[3].cost is None  # a model with no prices: no cost rather than a guess
 
 
 async def test_daily_budget_refuses_before_the_upstream(gateway, door, upstream):
@@ -310,3 +312,28 @@ async def test_streams_are_limited_like_unary_calls(stub, gateway: Gateway, door
     )
     assert status == 429 and body["error"]["type"] == "rate_limit_error"
     assert int(headers["Retry-After"]) >= 1
+
+
+async def test_a_failing_limit_storage_does_not_keep_the_budget_held(
+    gateway: Gateway, stub, upstream, monkeypatch
+):
+    # Stands in for a shared storage (Redis) that errors: the one part that
+    # cannot run here. Everything else is the real core.
+    secret = await token_with(gateway, "held", budgets=Budgets(per_day_usd=IMAGE_PRICE * 2))
+    priced = {"model": "priced-image", "size": "1024x1024", "quality": "standard", "n": 2}
+    real_acquire = gateway.limiter.acquire
+
+    async def broken(charges: Any) -> Any:
+        raise ConnectionError("limit storage unreachable")
+
+    monkeypatch.setattr(gateway.limiter, "acquire", broken)
+    request = images_pb2.GenerateImagesRequest(prompt="x", **priced)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GenerateImages(request, metadata=bearer(secret))
+    # A plain INTERNAL: the storage's exception text stays in the log.
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "unreachable" not in (caught.value.details() or "")
+    monkeypatch.setattr(gateway.limiter, "acquire", real_acquire)
+    # Had the failed call left its hold, this one would be over budget.
+    assert await grpc_generate(stub, secret, **priced) == grpc.StatusCode.OK
+    assert upstream.request_count == 1

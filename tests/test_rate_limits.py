@@ -53,3 +53,22 @@ async def test_owners_have_separate_counters():
     assert await limiter.acquire([charge("images_per_day", 1, owner="b")]) is None
     refusal = await limiter.acquire([charge("images_per_day", 1, owner="a")])
     assert refusal is not None and 86_000 < refusal.retry_after <= 86_400
+
+
+@pytest.mark.parametrize("url", ["memory://", "async+memory://"])
+async def test_changing_a_limit_keeps_what_was_counted(url):
+    limiter = RateLimiter(url)
+    assert await limiter.acquire([charge("images_per_day", 5, amount=5)]) is None
+    # An admin lowers the limit to 3: the 5 already used still count.
+    refusal = await limiter.acquire([charge("images_per_day", 3, amount=1)])
+    assert refusal is not None and refusal.retry_after > 0
+    # And raising it to 6 leaves room for exactly one more.
+    assert await limiter.acquire([charge("images_per_day", 6, amount=1)]) is None
+    assert await limiter.acquire([charge("images_per_day", 6, amount=1)]) is not None
+
+
+async def test_a_tiny_weight_still_counts():
+    limiter = RateLimiter()
+    for _ in range(100):
+        assert await limiter.acquire([charge("requests_per_minute", 1, amount=0.001)]) is None
+    assert await limiter.acquire([charge("requests_per_minute", 1, amount=0.001)]) is not None
