@@ -118,19 +118,25 @@ class QuotaInterceptor(MethodInterceptor):
             charges = _charges("token", token.id, policy.limits.over(self._default_limits), n)
             if team is not None:
                 charges += _charges("team", team.id, team.limits, n)
-            try:
-                refusal = await self._limiter.acquire(
-                    [_weighted(c, weight) for c in charges] if weight != 1.0 else charges
-                )
-            except BaseException:
-                # A storage error, or the caller gone while a shared storage
-                # answered: the hold must not outlive the call.
+            if weight != 1.0:
+                charges = [_weighted(c, weight) for c in charges]
+            too_big = next((c for c in charges if c.amount > c.limit), None)
+            if too_big is not None:
+                # Waiting cannot help: a 400 saying so, not a 429 to retry forever.
                 self._ledger.release(held)
-                raise
-            if refusal is None:
-                return held
-            self._ledger.release(held)
-            error = _over_limit(refusal)
+                error = _never_fits(too_big)
+            else:
+                try:
+                    refusal = await self._limiter.acquire(charges)
+                except BaseException:
+                    # A storage error, or the caller gone while a shared storage
+                    # answered: the hold must not outlive the call.
+                    self._ledger.release(held)
+                    raise
+                if refusal is None:
+                    return held
+                self._ledger.release(held)
+                error = _over_limit(refusal)
         self._usage.record(
             UsageRecord(
                 created_at=time.time(),
@@ -180,6 +186,20 @@ def _over_limit(refusal: Refusal) -> GatewayError:
         f"Retry in {max(1, round(refusal.retry_after + 0.5))} s.",
         reason=f"{charge.scope}_{charge.name}_exceeded".upper(),
         retry_after=max(refusal.retry_after, 1.0),
+    )
+
+
+def _never_fits(charge: Charge) -> GatewayError:
+    unit = charge.name.replace("_per_", " per ")
+    whose = "this token" if charge.scope == "token" else "this token's team"
+    images = charge.name != "requests_per_minute"
+    hint = "ask for fewer images" if images else "this model counts for more than that"
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"This request counts as {charge.amount:g} toward a limit of {charge.limit} {unit} "
+        f"for {whose}, so it can never be admitted: {hint}.",
+        reason=f"{charge.scope}_{charge.name}_exceeded".upper(),
+        param="n" if images else "model",
     )
 
 

@@ -337,3 +337,23 @@ async def test_a_failing_limit_storage_does_not_keep_the_budget_held(
     # Had the failed call left its hold, this one would be over budget.
     assert await grpc_generate(stub, secret, **priced) == grpc.StatusCode.OK
     assert upstream.request_count == 1
+
+
+async def test_a_request_larger_than_the_limit_itself_is_a_400_not_a_429(
+    gateway: Gateway, stub, door, upstream
+):
+    secret = await token_with(gateway, "small", limits=Limits(images_per_minute=5))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(prompt="x", model="gpt-image-1", n=6),
+            metadata=bearer(secret),
+        )
+    found = details_of(caught.value)
+    assert found.code == grpc.StatusCode.INVALID_ARGUMENT and found.metadata["param"] == "n"
+    assert found.retry_seconds is None
+    status, body, headers = await http_generate(door, secret, n=6)
+    assert status == 400 and "Retry-After" not in headers
+    assert "can never be admitted" in body["error"]["message"]
+    assert upstream.request_count == 0
+    # What fits is still admitted: the refusals charged nothing.
+    assert await grpc_generate(stub, secret, n=5) == grpc.StatusCode.OK
