@@ -14,7 +14,7 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.policies import PolicyStore, TeamExists, TeamNotFound
 from aqueduct_grpc.policy import Budgets, Limits, TeamPolicy, TokenPolicy
 from aqueduct_grpc.tokens import Token, TokenNotFound, TokenStore
@@ -28,7 +28,7 @@ def limits_from(message: admin_pb2.Limits) -> Limits:
     """Limits from their protobuf form (unset fields stay unset)."""
     values = {f.name: v for f, v in message.ListFields()}
     if not all(0 <= v < math.inf for v in values.values()):
-        raise _invalid("limits must be non-negative numbers", "limits")
+        raise invalid_argument("limits must be non-negative numbers", "limits")
     return Limits(**values)
 
 
@@ -36,14 +36,8 @@ def budgets_from(message: admin_pb2.Budgets) -> Budgets:
     """Budgets from their protobuf form."""
     values = {f.name: v for f, v in message.ListFields()}
     if not all(0 <= v < math.inf for v in values.values()):  # NaN fails this too
-        raise _invalid("budgets must be non-negative, finite numbers", "budgets")
+        raise invalid_argument("budgets must be non-negative, finite numbers", "budgets")
     return Budgets(**values)
-
-
-def _invalid(message: str, param: str) -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.INVALID_ARGUMENT, message, reason="INVALID_VALUE", param=param
-    )
 
 
 def _not_found(error: LookupError, param: str) -> GatewayError:
@@ -90,7 +84,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self._fail(context, error)
         except ValueError as error:  # an empty name or a non-positive lifetime
             param = "expires_in_seconds" if "expires" in str(error) else "name"
-            await self._fail(context, _invalid(str(error), param))
+            await self._fail(context, invalid_argument(str(error), param))
         return admin_pb2.CreateTokenResponse(token=_token(token, policy), secret=secret)
 
     async def ListTokens(
@@ -142,7 +136,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 ),
             )
         except ValueError as error:
-            await self._fail(context, _invalid(str(error), "name"))
+            await self._fail(context, invalid_argument(str(error), "name"))
         return admin_pb2.CreateTeamResponse(team=_team(team))
 
     async def ListTeams(
@@ -175,13 +169,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         try:
             since = parse_moment(request.since or "7d", now)
         except ValueError as error:
-            await self._fail(context, _invalid(str(error), "since"))
+            await self._fail(context, invalid_argument(str(error), "since"))
         try:
             until = parse_moment(request.until, now) if request.until else now
         except ValueError as error:
-            await self._fail(context, _invalid(str(error), "until"))
+            await self._fail(context, invalid_argument(str(error), "until"))
         if by not in GROUPINGS:
-            await self._fail(context, _invalid(f"by must be one of {', '.join(GROUPINGS)}", "by"))
+            await self._fail(
+                context, invalid_argument(f"by must be one of {', '.join(GROUPINGS)}", "by")
+            )
         await self._usage.flush()
         groups = await usage_report(self._engine, since=since, until=until, by=by)
         return admin_pb2.QueryUsageResponse(

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 
 __all__ = ["SIZES", "BuiltinImageBackend"]
 
@@ -38,12 +38,6 @@ SIZES = {
     "1024x1792": (1024, 1792),
 }
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-
-
-def _invalid(message: str, param: str) -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.INVALID_ARGUMENT, message, reason="INVALID_VALUE", param=param
-    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,7 @@ def _job(body: dict[str, Any]) -> _Job:
     if size_name == "auto":
         size_name = "1024x1024"
     if size_name not in SIZES:
-        raise _invalid(
+        raise invalid_argument(
             f"Invalid value: '{size_name}'. Supported values are: "
             + ", ".join(f"'{s}'" for s in ["auto", *SIZES])
             + ".",
@@ -149,13 +143,13 @@ def _job(body: dict[str, Any]) -> _Job:
         )
     output_format = body.get("output_format", "png")
     if output_format not in _FORMATS:
-        raise _invalid(
+        raise invalid_argument(
             f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg' and 'webp'.",
             "output_format",
         )
     background = body.get("background", "auto")
     if background == "transparent" and output_format == "jpeg":
-        raise _invalid("Transparent background is not supported for jpeg.", "background")
+        raise invalid_argument("Transparent background is not supported for jpeg.", "background")
     return _Job(
         prompt=body["prompt"],
         n=int(body.get("n", 1)),

@@ -14,7 +14,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-__all__ = ["DOMAIN", "GatewayError"]
+__all__ = ["DOMAIN", "INTERNAL_ERROR", "GatewayError", "invalid_argument"]
 
 DOMAIN = "aqueduct.gateway"
 
@@ -81,6 +81,17 @@ class GatewayError(Exception):
             code=getattr(code_pb2, self.code.name), message=self.message, details=details
         )
         return rpc_status.to_status(status)
+
+
+def invalid_argument(message: str, param: str, reason: str = "INVALID_VALUE") -> GatewayError:
+    """INVALID_ARGUMENT naming the request field at fault."""
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, param=param)
+
+
+# What a caller sees for a failure of the gateway itself; the cause is logged.
+INTERNAL_ERROR = GatewayError(
+    grpc.StatusCode.INTERNAL, "The gateway failed to handle the request.", reason="INTERNAL_ERROR"
+)
 
 
 def _pack(message: object) -> any_pb2.Any:

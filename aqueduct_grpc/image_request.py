@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import ModelConfig
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 
 __all__ = ["MAX_IMAGES", "MAX_PARTIAL_IMAGES", "MAX_PROMPT_CHARS", "upstream_body", "validate"]
 
@@ -39,7 +38,8 @@ _FORWARDED = (
 
 
 def _invalid(message: str, param: str, code: str) -> GatewayError:
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message, reason=code.upper(), param=param)
+    # The OpenAI code this gateway answers with, as the reason (upper-cased).
+    return invalid_argument(message, param, reason=code.upper())
 
 
 def validate(

@@ -19,7 +19,7 @@ from google.api import httpbody_pb2
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.auth import current_token
 from aqueduct_grpc.dispatch import Dispatcher
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.image_links import ImageLinks
 from aqueduct_grpc.image_request import upstream_body, validate
 from aqueduct_grpc.model_catalog import ModelCatalog
@@ -36,10 +36,6 @@ GET_IMAGE_FILE = "/{}/GetImageFile".format(
 COMPLETED = "image_generation.completed"
 
 log = logging.getLogger(__name__)
-
-_INTERNAL = GatewayError(
-    grpc.StatusCode.INTERNAL, "The gateway failed to handle the request.", reason="INTERNAL_ERROR"
-)
 
 
 class ImageService(images_pb2_grpc.ImageServiceServicer):
@@ -134,9 +130,9 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         except grpc.aio.AbortError:
             raise
         except Exception:
-            row.status, row.error_reason = _INTERNAL.code.name, _INTERNAL.reason
+            row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
             log.exception("image generation failed")
-            await context.abort_with_status(_INTERNAL.to_status())
+            await context.abort_with_status(INTERNAL_ERROR.to_status())
         except BaseException:
             # Cancelled by the caller (disconnect or deadline): still accounted.
             row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"

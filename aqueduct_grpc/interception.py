@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 
 __all__ = ["Guard", "MethodInterceptor", "StreamGuard", "guarded"]
 
@@ -57,11 +58,6 @@ def guarded(
     raise TypeError("guarded methods must have a unary request")
 
 
-_INTERNAL = GatewayError(
-    grpc.StatusCode.INTERNAL, "The gateway failed to handle the request.", reason="INTERNAL_ERROR"
-)
-
-
 @contextlib.asynccontextmanager
 async def _unexpected_errors_hidden(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """A guard's own failure (say, its storage is down) is logged, and the caller
@@ -72,7 +68,7 @@ async def _unexpected_errors_hidden(context: grpc.aio.ServicerContext) -> AsyncI
         raise
     except Exception:
         log.exception("an interceptor failed")
-        await context.abort_with_status(_INTERNAL.to_status())
+        await context.abort_with_status(INTERNAL_ERROR.to_status())
 
 
 class MethodInterceptor(grpc.aio.ServerInterceptor):
@@ -81,13 +77,13 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
+    @abc.abstractmethod
     def applies_to(self, method: str) -> bool:
         """Whether `method` (`/pkg.Service/Method`) is wrapped."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler to serve in place of `handler`."""
-        raise NotImplementedError
 
     async def intercept_service(
         self,

@@ -101,11 +101,7 @@ class HttpImageBackend:
                 (time.monotonic() - started) * 1000,
                 type(exc).__name__,
             )
-            raise GatewayError(
-                grpc.StatusCode.UNAVAILABLE,
-                "The upstream image service could not be reached.",
-                reason="UPSTREAM_UNAVAILABLE",
-            ) from None
+            raise _unreachable() from None
         raise _upstream_error(status, raw, retry_after, deployment)
 
     async def _rehosted(
@@ -210,11 +206,7 @@ class HttpImageBackend:
             )
             if started:
                 raise _stream_cut(deployment) from None
-            raise GatewayError(
-                grpc.StatusCode.UNAVAILABLE,
-                "The upstream image service could not be reached.",
-                reason="UPSTREAM_UNAVAILABLE",
-            ) from None
+            raise _unreachable() from None
         except ValueError:
             raise _invalid_response(deployment) from None
         if not completed:
@@ -231,6 +223,15 @@ class HttpImageBackend:
                 raise _too_large()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _unreachable() -> GatewayError:
+    # UNAVAILABLE is what the dispatcher fails over on; no address in the text.
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        "The upstream image service could not be reached.",
+        reason="UPSTREAM_UNAVAILABLE",
+    )
 
 
 def _stream_cut(deployment: Deployment) -> GatewayError:
