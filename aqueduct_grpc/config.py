@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
-from aqueduct_grpc.policy import Budgets, Limits, parse_budgets, parse_limits
-from aqueduct_grpc.pricing import ModelPrices, parse_prices
+from aqueduct_grpc.accounting.policy import Budgets, Limits, parse_budgets, parse_limits
+from aqueduct_grpc.accounting.pricing import ModelPrices, parse_prices
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",

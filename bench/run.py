@@ -408,7 +408,7 @@ def start_fake(procs: Processes, workload: Workload, api_key: str) -> tuple[int,
     argv = [
         PYTHON,
         "-m",
-        "tests.fake_upstream",
+        "aqueduct_grpc.testing.fake_upstream",
         "--port=0",
         f"--image-bytes={workload.image_bytes}",
         f"--delay={workload.delay}",

@@ -1,0 +1,251 @@
+"""Teams and per-token policies in the database, served from an in-memory snapshot.
+
+The hot path reads a snapshot of every team and token policy (dict lookups);
+it is reloaded when older than `cache_seconds`, so changes made by another
+process (the CLI) take effect within that time, and at once for changes made
+through this store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
+from aqueduct_grpc.accounting.policy import (
+    Budgets,
+    Limits,
+    TeamPolicy,
+    TokenPolicy,
+    parse_budgets,
+    parse_limits,
+)
+
+__all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound"]
+
+
+class TeamNotFound(LookupError):
+    """No team has that id or name."""
+
+
+class TeamExists(ValueError):
+    """A team with that name exists already."""
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """Every team and token policy at one moment."""
+
+    teams: dict[str, TeamPolicy] = field(default_factory=dict)
+    tokens: dict[str, TokenPolicy] = field(default_factory=dict)
+
+    def token(self, token_id: str) -> TokenPolicy:
+        """The token's policy (the defaults when it has none)."""
+        return self.tokens.get(token_id) or TokenPolicy(token_id=token_id)
+
+    def team(self, team_id: str | None) -> TeamPolicy | None:
+        """The team, if there is one."""
+        return None if team_id is None else self.teams.get(team_id)
+
+
+class PolicyStore:
+    """Reads and writes teams and token policies."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Args:
+        engine: the database.
+        cache_seconds: how long a snapshot is reused.
+        clock: monotonic seconds (tests pass their own).
+        """
+        self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._snapshot = PolicySnapshot()
+        self._fresh_until = float("-inf")
+        self._loading: asyncio.Future[PolicySnapshot] | None = None
+        # Bumped by every change made here: a load that overlapped a change
+        # must not mark its (possibly older) snapshot fresh.
+        self._generation = 0
+        self._loading_generation = 0
+
+    @property
+    def latest(self) -> PolicySnapshot:
+        """The last snapshot loaded, without waiting (for bookkeeping after a request)."""
+        return self._snapshot
+
+    async def snapshot(self) -> PolicySnapshot:
+        """A snapshot at most `cache_seconds` old."""
+        if self._clock() < self._fresh_until:
+            return self._snapshot
+        # One load at a time: a burst of calls after expiry waits for the same
+        # query. A load that began before the latest change is not waited for.
+        if self._loading is None or self._loading_generation != self._generation:
+            loading = asyncio.ensure_future(self._load())
+            self._loading, self._loading_generation = loading, self._generation
+            loading.add_done_callback(self._loaded)
+        return await asyncio.shield(self._loading)
+
+    def _loaded(self, loading: asyncio.Future[PolicySnapshot]) -> None:
+        if self._loading is loading:
+            self._loading = None
+
+    async def _load(self) -> PolicySnapshot:
+        started = self._clock()
+        generation = self._generation
+        async with self._engine.connect() as connection:
+            teams = {t.id: t for t in await _teams(connection)}
+            rows = await connection.execute(token_policies_table.select())
+            tokens = {row.token_id: _token_policy(row) for row in rows}
+        snapshot = PolicySnapshot(teams=teams, tokens=tokens)
+        if generation == self._generation:  # else a change overlapped: not current
+            self._snapshot = snapshot
+            self._fresh_until = started + self._cache_seconds
+        return snapshot
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        self._fresh_until = float("-inf")
+
+    async def create_team(
+        self, name: str, *, limits: Limits | None = None, budgets: Budgets | None = None
+    ) -> TeamPolicy:
+        """Creates a team; raises TeamExists when the name is taken."""
+        limits = limits or Limits()
+        budgets = budgets or Budgets()
+        _check(limits, budgets)
+        if not name.strip():
+            raise ValueError("a team needs a name")
+        team = TeamPolicy(
+            id="team_" + secrets.token_hex(8),
+            name=name.strip(),
+            created_at=time.time(),
+            limits=limits,
+            budgets=budgets,
+        )
+        async with self._engine.begin() as connection:
+            taken = await connection.scalar(
+                sa.select(teams_table.c.id).where(teams_table.c.name == team.name)
+            )
+            if taken is not None:
+                raise TeamExists(f"a team named {team.name!r} exists already")
+            await connection.execute(
+                teams_table.insert().values(
+                    id=team.id,
+                    name=team.name,
+                    created_at=team.created_at,
+                    limits=limits.as_dict(),
+                    budgets=budgets.as_dict(),
+                )
+            )
+        self._invalidate()
+        return team
+
+    async def list_teams(self) -> list[TeamPolicy]:
+        """Every team, oldest first."""
+        async with self._engine.connect() as connection:
+            return await _teams(connection)
+
+    async def find_team(self, id_or_name: str) -> TeamPolicy:
+        """The team with that id or name; raises TeamNotFound."""
+        for team in await self.list_teams():
+            if id_or_name in (team.id, team.name):
+                return team
+        raise TeamNotFound(f"no team has id or name {id_or_name!r}")
+
+    async def set_team_policy(
+        self, id_or_name: str, *, limits: Limits, budgets: Budgets
+    ) -> TeamPolicy:
+        """Replaces a team's limits and budgets."""
+        _check(limits, budgets)
+        team = await self.find_team(id_or_name)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                teams_table.update()
+                .where(teams_table.c.id == team.id)
+                .values(limits=limits.as_dict(), budgets=budgets.as_dict())
+            )
+        self._invalidate()
+        return TeamPolicy(team.id, team.name, team.created_at, limits, budgets)
+
+    async def token_policy(self, token_id: str) -> TokenPolicy:
+        """The token's stored policy (defaults when it has none)."""
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    token_policies_table.select().where(token_policies_table.c.token_id == token_id)
+                )
+            ).first()
+        return TokenPolicy(token_id=token_id) if row is None else _token_policy(row)
+
+    async def set_token_policy(self, policy: TokenPolicy) -> TokenPolicy:
+        """Stores a token's whole policy (team id, admin scope, overrides)."""
+        _check(policy.limits, policy.budgets)
+        async with self._engine.begin() as connection:
+            exists = await connection.scalar(
+                sa.select(tokens_table.c.id).where(tokens_table.c.id == policy.token_id)
+            )
+            if exists is None:
+                raise LookupError(f"no token has id {policy.token_id!r}")
+            values = {
+                "team_id": policy.team_id,
+                "admin": policy.admin,
+                "limits": policy.limits.as_dict(),
+                "budgets": policy.budgets.as_dict(),
+            }
+            updated = await connection.execute(
+                token_policies_table.update()
+                .where(token_policies_table.c.token_id == policy.token_id)
+                .values(**values)
+            )
+            if updated.rowcount == 0:
+                await connection.execute(
+                    token_policies_table.insert().values(token_id=policy.token_id, **values)
+                )
+        self._invalidate()
+        return policy
+
+
+def _check(limits: Limits, budgets: Budgets) -> None:
+    """Refuses values that loading would refuse (negative, NaN): raises ValueError.
+
+    Checked on the way in, so a bad value never reaches the database, where it
+    would make every later load of the policies fail.
+    """
+    parse_limits(limits.as_dict(), "limits")
+    parse_budgets(budgets.as_dict(), "budgets")
+
+
+async def _teams(connection: AsyncConnection) -> list[TeamPolicy]:
+    rows = await connection.execute(teams_table.select().order_by(teams_table.c.created_at))
+    return [
+        TeamPolicy(
+            id=row.id,
+            name=row.name,
+            created_at=row.created_at,
+            limits=parse_limits(row.limits, "teams.limits"),
+            budgets=parse_budgets(row.budgets, "teams.budgets"),
+        )
+        for row in rows
+    ]
+
+
+def _token_policy(row: sa.Row) -> TokenPolicy:  # type: ignore[type-arg]
+    return TokenPolicy(
+        token_id=row.token_id,
+        team_id=row.team_id,
+        admin=bool(row.admin),
+        limits=parse_limits(row.limits, "token_policies.limits"),
+        budgets=parse_budgets(row.budgets, "token_policies.budgets"),
+    )

@@ -1,0 +1,245 @@
+"""The AdminService handlers: tokens, teams, limits, budgets and usage.
+
+Admin scope is checked by the AdminScopeInterceptor before any handler runs.
+Handlers use the same stores and report as the CLI, so both give the same results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, NoReturn
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
+from aqueduct_grpc.errors import GatewayError, invalid_argument
+from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
+from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy
+from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
+from aqueduct_grpc.accounting.usage_log import UsageRecorder
+from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
+
+__all__ = ["AdminService", "budgets_from", "limits_from"]
+
+
+def limits_from(message: admin_pb2.Limits) -> Limits:
+    """Limits from their protobuf form (unset fields stay unset)."""
+    values = {f.name: v for f, v in message.ListFields()}
+    if not all(0 <= v < math.inf for v in values.values()):
+        raise invalid_argument("limits must be non-negative numbers", "limits")
+    return Limits(**values)
+
+
+def budgets_from(message: admin_pb2.Budgets) -> Budgets:
+    """Budgets from their protobuf form."""
+    values = {f.name: v for f, v in message.ListFields()}
+    if not all(0 <= v < math.inf for v in values.values()):  # NaN fails this too
+        raise invalid_argument("budgets must be non-negative, finite numbers", "budgets")
+    return Budgets(**values)
+
+
+def _not_found(error: LookupError, param: str) -> GatewayError:
+    return GatewayError(grpc.StatusCode.NOT_FOUND, str(error), reason="NOT_FOUND", param=param)
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """Serves aqueduct.admin.v1.AdminService."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenStore,
+        policies: PolicyStore,
+        engine: AsyncEngine,
+        usage: UsageRecorder,
+    ) -> None:
+        """Args:
+        tokens: the token store.
+        policies: teams and token policies.
+        engine: the database (usage reports).
+        usage: flushed before a report, so it includes every finished request.
+        """
+        self._tokens = tokens
+        self._policies = policies
+        self._engine = engine
+        self._usage = usage
+
+    async def _fail(self, context: grpc.aio.ServicerContext, error: GatewayError) -> NoReturn:
+        await context.abort_with_status(error.to_status())
+        raise AssertionError("unreachable")
+
+    async def CreateToken(
+        self, request: admin_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTokenResponse:
+        try:
+            parts = await self._policy_parts(request)
+            expires = request.expires_in_seconds if request.HasField("expires_in_seconds") else None
+            token, secret = await self._tokens.create(
+                request.name, expires_in=expires, models=list(request.models) or None
+            )
+            policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
+        except GatewayError as error:
+            await self._fail(context, error)
+        except ValueError as error:  # an empty name or a non-positive lifetime
+            param = "expires_in_seconds" if "expires" in str(error) else "name"
+            await self._fail(context, invalid_argument(str(error), param))
+        return admin_pb2.CreateTokenResponse(token=_token(token, policy), secret=secret)
+
+    async def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTokensResponse:
+        snapshot = await self._policies.snapshot()
+        return admin_pb2.ListTokensResponse(
+            tokens=[_token(t, snapshot.token(t.id)) for t in await self._tokens.list()]
+        )
+
+    async def RevokeToken(
+        self, request: admin_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RevokeTokenResponse:
+        try:
+            token = await self._tokens.revoke(request.token)
+        except TokenNotFound as error:
+            await self._fail(context, _not_found(error, "token"))
+        return admin_pb2.RevokeTokenResponse(
+            token=_token(token, await self._policies.token_policy(token.id))
+        )
+
+    async def SetTokenPolicy(
+        self, request: admin_pb2.SetTokenPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetTokenPolicyResponse:
+        try:
+            token = await self._find_token(request.token)
+            parts = await self._policy_parts(request)
+            policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
+        except GatewayError as error:
+            await self._fail(context, error)
+        return admin_pb2.SetTokenPolicyResponse(token=_token(token, policy))
+
+    async def CreateTeam(
+        self, request: admin_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTeamResponse:
+        try:
+            team = await self._policies.create_team(
+                request.name,
+                limits=limits_from(request.limits),
+                budgets=budgets_from(request.budgets),
+            )
+        except GatewayError as error:
+            await self._fail(context, error)
+        except TeamExists as error:
+            await self._fail(
+                context,
+                GatewayError(
+                    grpc.StatusCode.ALREADY_EXISTS, str(error), reason="TEAM_EXISTS", param="name"
+                ),
+            )
+        except ValueError as error:
+            await self._fail(context, invalid_argument(str(error), "name"))
+        return admin_pb2.CreateTeamResponse(team=_team(team))
+
+    async def ListTeams(
+        self, request: admin_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTeamsResponse:
+        return admin_pb2.ListTeamsResponse(
+            teams=[_team(t) for t in await self._policies.list_teams()]
+        )
+
+    async def SetTeamPolicy(
+        self, request: admin_pb2.SetTeamPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetTeamPolicyResponse:
+        try:
+            team = await self._policies.set_team_policy(
+                request.team,
+                limits=limits_from(request.limits),
+                budgets=budgets_from(request.budgets),
+            )
+        except GatewayError as error:
+            await self._fail(context, error)
+        except TeamNotFound as error:
+            await self._fail(context, _not_found(error, "team"))
+        return admin_pb2.SetTeamPolicyResponse(team=_team(team))
+
+    async def QueryUsage(
+        self, request: admin_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.QueryUsageResponse:
+        now = time.time()
+        by = request.by or "token"
+        try:
+            since = parse_moment(request.since or "7d", now)
+        except ValueError as error:
+            await self._fail(context, invalid_argument(str(error), "since"))
+        try:
+            until = parse_moment(request.until, now) if request.until else now
+        except ValueError as error:
+            await self._fail(context, invalid_argument(str(error), "until"))
+        if by not in GROUPINGS:
+            await self._fail(
+                context, invalid_argument(f"by must be one of {', '.join(GROUPINGS)}", "by")
+            )
+        await self._usage.flush()
+        groups = await usage_report(self._engine, since=since, until=until, by=by)
+        return admin_pb2.QueryUsageResponse(
+            since=int(since),
+            until=int(until),
+            by=by,
+            groups=[admin_pb2.UsageGroup(**vars(g)) for g in groups],
+        )
+
+    async def _find_token(self, id_or_name: str) -> Token:
+        matches = [t for t in await self._tokens.list() if id_or_name in (t.id, t.name)]
+        if len(matches) != 1:
+            why = "no token has" if not matches else "several tokens have"
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                f"{why} id or name {id_or_name!r}",
+                reason="TOKEN_NOT_FOUND",
+                param="token",
+            )
+        return matches[0]
+
+    async def _policy_parts(self, request: Any) -> dict[str, Any]:
+        """Team id, admin scope, limits and budgets of a create/set request."""
+        team_id = None
+        if request.team:
+            try:
+                team_id = (await self._policies.find_team(request.team)).id
+            except TeamNotFound as error:
+                raise _not_found(error, "team") from None
+        return {
+            "team_id": team_id,
+            "admin": request.admin,
+            "limits": limits_from(request.limits),
+            "budgets": budgets_from(request.budgets),
+        }
+
+
+def _token(token: Token, policy: TokenPolicy) -> admin_pb2.Token:
+    message = admin_pb2.Token(
+        id=token.id,
+        name=token.name,
+        state=token.state(time.time()),
+        created_at=int(token.created_at),
+        models=list(token.allowed_models or ()),
+        admin=policy.admin,
+        limits=admin_pb2.Limits(**policy.limits.as_dict()),
+        budgets=admin_pb2.Budgets(**policy.budgets.as_dict()),
+    )
+    if token.expires_at is not None:
+        message.expires_at = int(token.expires_at)
+    if token.revoked_at is not None:
+        message.revoked_at = int(token.revoked_at)
+    if policy.team_id is not None:
+        message.team_id = policy.team_id
+    return message
+
+
+def _team(team: TeamPolicy) -> admin_pb2.Team:
+    return admin_pb2.Team(
+        id=team.id,
+        name=team.name,
+        created_at=int(team.created_at),
+        limits=admin_pb2.Limits(**team.limits.as_dict()),
+        budgets=admin_pb2.Budgets(**team.budgets.as_dict()),
+    )

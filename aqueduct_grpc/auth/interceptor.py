@@ -1,0 +1,114 @@
+"""Authentication: a server interceptor that admits only callers with a valid token.
+
+Every RPC needs `authorization: Bearer <token>` metadata except the health and
+reflection services, which load balancers and grpcurl call without one, and
+the methods the server names as open (those carry their own credential, such
+as a signed URL). The admitted token is available to handlers through
+`current_token()`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.interception import MethodInterceptor
+from aqueduct_grpc.auth.tokens import Token, TokenStore
+
+__all__ = ["AuthInterceptor", "current_token"]
+
+_OPEN_SERVICES = (
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name,
+    "grpc.reflection.v1.ServerReflection",
+)
+
+log = logging.getLogger(__name__)
+
+_STORE_FAILED = GatewayError(
+    grpc.StatusCode.UNAVAILABLE, "Authentication is unavailable; retry.", reason="AUTH_UNAVAILABLE"
+)
+
+_token: contextvars.ContextVar[Token] = contextvars.ContextVar("aqueduct_token")
+
+
+def current_token() -> Token:
+    """The token that authenticated the RPC being handled."""
+    return _token.get()
+
+
+class AuthInterceptor(MethodInterceptor):
+    """Checks the bearer token before the handler runs."""
+
+    def __init__(self, tokens: TokenStore, *, open_methods: Iterable[str] = ()) -> None:
+        """Args:
+        tokens: where tokens are looked up.
+        open_methods: full method paths (`/pkg.Service/Method`) called without a token.
+        """
+        super().__init__()
+        self._tokens = tokens
+        self._open_methods = frozenset(open_methods)
+
+    def applies_to(self, method: str) -> bool:
+        service = method.lstrip("/").partition("/")[0]
+        return service not in _OPEN_SERVICES and method not in self._open_methods
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _admitting_single),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _admitting_single),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _admitting_stream),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _admitting_stream),
+        )
+        for kind, build, admitting in kinds:
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return build(  # type: ignore[no-any-return]
+                    admitting(self._admit, behaviour),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        raise TypeError(f"unsupported handler {handler!r}")
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value if isinstance(value, str) else value.decode()
+                break
+        try:
+            token = await self._tokens.authenticate(authorization)
+        except GatewayError as error:
+            await context.abort_with_status(error.to_status())
+        except Exception:
+            # The token store failed (database gone): no exception text to the caller.
+            log.exception("authentication failed")
+            await context.abort_with_status(_STORE_FAILED.to_status())
+        _token.set(token)
+
+
+Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _admitting_single(admit: Admit, behaviour: Any) -> Any:
+    async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await admit(context)
+        return await behaviour(request, context)
+
+    return single
+
+
+def _admitting_stream(admit: Admit, behaviour: Any) -> Any:
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await admit(context)
+        async for item in behaviour(request, context):
+            yield item
+
+    return stream

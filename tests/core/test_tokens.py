@@ -1,0 +1,117 @@
+"""TokenStore on a real SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aqueduct_grpc.storage.database import open_engine, sqlite_url
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def engine(tmp_path: pathlib.Path) -> AsyncIterator[AsyncEngine]:
+    opened = await open_engine(sqlite_url(tmp_path))
+    yield opened
+    await opened.dispose()
+
+
+def count_token_queries(engine: AsyncEngine) -> list[str]:
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM tokens" in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    return seen
+
+
+async def reason_of(store: TokenStore, authorization: str | None) -> str:
+    with pytest.raises(GatewayError) as caught:
+        await store.authenticate(authorization)
+    assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+    return caught.value.reason
+
+
+async def test_a_burst_of_uncached_calls_makes_one_query(engine):
+    store = TokenStore(engine)
+    token, secret = await store.create("burst")
+    queries = count_token_queries(engine)
+    found = await asyncio.gather(*(store.authenticate(f"Bearer {secret}") for _ in range(200)))
+    assert {t.id for t in found} == {token.id}
+    assert len(queries) == 1
+
+
+async def test_cache_expires_after_its_ttl(engine):
+    clock = Clock()
+    store = TokenStore(engine, cache_seconds=5, clock=clock)
+    _, secret = await store.create("ttl")
+    queries = count_token_queries(engine)
+    await store.authenticate(f"Bearer {secret}")
+    clock.now += 4
+    await store.authenticate(f"Bearer {secret}")
+    assert len(queries) == 1
+    clock.now += 2
+    await store.authenticate(f"Bearer {secret}")
+    assert len(queries) == 2
+
+
+async def test_expiry_is_checked_on_every_call_even_when_cached(engine):
+    clock = Clock()
+    store = TokenStore(engine, cache_seconds=3600, clock=clock)
+    _, secret = await store.create("expiring", expires_in=60)
+    assert (await store.authenticate(f"Bearer {secret}")).name == "expiring"
+    clock.now += 61
+    assert await reason_of(store, f"Bearer {secret}") == "EXPIRED_API_KEY"
+
+
+async def test_revocation_by_another_store_is_seen_after_the_cache_ttl(engine):
+    clock = Clock()
+    server, cli = TokenStore(engine, cache_seconds=5, clock=clock), TokenStore(engine, clock=clock)
+    token, secret = await cli.create("shared")
+    await server.authenticate(f"Bearer {secret}")
+    await cli.revoke(token.id)
+    await server.authenticate(f"Bearer {secret}")  # still cached
+    clock.now += 6
+    assert await reason_of(server, f"Bearer {secret}") == "REVOKED_API_KEY"
+
+
+async def test_scheme_is_case_insensitive_and_unknown_secrets_are_refused(engine):
+    store = TokenStore(engine)
+    _, secret = await store.create("case")
+    assert (await store.authenticate(f"bearer {secret}")).name == "case"
+    assert await reason_of(store, f"Bearer {secret[:-1]}") == "INVALID_API_KEY"
+    assert await reason_of(store, None) == "MISSING_API_KEY"
+
+
+async def test_revoke_by_name_needs_a_unique_name(engine):
+    store = TokenStore(engine)
+    await store.create("twin")
+    await store.create("twin")
+    with pytest.raises(TokenNotFound, match="several"):
+        await store.revoke("twin")
+    with pytest.raises(TokenNotFound):
+        await store.revoke("nobody")
+
+
+@pytest.mark.parametrize(("name", "expires_in"), [("  ", None), ("ok", 0), ("ok", -5)])
+async def test_create_refuses_bad_input(engine, name, expires_in):
+    with pytest.raises(ValueError):
+        await TokenStore(engine).create(name, expires_in=expires_in)

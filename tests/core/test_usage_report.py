@@ -1,0 +1,118 @@
+"""Usage reports: totals equal the rows, for every grouping, in the CLI's three formats."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime
+import io
+import json
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from aqueduct_grpc.cli import commands as cli
+from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
+from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
+
+DAY = 86400.0
+NOW = datetime.datetime(2026, 11, 20, 12, tzinfo=datetime.UTC).timestamp()
+
+# (days ago, token, team, model, status, images, latency ms, cost)
+ROWS = [
+    (0, "tok_a", "team_x", "m1", "OK", 2, 100.0, 0.08),
+    (0, "tok_a", "team_x", "m1", "OK", 1, 300.0, 0.04),
+    (0, "tok_b", "team_x", "m2", "INTERNAL", 0, 50.0, 0.0),
+    (1, "tok_b", None, "m2", "OK", 4, 200.0, None),
+    (1, "tok_c", None, None, "NOT_FOUND", 0, 1.0, None),
+    (2, "tok_c", None, "m1", "RESOURCE_EXHAUSTED", 0, 0.5, 0.0),
+    (9, "tok_a", "team_x", "m1", "OK", 1, 999.0, 0.04),  # outside a 7-day report
+]
+
+
+@pytest.fixture
+async def engine(tmp_path: pathlib.Path) -> AsyncIterator[AsyncEngine]:
+    opened = await open_engine(sqlite_url(tmp_path))
+    async with opened.begin() as connection:
+        await connection.execute(
+            usage_table.insert(),
+            [
+                {
+                    "created_at": NOW - ago * DAY,
+                    "token_id": token,
+                    "team_id": team,
+                    "model": model,
+                    "status": status,
+                    "images": images,
+                    "latency_ms": latency,
+                    "cost": cost,
+                }
+                for ago, token, team, model, status, images, latency, cost in ROWS
+            ],
+        )
+    yield opened
+    await opened.dispose()
+
+
+@pytest.mark.parametrize("by", GROUPINGS)
+async def test_totals_equal_the_rows(engine, by):
+    groups = await usage_report(engine, since=NOW - 7 * DAY, until=NOW + 1, by=by)
+    inside = [r for r in ROWS if r[0] < 7]
+    assert sum(g.requests for g in groups) == len(inside)
+    assert sum(g.images for g in groups) == sum(r[5] for r in inside)
+    assert sum(g.failures for g in groups) == sum(r[4] != "OK" for r in inside)
+    assert sum(g.cost_usd for g in groups) == pytest.approx(sum(r[7] or 0 for r in inside))
+    assert sum(g.unpriced_requests for g in groups) == sum(r[7] is None for r in inside)
+
+
+async def test_groups_and_percentiles(engine):
+    by_token = {
+        g.key: g for g in await usage_report(engine, since=NOW - 7 * DAY, until=None, by="token")
+    }
+    assert (by_token["tok_a"].requests, by_token["tok_a"].images) == (2, 3)
+    assert by_token["tok_a"].p50_latency_ms == 100.0 and by_token["tok_a"].p95_latency_ms == 300.0
+    # Only successful requests count toward latency: tok_b's failure took 50 ms.
+    assert by_token["tok_b"].p50_latency_ms == 200.0 and by_token["tok_b"].p95_latency_ms == 200.0
+    assert by_token["tok_c"].p50_latency_ms == 0.0  # nothing succeeded
+    by_team = {g.key: g for g in await usage_report(engine, since=0, until=None, by="team")}
+    assert set(by_team) == {"team_x", "-"} and by_team["team_x"].requests == 4
+    by_day = await usage_report(engine, since=NOW - 3 * DAY, until=None, by="day")
+    assert [(g.key, g.requests) for g in by_day] == [
+        ("2026-11-18", 1),
+        ("2026-11-19", 2),
+        ("2026-11-20", 3),
+    ]
+
+
+def test_period_bounds():
+    assert parse_moment("7d", NOW) == NOW - 7 * DAY
+    assert parse_moment("12h", NOW) == NOW - 12 * 3600
+    assert parse_moment("2026-11-20", NOW) == NOW - 12 * 3600
+    with pytest.raises(ValueError, match="not a period bound"):
+        parse_moment("last tuesday", NOW)
+
+
+async def test_cli_formats_agree(engine, tmp_path, capsys):
+    async with engine.connect() as connection:
+        total = await connection.scalar(sa.select(sa.func.count()).select_from(usage_table))
+    assert total == len(ROWS)
+
+    def run(*argv: str) -> str:
+        cli.main(["usage", "--since", "2026-01-01", *argv, "--data-dir", str(tmp_path)])
+        return capsys.readouterr().out
+
+    as_json = json.loads(await asyncio.to_thread(run, "--by", "model", "--format", "json"))
+    as_csv = list(
+        csv.DictReader(
+            io.StringIO(await asyncio.to_thread(run, "--by", "model", "--format", "csv"))
+        )
+    )
+    table = (await asyncio.to_thread(run, "--by", "model")).splitlines()
+    assert [g["key"] for g in as_json["groups"]] == [r["key"] for r in as_csv] == ["-", "m1", "m2"]
+    assert sum(g["requests"] for g in as_json["groups"]) == len(ROWS)
+    assert [int(r["requests"]) for r in as_csv] == [g["requests"] for g in as_json["groups"]]
+    assert table[0].split()[:3] == ["MODEL", "NAME", "REQUESTS"] and len(table) == 4
+    assert "unpriced" in table[1]  # the unknown-model row has no price

@@ -1,0 +1,317 @@
+"""The AdminService over gRPC and through the unmodified HTTP door, and its parity with the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import pathlib
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
+from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.cli import commands as cli
+from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.storage.database import sqlite_url
+from aqueduct_grpc.server import open_gateway, start_grpc_server
+from gateway_http.routes import discover_services
+from tests.accounting import IMAGE_PRICE, priced_config, token_with
+from tests.conftest import bearer
+from aqueduct_grpc.testing.fake_upstream import FakeUpstream
+from tests.grpc_errors import details_of
+
+
+@pytest.fixture
+def config(upstream: FakeUpstream) -> GatewayConfig:
+    return priced_config(upstream)
+
+
+@pytest.fixture
+def door(http_door: str) -> str:
+    """The HTTP door of conftest (the real app in front of the real core)."""
+    return http_door
+
+
+@pytest.fixture
+def admin_stub(channel: grpc.aio.Channel) -> admin_pb2_grpc.AdminServiceStub:
+    return admin_pb2_grpc.AdminServiceStub(channel)
+
+
+@pytest.fixture
+async def admin(gateway) -> str:  # type: ignore[no-untyped-def]
+    return await token_with(gateway, "root", admin=True)
+
+
+async def call(
+    door: str, method: str, path: str, secret: str | None, body: Any = None
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, door + path, json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/v1/tokens"),
+        ("POST", "/admin/v1/tokens"),
+        ("POST", "/admin/v1/tokens/tok_x:revoke"),
+        ("PUT", "/admin/v1/tokens/tok_x/policy"),
+        ("GET", "/admin/v1/teams"),
+        ("POST", "/admin/v1/teams"),
+        ("PUT", "/admin/v1/teams/t/policy"),
+        ("GET", "/admin/v1/usage?since=1d"),
+    ],
+)
+async def test_http_admin_needs_an_admin_token(door, secret, method, path):
+    body = {} if method in ("POST", "PUT") and not path.endswith(":revoke") else None
+    status, answer = await call(door, method, path, None, body)
+    assert status == 401 and answer["error"]["type"] == "invalid_request_error"
+    status, answer = await call(door, method, path, secret, body)  # a normal token
+    assert status == 403
+    assert answer["error"]["type"] == "permission_denied_error"
+    assert answer["error"]["code"] == "admin_scope_required"
+
+
+async def test_grpc_admin_needs_an_admin_token(admin_stub, secret):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_stub.ListTokens(admin_pb2.ListTokensRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_stub.ListTokens(admin_pb2.ListTokensRequest(), metadata=bearer(secret))
+    assert details_of(caught.value).code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_http_admin_lifecycle(door, admin, upstream):
+    status, team = await call(
+        door,
+        "POST",
+        "/admin/v1/teams",
+        admin,
+        {"name": "design", "limits": {"requests_per_minute": 5}},
+    )
+    assert status == 200 and team["team"]["limits"] == {"requests_per_minute": 5}
+    status, created = await call(
+        door,
+        "POST",
+        "/admin/v1/tokens",
+        admin,
+        {"name": "carol", "team": "design", "limits": {"images_per_day": 1}},
+    )
+    assert status == 200 and created["secret"].startswith("aqk-")
+    token = created["token"]
+    assert token["team_id"] == team["team"]["id"] and token["state"] == "active"
+    assert isinstance(token["created_at"], int)  # int64 as a JSON number
+
+    # The new token works, and its own limit applies.
+    headers = {"Authorization": f"Bearer {created['secret']}"}
+    async with aiohttp.ClientSession() as session:
+        for expected in (200, 429):
+            async with session.post(
+                f"{door}/v1/images/generations",
+                json={"prompt": "x", "model": "gpt-image-1"},
+                headers=headers,
+            ) as response:
+                assert response.status == expected
+
+    # Path parameter: a token by name; PUT replaces its policy.
+    status, updated = await call(
+        door, "PUT", "/admin/v1/tokens/carol/policy", admin, {"limits": {"images_per_day": 9}}
+    )
+    assert status == 200 and updated["token"]["limits"] == {"images_per_day": 9}
+    assert "team_id" not in updated["token"]  # PUT without a team: no team
+    status, teams = await call(door, "PUT", "/admin/v1/teams/design/policy", admin, {})
+    assert status == 200 and teams["team"]["limits"] == {}
+
+    status, revoked = await call(door, "POST", f"/admin/v1/tokens/{token['id']}:revoke", admin)
+    assert status == 200 and revoked["token"]["state"] == "revoked"
+    status, listed = await call(door, "GET", "/admin/v1/tokens", admin)
+    states = {t["name"]: t["state"] for t in listed["tokens"]}
+    assert states["carol"] == "revoked" and states["root"] == "active"
+    assert next(t for t in listed["tokens"] if t["name"] == "root")["admin"] is True
+
+
+async def test_http_admin_errors_are_openai_envelopes(door, admin):
+    status, answer = await call(door, "POST", "/admin/v1/tokens/nobody:revoke", admin)
+    assert status == 404 and answer["error"]["param"] == "token"
+    status, answer = await call(
+        door, "POST", "/admin/v1/tokens", admin, {"name": "x", "team": "nope"}
+    )
+    assert status == 404 and answer["error"]["param"] == "team"
+    await call(door, "POST", "/admin/v1/teams", admin, {"name": "dup"})
+    status, answer = await call(door, "POST", "/admin/v1/teams", admin, {"name": "dup"})
+    assert status == 409 and answer["error"]["code"] == "team_exists"
+    status, answer = await call(
+        door, "POST", "/admin/v1/tokens", admin, {"name": "x", "expires_in_seconds": 0}
+    )
+    assert status == 400 and answer["error"]["param"] == "expires_in_seconds"
+    status, answer = await call(door, "POST", "/admin/v1/tokens", admin, {"name": " "})
+    assert status == 400 and answer["error"]["param"] == "name"
+    status, answer = await call(door, "GET", "/admin/v1/usage?since=yesterday", admin)
+    assert status == 400 and answer["error"]["param"] == "since"
+    status, answer = await call(door, "GET", "/admin/v1/usage?by=colour", admin)
+    assert status == 400 and answer["error"]["param"] == "by"
+    status, answer = await call(door, "GET", "/admin/v1/usage?colour=red", admin)
+    assert status == 400 and answer["error"]["code"] == "unknown_parameter"
+    status, answer = await call(
+        door, "POST", "/admin/v1/teams", admin, {"name": "neg", "budgets": {"per_day_usd": -1}}
+    )
+    assert status == 400
+
+
+async def test_usage_query_over_http_and_grpc_agree(door, admin, admin_stub, gateway, stub):
+    user = await token_with(gateway, "user")
+    request = images_pb2.GenerateImagesRequest(
+        prompt="x", model="priced-image", n=2, size="1024x1024", quality="standard"
+    )
+    await stub.GenerateImages(request, metadata=bearer(user))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(prompt="x", model="dall-e-9"), metadata=bearer(user)
+        )
+    status, report = await call(door, "GET", "/admin/v1/usage?since=1h&by=model", admin)
+    assert status == 200 and report["by"] == "model"
+    by_model = {g["key"]: g for g in report["groups"]}
+    assert by_model["priced-image"]["images"] == 2
+    assert by_model["priced-image"]["cost_usd"] == pytest.approx(2 * IMAGE_PRICE)
+    assert by_model["-"]["failures"] == 1 and by_model["-"]["unpriced_requests"] == 1
+    over_grpc = await admin_stub.QueryUsage(
+        admin_pb2.QueryUsageRequest(since="1h", by="model"), metadata=bearer(admin)
+    )
+    assert [(g.key, g.requests, g.images, g.failures) for g in over_grpc.groups] == [
+        (g["key"], g["requests"], g["images"], g["failures"]) for g in report["groups"]
+    ]
+
+
+async def test_cli_and_admin_api_give_the_same_results(
+    config: GatewayConfig, tmp_path: pathlib.Path, capsys
+):
+    data_dir = str(tmp_path / "shared")
+
+    def run(*argv: str) -> str:
+        cli.main([*argv, "--data-dir", data_dir])
+        return capsys.readouterr().out
+
+    await asyncio.to_thread(run, "teams", "create", "--name", "ops", "--requests-per-minute", "7")
+    out = await asyncio.to_thread(
+        run, "tokens", "create", "--name", "boss", "--admin", "--team", "ops"
+    )
+    secret = out.strip().splitlines()[-1]
+    await asyncio.to_thread(run, "tokens", "create", "--name", "worker", "--images-per-day", "3")
+    async with open_gateway(config, database_url=sqlite_url(data_dir)) as gateway:
+        server = await start_grpc_server(gateway, port=0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                admin_stub = admin_pb2_grpc.AdminServiceStub(channel)
+                images = images_pb2_grpc.ImageServiceStub(channel)
+                for model in ("priced-image", "gpt-image-1", "dall-e-9"):
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await images.GenerateImages(
+                            images_pb2.GenerateImagesRequest(prompt="x", model=model),
+                            metadata=bearer(secret),
+                        )
+                tokens = await admin_stub.ListTokens(
+                    admin_pb2.ListTokensRequest(), metadata=bearer(secret)
+                )
+                teams = await admin_stub.ListTeams(
+                    admin_pb2.ListTeamsRequest(), metadata=bearer(secret)
+                )
+                usage = await admin_stub.QueryUsage(
+                    admin_pb2.QueryUsageRequest(since="1d", by="token"), metadata=bearer(secret)
+                )
+        finally:
+            await server.stop(0)
+    listed = await asyncio.to_thread(run, "tokens", "list")
+    lines = {line.split()[1]: line.split() for line in listed.splitlines()[1:]}
+    by_name = {t.name: t for t in tokens.tokens}
+    assert set(lines) == set(by_name) == {"boss", "worker"}
+    for name, token in by_name.items():
+        assert lines[name][0] == token.id
+        assert lines[name][-2] == (token.team_id or "-")
+        assert lines[name][-1] == ("yes" if token.admin else "no")
+    assert by_name["worker"].limits.images_per_day == 3
+    assert [(t.name, t.limits.requests_per_minute) for t in teams.teams] == [("ops", 7)]
+    assert sum(g.requests for g in usage.groups) == 3
+    cli_usage = json.loads(
+        await asyncio.to_thread(run, "usage", "--since", "1d", "--format", "json")
+    )
+    assert cli_usage["groups"] == [
+        {f.name: getattr(g, f.name) for f in admin_pb2.UsageGroup.DESCRIPTOR.fields}
+        for g in usage.groups
+    ]
+
+
+async def test_admin_service_is_discovered_and_reflected(channel):
+    # The HTTP door finds it by itself: no code in gateway_http names it.
+    assert "aqueduct.admin.v1.AdminService" in {s.full_name for s in discover_services()}
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    replies = [reply async for reply in reflection.ServerReflectionInfo(iter([request]))]
+    services = {s.name for s in replies[0].list_services_response.service}
+    assert "aqueduct.admin.v1.AdminService" in services
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        admin_pb2.CreateTeamRequest(
+            name="nan", budgets=admin_pb2.Budgets(per_day_usd=float("nan"))
+        ),
+        admin_pb2.CreateTeamRequest(
+            name="inf", budgets=admin_pb2.Budgets(per_day_usd=float("inf"))
+        ),
+        admin_pb2.CreateTokenRequest(name="forever", expires_in_seconds=2**62),
+    ],
+)
+async def test_values_that_cannot_be_enforced_are_refused(admin_stub, admin, request_):
+    method = (
+        admin_stub.CreateTeam
+        if isinstance(request_, admin_pb2.CreateTeamRequest)
+        else admin_stub.CreateToken
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await method(request_, metadata=bearer(admin))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing half-made: listings still work.
+    await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(admin))
+    await admin_stub.ListTokens(admin_pb2.ListTokensRequest(), metadata=bearer(admin))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["teams", "create", "--name", "neg", "--requests-per-minute", "-5"],
+        ["teams", "create", "--name", "nan", "--budget-per-day-usd", "nan"],
+        ["tokens", "create", "--name", "t", "--images-per-day", "-1"],
+        ["tokens", "create", "--name", "forever", "--expires-in", "100000000w"],
+    ],
+)
+def test_cli_refuses_values_that_would_break_the_policies(argv, tmp_path: pathlib.Path, capsys):
+    data = ["--data-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as caught:
+        cli.main([*argv, *data])
+    assert caught.value.code not in (0, None)
+    cli.main(["teams", "list", *data])
+    cli.main(["tokens", "list", *data])
+    listing = capsys.readouterr().out
+    assert "neg" not in listing and "nan" not in listing and "forever" not in listing
+
+
+def test_cli_refuses_an_unknown_log_level(tmp_path: pathlib.Path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--log-level", "bogus", "usage", "--data-dir", str(tmp_path)])
+    assert caught.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+async def test_a_usage_period_reaching_back_too_far_is_a_400(door, admin):
+    status, body = await call(door, "GET", "/admin/v1/usage?since=100000000000000w", admin)
+    assert status == 400 and body["error"]["param"] == "since"

@@ -1,0 +1,48 @@
+"""The `gateway-http` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway_http.app import DEFAULT_MAX_BODY_BYTES
+from gateway_http.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    args = build_parser().parse_args(["--grpc-target", "127.0.0.1:50051"])
+    assert (args.grpc_target, args.host, args.port) == ("127.0.0.1:50051", "127.0.0.1", 8080)
+    assert args.max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    assert args.call_timeout is None
+
+
+def test_options() -> None:
+    args = build_parser().parse_args(
+        [
+            "--grpc-target",
+            "core:1",
+            "--port",
+            "9",
+            "--max-body-bytes",
+            "10",
+            "--call-timeout",
+            "2.5",
+        ]
+    )
+    assert (args.port, args.max_body_bytes, args.call_timeout) == (9, 10, 2.5)
+
+
+def test_python_dash_m_entry_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway_http", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--grpc-target" in done.stdout
