@@ -22,25 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.admin.admin_scope import ADMIN_SERVICE, AdminScopeInterceptor
-from aqueduct_grpc.admin.service import AdminService
-from aqueduct_grpc.auth.interceptor import AuthInterceptor
 from aqueduct_grpc.accounting.budgets import BudgetLedger
-from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
-from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.storage.database import open_engine
-from aqueduct_grpc.upstreams.dispatch import Dispatcher
-from aqueduct_grpc.images.links import ImageLinks, load_signing_key
-from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
-from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
-from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.quota import QuotaInterceptor
 from aqueduct_grpc.accounting.rate_limits import RateLimiter
-from aqueduct_grpc.auth.tokens import TokenStore
-from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
 from aqueduct_grpc.accounting.usage_log import UsageRecorder
+from aqueduct_grpc.admin.admin_scope import ADMIN_SERVICE, AdminScopeInterceptor
+from aqueduct_grpc.admin.service import AdminService
+from aqueduct_grpc.auth.interceptor import AuthInterceptor
+from aqueduct_grpc.auth.tokens import TokenStore
+from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.images.catalog import ModelCatalog
+from aqueduct_grpc.images.links import ImageLinks, load_signing_key
+from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
+from aqueduct_grpc.storage.database import open_engine
+from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
+from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
+from aqueduct_grpc.upstreams.dispatch import Dispatcher
+from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
 
 __all__ = ["Gateway", "GrpcServer", "open_gateway", "start_grpc_server"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
+from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.server import Gateway
-from tests.conftest import UPSTREAM_KEY, router_config
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
+from tests.conftest import UPSTREAM_KEY, router_config
 
 IMAGE_PRICE = 0.04  # priced-image, 1024x1024 standard
 HD_PRICE = 0.08

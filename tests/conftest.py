@@ -14,10 +14,10 @@ from aiohttp import web
 
 from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.config import GatewayConfig, parse_config
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
-from gateway_http import create_app
+from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
+from gateway_http import create_app
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
 

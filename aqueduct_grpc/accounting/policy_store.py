@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
 from aqueduct_grpc.accounting.policy import (
     Budgets,
     Limits,
@@ -26,6 +25,7 @@ from aqueduct_grpc.accounting.policy import (
     parse_budgets,
     parse_limits,
 )
+from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
 
 __all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound"]
 

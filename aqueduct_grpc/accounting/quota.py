@@ -16,15 +16,15 @@ from typing import Any
 import grpc
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.accounting.budgets import BudgetLedger, BudgetRefusal
-from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import MethodInterceptor, guarded
-from aqueduct_grpc.images.catalog import ModelCatalog
-from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.policy import Budgets, Limits
+from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.rate_limits import Charge, RateLimiter, Refusal
 from aqueduct_grpc.accounting.usage_log import UsageRecord, UsageRecorder
+from aqueduct_grpc.auth.interceptor import current_token
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.images.catalog import ModelCatalog
+from aqueduct_grpc.interception import MethodInterceptor, guarded
 
 __all__ = ["QuotaInterceptor"]
 

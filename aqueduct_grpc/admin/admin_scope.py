@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 
 from aqueduct.admin.v1 import admin_pb2
+from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.interception import MethodInterceptor, guarded
-from aqueduct_grpc.accounting.policy_store import PolicyStore
 
 __all__ = ["ADMIN_SERVICE", "AdminScopeInterceptor"]
 

@@ -14,12 +14,12 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
-from aqueduct_grpc.errors import GatewayError, invalid_argument
-from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy
-from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
+from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
 from aqueduct_grpc.accounting.usage_log import UsageRecorder
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
+from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 
 __all__ = ["AdminService", "budgets_from", "limits_from"]
 

@@ -18,9 +18,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from aqueduct_grpc.auth.tokens import Token, TokenStore
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.interception import MethodInterceptor
-from aqueduct_grpc.auth.tokens import Token, TokenStore
 
 __all__ = ["AuthInterceptor", "current_token"]
 

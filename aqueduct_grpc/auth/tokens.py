@@ -21,8 +21,8 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.storage.database import tokens_table
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.storage.database import tokens_table
 
 __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
 

@@ -19,13 +19,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from aqueduct_grpc.config import ConfigError, load_config
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
-from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
-from aqueduct_grpc.server import open_gateway, start_grpc_server
-from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, UsageGroup, parse_moment, usage_report
+from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.config import ConfigError, load_config
+from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.storage.database import open_engine, sqlite_url
 
 __all__ = ["main", "parse_duration"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
+from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.auth.tokens import Token
 
 __all__ = ["ModelCatalog"]
 

@@ -26,8 +26,8 @@ from google.api import annotations_pb2 as google_annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.storage.database import gateway_secrets_table
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.storage.database import gateway_secrets_table
 from aqueduct_grpc.storage.image_files import ImageStore
 
 __all__ = ["ImageLinks", "files_path", "load_signing_key", "sniff_image_type"]

@@ -17,14 +17,14 @@ import grpc
 from google.api import httpbody_pb2
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.accounting.usage_log import UsageRecord, UsageRecorder
 from aqueduct_grpc.auth.interceptor import current_token
-from aqueduct_grpc.upstreams.dispatch import Dispatcher
+from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
+from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks
 from aqueduct_grpc.images.validation import upstream_body, validate
-from aqueduct_grpc.images.catalog import ModelCatalog
-from aqueduct_grpc.auth.tokens import Token
-from aqueduct_grpc.accounting.usage_log import UsageRecord, UsageRecorder
+from aqueduct_grpc.upstreams.dispatch import Dispatcher
 
 __all__ = ["GET_IMAGE_FILE", "ImageService"]
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from aqueduct_grpc.config import ConfigError, parse_config
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
 from aqueduct_grpc.accounting.policy import Budgets, Limits
 from aqueduct_grpc.accounting.pricing import ModelPrices, PriceTable
+from aqueduct_grpc.config import ConfigError, parse_config
+from aqueduct_grpc.storage.database import open_engine, sqlite_url
 
 
 def raw(**sections: Any) -> dict[str, Any]:

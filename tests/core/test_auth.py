@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.storage.database import sqlite_url
 from tests.conftest import bearer
 from tests.grpc_errors import details_of
 

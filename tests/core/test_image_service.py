@@ -13,10 +13,10 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.server import Gateway
-from tests.conftest import UPSTREAM_KEY, bearer
+from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, InvalidJson, Succeed
+from tests.conftest import UPSTREAM_KEY, bearer
 from tests.grpc_errors import details_of
 
 Request = images_pb2.GenerateImagesRequest

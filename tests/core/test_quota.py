@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.storage.database import sqlite_url, usage_table
 from aqueduct_grpc.accounting.policy import Budgets, Limits
-from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
 from aqueduct_grpc.accounting.usage_log import UsageRecord
+from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
+from aqueduct_grpc.storage.database import sqlite_url, usage_table
+from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.accounting import (
     HD_PRICE,
     IMAGE_PRICE,
@@ -27,7 +28,6 @@ from tests.accounting import (
     token_with,
 )
 from tests.conftest import bearer
-from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.grpc_errors import details_of
 
 

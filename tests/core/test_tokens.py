@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
-from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.storage.database import open_engine, sqlite_url
 
 
 class Clock:

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.upstreams.openai.event_stream import read_events
-from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
 from aqueduct_grpc.testing.fake_upstream import png_image
+from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
+from aqueduct_grpc.upstreams.openai.event_stream import read_events
 
 Handler = Callable[[web.Request], Any]
 

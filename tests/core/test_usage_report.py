@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
-from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
 
 DAY = 86400.0
 NOW = datetime.datetime(2026, 11, 20, 12, tzinfo=datetime.UTC).timestamp()

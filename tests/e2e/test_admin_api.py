@@ -17,12 +17,12 @@ from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.storage.database import sqlite_url
+from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http.routes import discover_services
 from tests.accounting import IMAGE_PRICE, priced_config, token_with
 from tests.conftest import bearer
-from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.grpc_errors import details_of
 
 

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.server import Gateway, GrpcServer
-from tests.conftest import UPSTREAM_KEY, bearer
+from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, Succeed
+from tests.conftest import UPSTREAM_KEY, bearer
 
 
 @pytest.fixture

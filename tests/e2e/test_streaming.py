@@ -16,10 +16,10 @@ from PIL import Image
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import GatewayConfig, parse_config
-from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.server import Gateway
-from tests.conftest import UPSTREAM_KEY, bearer, router_config
+from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FailMidStream, FakeUpstream, Succeed
+from tests.conftest import UPSTREAM_KEY, bearer, router_config
 
 PARTIAL = "image_generation.partial_image"
 COMPLETED = "image_generation.completed"

@@ -16,10 +16,10 @@ import yarl
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.config import parse_config
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
-from tests.conftest import UPSTREAM_KEY, bearer, router_config
+from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
+from tests.conftest import UPSTREAM_KEY, bearer, router_config
 
 
 @pytest.fixture

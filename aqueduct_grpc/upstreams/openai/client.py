@@ -30,8 +30,8 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.images.links import sniff_image_type
-from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
+from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
 
 __all__ = ["HttpImageBackend", "response_from_json", "stream_event_from_json"]
 
