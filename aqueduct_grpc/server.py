@@ -1,6 +1,6 @@
-"""Start-up: builds the gateway's components and the gRPC server that serves them.
+"""The composition root: builds the core's components and the gRPC server that serves them.
 
-`open_gateway` is an async context manager: everything it opens (database,
+`open_core` is an async context manager: everything it opens (database,
 HTTP client session, usage writer, image sweeper) is closed in reverse order
 on exit, even when start-up fails half way.
 """
@@ -22,17 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.accounting.admission import Admission
 from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
-from aqueduct_grpc.accounting.quota import QuotaInterceptor
 from aqueduct_grpc.accounting.rate_limits import RateLimiter
-from aqueduct_grpc.accounting.usage_log import UsageRecorder
-from aqueduct_grpc.admin.admin_scope import ADMIN_SERVICE, AdminScopeInterceptor
-from aqueduct_grpc.admin.service import AdminService
+from aqueduct_grpc.accounting.usage_log import UsageLog
+from aqueduct_grpc.admin.service import ADMIN_SERVICE, AdminService
 from aqueduct_grpc.auth.interceptor import AuthInterceptor
 from aqueduct_grpc.auth.tokens import TokenStore
 from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.error_exit import ErrorExit
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks, load_signing_key
 from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
@@ -40,9 +40,9 @@ from aqueduct_grpc.storage.database import open_engine
 from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
 from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
-from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
+from aqueduct_grpc.upstreams.openai.backend import OpenAIBackend
 
-__all__ = ["Gateway", "GrpcServer", "open_gateway", "start_grpc_server"]
+__all__ = ["Core", "GrpcServer", "open_core", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,19 @@ IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
 
 
 @dataclass(frozen=True)
-class Gateway:
+class Core:
     """The core's components, built once at start-up and passed explicitly."""
 
     config: GatewayConfig
     engine: AsyncEngine
     tokens: TokenStore
-    usage: UsageRecorder
+    usage: UsageLog
     catalog: ModelCatalog
     dispatcher: Dispatcher
     policies: PolicyStore
     limiter: RateLimiter
     ledger: BudgetLedger
+    admission: Admission
     links: ImageLinks
     sweeper: ImageSweeper
 
@@ -81,12 +82,12 @@ class GrpcServer:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(
+async def open_core(
     config: GatewayConfig,
     *,
     database_url: str,
     image_dir: str | os.PathLike[str] | None = None,
-) -> AsyncIterator[Gateway]:
+) -> AsyncIterator[Core]:
     """Opens the database, the upstream session, the usage writer and the image store.
 
     Args:
@@ -101,7 +102,7 @@ async def open_gateway(
         policies = PolicyStore(engine, cache_seconds=config.token_cache_seconds)
         ledger = BudgetLedger(PriceTable((m.name, m.prices) for m in config.models), policies)
         await ledger.load(engine)
-        usage = UsageRecorder(engine, batch_rows=config.usage_flush_rows, annotate=ledger.account)
+        usage = UsageLog(engine, batch_rows=config.usage_flush_rows)
         await usage.start()
         stack.push_async_callback(usage.close)
         session = aiohttp.ClientSession(
@@ -112,7 +113,7 @@ async def open_gateway(
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         await stack.enter_async_context(session)
-        http_backend = HttpImageBackend(
+        openai_backend = OpenAIBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
         image_dir = config.image_store_dir or image_dir
@@ -128,7 +129,8 @@ async def open_gateway(
         sweeper = ImageSweeper(store, interval=config.image_sweep_seconds)
         await sweeper.start()
         stack.push_async_callback(sweeper.close)
-        yield Gateway(
+        limiter = RateLimiter(config.rate_limit_storage)
+        yield Core(
             config=config,
             engine=engine,
             tokens=TokenStore(engine, cache_seconds=config.token_cache_seconds),
@@ -137,40 +139,35 @@ async def open_gateway(
                 config.models, default_model=config.default_model or config.models[0].name
             ),
             dispatcher=Dispatcher(
-                {"openai": http_backend, "azure": http_backend, "builtin": BuiltinImageBackend()}
+                {
+                    "openai": openai_backend,
+                    "azure": openai_backend,
+                    "builtin": BuiltinImageBackend(),
+                }
             ),
             policies=policies,
-            limiter=RateLimiter(config.rate_limit_storage),
+            limiter=limiter,
             ledger=ledger,
+            admission=Admission(
+                policies=policies,
+                limiter=limiter,
+                ledger=ledger,
+                default_limits=config.limits,
+                default_budgets=config.budgets,
+            ),
             links=links,
             sweeper=sweeper,
         )
 
 
-async def start_grpc_server(
-    gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0
-) -> GrpcServer:
+async def start_grpc_server(core: Core, *, host: str = "127.0.0.1", port: int = 0) -> GrpcServer:
     """Binds and starts the gRPC server; port 0 lets the OS choose."""
-    limit = gateway.config.max_message_bytes
+    limit = core.config.max_message_bytes
     server = grpc.aio.server(
-        # Order matters: authentication first, then admin scope and quotas.
+        # The error exit is outermost, so an authentication refusal leaves through it too.
         interceptors=[
-            AuthInterceptor(gateway.tokens, open_methods=[GET_IMAGE_FILE]),
-            AdminScopeInterceptor(gateway.policies),
-            QuotaInterceptor(
-                # Both ways of generating: a stream must not bypass limits.
-                methods=[
-                    f"/{IMAGE_SERVICE}/GenerateImages",
-                    f"/{IMAGE_SERVICE}/StreamGenerateImages",
-                ],
-                catalog=gateway.catalog,
-                policies=gateway.policies,
-                limiter=gateway.limiter,
-                ledger=gateway.ledger,
-                usage=gateway.usage,
-                default_limits=gateway.config.limits,
-                default_budgets=gateway.config.budgets,
-            ),
+            ErrorExit([IMAGE_SERVICE, ADMIN_SERVICE]),
+            AuthInterceptor(core.tokens, open_methods=[GET_IMAGE_FILE]),
         ],
         options=[
             ("grpc.max_receive_message_length", limit),
@@ -180,19 +177,18 @@ async def start_grpc_server(
     )
     images_pb2_grpc.add_ImageServiceServicer_to_server(
         ImageService(
-            catalog=gateway.catalog,
-            dispatcher=gateway.dispatcher,
-            usage=gateway.usage,
-            links=gateway.links,
+            catalog=core.catalog,
+            admission=core.admission,
+            dispatcher=core.dispatcher,
+            ledger=core.ledger,
+            usage=core.usage,
+            links=core.links,
         ),
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminService(
-            tokens=gateway.tokens,
-            policies=gateway.policies,
-            engine=gateway.engine,
-            usage=gateway.usage,
+            tokens=core.tokens, policies=core.policies, engine=core.engine, usage=core.usage
         ),
         server,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.config import GatewayConfig, parse_config
-from aqueduct_grpc.server import Gateway
+from aqueduct_grpc.server import Core
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.conftest import UPSTREAM_KEY, router_config
 
@@ -48,7 +48,7 @@ def priced_config(upstream: FakeUpstream, **sections: Any) -> GatewayConfig:
 
 
 async def token_with(
-    gateway: Gateway,
+    gateway: Core,
     name: str,
     *,
     team_id: str | None = None,

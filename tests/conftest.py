@@ -14,7 +14,7 @@ from aiohttp import web
 
 from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.config import GatewayConfig, parse_config
-from aqueduct_grpc.server import Gateway, GrpcServer, open_gateway, start_grpc_server
+from aqueduct_grpc.server import Core, GrpcServer, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http import create_app
@@ -111,13 +111,13 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
 
 
 @pytest.fixture
-async def gateway(config: GatewayConfig, tmp_path: pathlib.Path) -> AsyncIterator[Gateway]:
-    async with open_gateway(config, database_url=sqlite_url(tmp_path / "data")) as opened:
+async def gateway(config: GatewayConfig, tmp_path: pathlib.Path) -> AsyncIterator[Core]:
+    async with open_core(config, database_url=sqlite_url(tmp_path / "data")) as opened:
         yield opened
 
 
 @pytest.fixture
-async def core(gateway: Gateway) -> AsyncIterator[GrpcServer]:
+async def core(gateway: Core) -> AsyncIterator[GrpcServer]:
     server = await start_grpc_server(gateway, host="127.0.0.1", port=0)
     yield server
     await server.stop(0)
@@ -142,7 +142,7 @@ def stub(channel: grpc.aio.Channel) -> images_pb2_grpc.ImageServiceStub:
 
 
 @pytest.fixture
-async def secret(gateway: Gateway) -> str:
+async def secret(gateway: Core) -> str:
     _, value = await gateway.tokens.create("test")
     return value
 

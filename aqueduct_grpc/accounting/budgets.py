@@ -1,12 +1,12 @@
 """Spending per token and team per UTC day and month, and the budget check.
 
-The ledger prices each usage row as it is recorded (so the row and the
+The ledger prices each finished request's usage row (so the row and the
 budget agree on the cost) and adds it to the running totals, which start from
 the usage table at start-up. A request is admitted when the period's spend,
 plus what admitted requests in flight will cost, plus its own cost when known
 in advance (per-image prices), stays within the budget; with token prices the
 cost is known only afterwards, so the request is refused once the budget is
-spent. Reservations make the check exact under concurrency in one process;
+spent. Holds make the check exact under concurrency in one process;
 several replicas each see the shared database as of their start plus their
 own spending (see README).
 """
@@ -28,7 +28,7 @@ from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.storage.database import usage_table
 
-__all__ = ["BudgetLedger", "BudgetRefusal", "Reservation"]
+__all__ = ["BudgetHold", "BudgetLedger", "BudgetRefusal"]
 
 _Key = tuple[str, str, str]  # (scope, owner id, "2026-11-25" or "2026-11")
 
@@ -44,14 +44,14 @@ class BudgetRefusal:
 
 
 @dataclass(frozen=True)
-class Reservation:
+class BudgetHold:
     """Cost held for an admitted request until it finishes."""
 
     keys: tuple[_Key, ...]
     amount: float
 
 
-_NOTHING = Reservation((), 0.0)
+_NOTHING = BudgetHold((), 0.0)
 
 
 class BudgetLedger:
@@ -87,8 +87,8 @@ class BudgetLedger:
             for row in await connection.execute(query):
                 self._add(row.created_at, row.token_id, row.team_id, row.cost)
 
-    def account(self, row: UsageRecord) -> None:
-        """Sets the row's team and cost, and adds the cost to the totals."""
+    def charge(self, row: UsageRecord) -> None:
+        """Prices a finished request: sets its row's team and cost, adds the cost to the spend."""
         if row.token_id is not None and row.team_id is None:
             row.team_id = self._policies.latest.token(row.token_id).team_id
         row.cost = self._prices.cost(
@@ -111,7 +111,7 @@ class BudgetLedger:
         self,
         owners: list[tuple[str, str, Budgets]],
         estimate: float | None,
-    ) -> Reservation | BudgetRefusal:
+    ) -> BudgetHold | BudgetRefusal:
         """Holds `estimate` against every owner's budgets, or refuses.
 
         Args:
@@ -135,12 +135,12 @@ class BudgetLedger:
             return _NOTHING
         for key in keys:
             self._held[key] = self._held.get(key, 0.0) + cost
-        return Reservation(tuple(keys), cost)
+        return BudgetHold(tuple(keys), cost)
 
-    def release(self, reservation: Reservation) -> None:
-        """Drops the hold once the request's real cost is accounted."""
-        for key in reservation.keys:
-            left = self._held.get(key, 0.0) - reservation.amount
+    def release(self, hold: BudgetHold) -> None:
+        """Drops the hold of a request that has ended."""
+        for key in hold.keys:
+            left = self._held.get(key, 0.0) - hold.amount
             if left > 1e-12:
                 self._held[key] = left
             else:

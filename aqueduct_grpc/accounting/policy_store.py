@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,17 +26,33 @@ from aqueduct_grpc.accounting.policy import (
     parse_budgets,
     parse_limits,
 )
+from aqueduct_grpc.auth.tokens import TokenNotFound
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
 
 __all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound"]
 
 
-class TeamNotFound(LookupError):
+class TeamNotFound(GatewayError):
     """No team has that id or name."""
 
+    def __init__(self, message: str) -> None:
+        """Args:
+        message: which id or name was not found.
+        """
+        super().__init__(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND", param="team")
 
-class TeamExists(ValueError):
+
+class TeamExists(GatewayError):
     """A team with that name exists already."""
+
+    def __init__(self, message: str) -> None:
+        """Args:
+        message: which name is taken.
+        """
+        super().__init__(
+            grpc.StatusCode.ALREADY_EXISTS, message, reason="TEAM_EXISTS", param="name"
+        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,7 @@ class PolicyStore:
         budgets = budgets or Budgets()
         _check(limits, budgets)
         if not name.strip():
-            raise ValueError("a team needs a name")
+            raise invalid_argument("a team needs a name", "name")
         team = TeamPolicy(
             id="team_" + secrets.token_hex(8),
             name=name.strip(),
@@ -197,7 +214,7 @@ class PolicyStore:
                 sa.select(tokens_table.c.id).where(tokens_table.c.id == policy.token_id)
             )
             if exists is None:
-                raise LookupError(f"no token has id {policy.token_id!r}")
+                raise TokenNotFound(f"no token has id {policy.token_id!r}")
             values = {
                 "team_id": policy.team_id,
                 "admin": policy.admin,
@@ -218,13 +235,19 @@ class PolicyStore:
 
 
 def _check(limits: Limits, budgets: Budgets) -> None:
-    """Refuses values that loading would refuse (negative, NaN): raises ValueError.
+    """Refuses values that loading would refuse (negative, NaN): raises INVALID_ARGUMENT.
 
     Checked on the way in, so a bad value never reaches the database, where it
     would make every later load of the policies fail.
     """
-    parse_limits(limits.as_dict(), "limits")
-    parse_budgets(budgets.as_dict(), "budgets")
+    for parse, values, name in (
+        (parse_limits, limits.as_dict(), "limits"),
+        (parse_budgets, budgets.as_dict(), "budgets"),
+    ):
+        try:
+            parse(values, name)
+        except ValueError as error:
+            raise invalid_argument(str(error), name) from None
 
 
 async def _teams(connection: AsyncConnection) -> list[TeamPolicy]:

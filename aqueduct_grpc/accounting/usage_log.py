@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.storage.database import usage_table
 
-__all__ = ["UsageRecord", "UsageRecorder"]
+__all__ = ["UsageLog", "UsageRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class UsageRecord:
 _COLUMNS = tuple(f.name for f in fields(UsageRecord))
 
 
-class UsageRecorder:
+class UsageLog:
     """Queues usage rows and writes them in batches from one task."""
 
     def __init__(
@@ -63,16 +63,13 @@ class UsageRecorder:
         *,
         batch_rows: int = 500,
         linger_seconds: float = 0.05,
-        annotate: Callable[[UsageRecord], None] | None = None,
     ) -> None:
         """Args:
         engine: the database.
         batch_rows: the most rows written in one transaction.
         linger_seconds: how long the writer waits for more rows before a write.
-        annotate: called on each row as it is recorded (sets its team and cost).
         """
         self._engine = engine
-        self._annotate = annotate
         self._batch_rows = batch_rows
         self._linger_seconds = linger_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
@@ -87,11 +84,6 @@ class UsageRecorder:
 
     def record(self, row: UsageRecord) -> None:
         """Queues a row; never blocks and never fails the request."""
-        if self._annotate is not None:
-            try:
-                self._annotate(row)
-            except Exception:
-                log.exception("could not price a usage row; it is recorded without cost")
         self._queue.put_nowait(row)
 
     async def start(self) -> None:

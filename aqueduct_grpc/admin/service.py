@@ -1,6 +1,6 @@
 """The AdminService handlers: tokens, teams, limits, budgets and usage.
 
-Admin scope is checked by the AdminScopeInterceptor before any handler runs.
+Each RPC first requires admin scope (`_require_admin`); errors are raised, not aborted.
 Handlers use the same stores and report as the CLI, so both give the same results.
 """
 
@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy
-from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
-from aqueduct_grpc.accounting.usage_log import UsageRecorder
+from aqueduct_grpc.accounting.policy_store import PolicyStore
+from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
-from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
+from aqueduct_grpc.auth.interceptor import current_token
+from aqueduct_grpc.auth.tokens import Token, TokenStore
 from aqueduct_grpc.errors import GatewayError, invalid_argument
 
-__all__ = ["AdminService", "budgets_from", "limits_from"]
+__all__ = ["ADMIN_SERVICE", "AdminService", "budgets_from", "limits_from"]
 
 
 def limits_from(message: admin_pb2.Limits) -> Limits:
@@ -40,12 +41,17 @@ def budgets_from(message: admin_pb2.Budgets) -> Budgets:
     return Budgets(**values)
 
 
-def _not_found(error: LookupError, param: str) -> GatewayError:
-    return GatewayError(grpc.StatusCode.NOT_FOUND, str(error), reason="NOT_FOUND", param=param)
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+
+_NOT_ADMIN = GatewayError(
+    grpc.StatusCode.PERMISSION_DENIED,
+    "This operation needs an admin token (aqueduct-grpc tokens create --admin).",
+    reason="ADMIN_SCOPE_REQUIRED",
+)
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    """Serves aqueduct.admin.v1.AdminService."""
+    """Serves aqueduct.admin.v1.AdminService; every RPC needs a token with admin scope."""
 
     def __init__(
         self,
@@ -53,7 +59,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         tokens: TokenStore,
         policies: PolicyStore,
         engine: AsyncEngine,
-        usage: UsageRecorder,
+        usage: UsageLog,
     ) -> None:
         """Args:
         tokens: the token store.
@@ -66,30 +72,29 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._engine = engine
         self._usage = usage
 
-    async def _fail(self, context: grpc.aio.ServicerContext, error: GatewayError) -> NoReturn:
-        await context.abort_with_status(error.to_status())
-        raise AssertionError("unreachable")
+    async def _require_admin(self) -> None:
+        snapshot = await self._policies.snapshot()
+        if not snapshot.token(current_token().id).admin:
+            raise _NOT_ADMIN
 
     async def CreateToken(
         self, request: admin_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTokenResponse:
-        try:
-            parts = await self._policy_parts(request)
-            expires = request.expires_in_seconds if request.HasField("expires_in_seconds") else None
-            token, secret = await self._tokens.create(
-                request.name, expires_in=expires, models=list(request.models) or None
-            )
-            policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
-        except GatewayError as error:
-            await self._fail(context, error)
-        except ValueError as error:  # an empty name or a non-positive lifetime
-            param = "expires_in_seconds" if "expires" in str(error) else "name"
-            await self._fail(context, invalid_argument(str(error), param))
+        """Creates a token with its policy; the answer holds its secret, once."""
+        await self._require_admin()
+        parts = await self._policy_parts(request)
+        expires = request.expires_in_seconds if request.HasField("expires_in_seconds") else None
+        token, secret = await self._tokens.create(
+            request.name, expires_in=expires, models=list(request.models) or None
+        )
+        policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
         return admin_pb2.CreateTokenResponse(token=_token(token, policy), secret=secret)
 
     async def ListTokens(
         self, request: admin_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListTokensResponse:
+        """Every token with its policy, never a secret."""
+        await self._require_admin()
         snapshot = await self._policies.snapshot()
         return admin_pb2.ListTokensResponse(
             tokens=[_token(t, snapshot.token(t.id)) for t in await self._tokens.list()]
@@ -98,10 +103,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeToken(
         self, request: admin_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.RevokeTokenResponse:
-        try:
-            token = await self._tokens.revoke(request.token)
-        except TokenNotFound as error:
-            await self._fail(context, _not_found(error, "token"))
+        """Revokes a token by id or name."""
+        await self._require_admin()
+        token = await self._tokens.revoke(request.token)
         return admin_pb2.RevokeTokenResponse(
             token=_token(token, await self._policies.token_policy(token.id))
         )
@@ -109,39 +113,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetTokenPolicy(
         self, request: admin_pb2.SetTokenPolicyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetTokenPolicyResponse:
-        try:
-            token = await self._find_token(request.token)
-            parts = await self._policy_parts(request)
-            policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
-        except GatewayError as error:
-            await self._fail(context, error)
+        """Replaces a token's team, admin scope, limits and budgets."""
+        await self._require_admin()
+        token = await self._find_token(request.token)
+        parts = await self._policy_parts(request)
+        policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
         return admin_pb2.SetTokenPolicyResponse(token=_token(token, policy))
 
     async def CreateTeam(
         self, request: admin_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTeamResponse:
-        try:
-            team = await self._policies.create_team(
-                request.name,
-                limits=limits_from(request.limits),
-                budgets=budgets_from(request.budgets),
-            )
-        except GatewayError as error:
-            await self._fail(context, error)
-        except TeamExists as error:
-            await self._fail(
-                context,
-                GatewayError(
-                    grpc.StatusCode.ALREADY_EXISTS, str(error), reason="TEAM_EXISTS", param="name"
-                ),
-            )
-        except ValueError as error:
-            await self._fail(context, invalid_argument(str(error), "name"))
+        """Creates a team with its limits and budgets."""
+        await self._require_admin()
+        team = await self._policies.create_team(
+            request.name, limits=limits_from(request.limits), budgets=budgets_from(request.budgets)
+        )
         return admin_pb2.CreateTeamResponse(team=_team(team))
 
     async def ListTeams(
         self, request: admin_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListTeamsResponse:
+        """Every team with its policy."""
+        await self._require_admin()
         return admin_pb2.ListTeamsResponse(
             teams=[_team(t) for t in await self._policies.list_teams()]
         )
@@ -149,35 +142,24 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetTeamPolicy(
         self, request: admin_pb2.SetTeamPolicyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetTeamPolicyResponse:
-        try:
-            team = await self._policies.set_team_policy(
-                request.team,
-                limits=limits_from(request.limits),
-                budgets=budgets_from(request.budgets),
-            )
-        except GatewayError as error:
-            await self._fail(context, error)
-        except TeamNotFound as error:
-            await self._fail(context, _not_found(error, "team"))
+        """Replaces a team's limits and budgets."""
+        await self._require_admin()
+        team = await self._policies.set_team_policy(
+            request.team, limits=limits_from(request.limits), budgets=budgets_from(request.budgets)
+        )
         return admin_pb2.SetTeamPolicyResponse(team=_team(team))
 
     async def QueryUsage(
         self, request: admin_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.QueryUsageResponse:
+        """The usage report for a period, grouped as asked."""
+        await self._require_admin()
         now = time.time()
         by = request.by or "token"
-        try:
-            since = parse_moment(request.since or "7d", now)
-        except ValueError as error:
-            await self._fail(context, invalid_argument(str(error), "since"))
-        try:
-            until = parse_moment(request.until, now) if request.until else now
-        except ValueError as error:
-            await self._fail(context, invalid_argument(str(error), "until"))
+        since = _moment(request.since or "7d", now, "since")
+        until = _moment(request.until, now, "until") if request.until else now
         if by not in GROUPINGS:
-            await self._fail(
-                context, invalid_argument(f"by must be one of {', '.join(GROUPINGS)}", "by")
-            )
+            raise invalid_argument(f"by must be one of {', '.join(GROUPINGS)}", "by")
         await self._usage.flush()
         groups = await usage_report(self._engine, since=since, until=until, by=by)
         return admin_pb2.QueryUsageResponse(
@@ -203,16 +185,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         """Team id, admin scope, limits and budgets of a create/set request."""
         team_id = None
         if request.team:
-            try:
-                team_id = (await self._policies.find_team(request.team)).id
-            except TeamNotFound as error:
-                raise _not_found(error, "team") from None
+            team_id = (await self._policies.find_team(request.team)).id
         return {
             "team_id": team_id,
             "admin": request.admin,
             "limits": limits_from(request.limits),
             "budgets": budgets_from(request.budgets),
         }
+
+
+def _moment(text: str, now: float, param: str) -> float:
+    try:
+        return parse_moment(text, now)
+    except ValueError as error:
+        raise invalid_argument(str(error), param) from None
 
 
 def _token(token: Token, policy: TokenPolicy) -> admin_pb2.Token:

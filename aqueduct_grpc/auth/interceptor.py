@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from aqueduct_grpc.auth.tokens import Token, TokenStore
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.interception import MethodInterceptor
+from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
 
 __all__ = ["AuthInterceptor", "current_token"]
 
@@ -61,21 +61,25 @@ class AuthInterceptor(MethodInterceptor):
         return service not in _OPEN_SERVICES and method not in self._open_methods
 
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, _admitting_single),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, _admitting_single),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, _admitting_stream),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, _admitting_stream),
-        )
-        for kind, build, admitting in kinds:
-            behaviour = getattr(handler, kind)
-            if behaviour is not None:
-                return build(  # type: ignore[no-any-return]
-                    admitting(self._admit, behaviour),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        raise TypeError(f"unsupported handler {handler!r}")
+        """The handler, run only once the caller's token is known."""
+        return wrap_behaviour(handler, self._single, self._stream)
+
+    def _single(self, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._admit(context)
+            return await behaviour(request, context)
+
+        return single
+
+    def _stream(
+        self, behaviour: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._admit(context)
+            async for item in behaviour(request, context):
+                yield item
+
+        return stream
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         authorization = None
@@ -85,30 +89,10 @@ class AuthInterceptor(MethodInterceptor):
                 break
         try:
             token = await self._tokens.authenticate(authorization)
-        except GatewayError as error:
-            await context.abort_with_status(error.to_status())
+        except GatewayError:
+            raise
         except Exception:
             # The token store failed (database gone): no exception text to the caller.
             log.exception("authentication failed")
-            await context.abort_with_status(_STORE_FAILED.to_status())
+            raise _STORE_FAILED from None
         _token.set(token)
-
-
-Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
-
-
-def _admitting_single(admit: Admit, behaviour: Any) -> Any:
-    async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await admit(context)
-        return await behaviour(request, context)
-
-    return single
-
-
-def _admitting_stream(admit: Admit, behaviour: Any) -> Any:
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await admit(context)
-        async for item in behaviour(request, context):
-            yield item
-
-    return stream

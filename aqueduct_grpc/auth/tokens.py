@@ -21,7 +21,7 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.storage.database import tokens_table
 
 __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
@@ -52,8 +52,14 @@ class Token:
         return "active"
 
 
-class TokenNotFound(LookupError):
-    """No token has that id or name."""
+class TokenNotFound(GatewayError):
+    """No token has that id or name (or several share the name)."""
+
+    def __init__(self, message: str) -> None:
+        """Args:
+        message: which id or name was not found.
+        """
+        super().__init__(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND", param="token")
 
 
 def _hash(secret: str) -> str:
@@ -94,9 +100,11 @@ class TokenStore:
     ) -> tuple[Token, str]:
         """Creates a token; returns it and its secret (the only time it is seen)."""
         if not name.strip():
-            raise ValueError("a token needs a name")
+            raise invalid_argument("a token needs a name", "name")
         if expires_in is not None and not 0 < expires_in <= _MAX_LIFETIME_SECONDS:
-            raise ValueError("expires_in must be positive and at most 100 years")
+            raise invalid_argument(
+                "expires_in must be positive and at most 100 years", "expires_in_seconds"
+            )
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         now = self._clock()
         token = Token(

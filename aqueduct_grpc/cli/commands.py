@@ -20,11 +20,12 @@ import time
 from collections.abc import Sequence
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
-from aqueduct_grpc.accounting.policy_store import PolicyStore, TeamExists, TeamNotFound
+from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, UsageGroup, parse_moment, usage_report
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
 from aqueduct_grpc.config import ConfigError, load_config
-from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.server import open_core, start_grpc_server
 from aqueduct_grpc.storage.database import open_engine, sqlite_url
 
 __all__ = ["main", "parse_duration"]
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run(_tokens(args, database_url))
     except ConfigError as error:
         sys.exit(f"aqueduct-grpc: {error}")
-    except (TokenNotFound, TeamNotFound, TeamExists, LookupError, ValueError, OSError) as error:
+    except (GatewayError, ValueError, OSError) as error:
         sys.exit(f"aqueduct-grpc: {error}")
     except KeyboardInterrupt:
         pass
@@ -313,7 +314,7 @@ async def _serve(args: argparse.Namespace, database_url: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     image_dir = pathlib.Path(args.data_dir) / "images"
-    async with open_gateway(config, database_url=database_url, image_dir=image_dir) as gateway:
+    async with open_core(config, database_url=database_url, image_dir=image_dir) as gateway:
         if await gateway.tokens.count() == 0:
             token, secret = await gateway.tokens.create("default")
             # The operator's first token: it may use the admin API to make others.

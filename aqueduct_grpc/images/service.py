@@ -1,30 +1,36 @@
-"""The ImageService handlers: resolve the model, check the request, dispatch, account.
+"""The ImageService handlers: resolve, validate, admit, dispatch, account.
 
-Images asked for by URL are stored and signed by `ImageLinks`; GetImageFile
-serves them back (the signed URL is its credential, so it needs no token).
+Each generation reads as the business it does: the model is resolved and the
+request validated, then `Admission.admit` charges limits and holds budget,
+the dispatcher calls a typed backend, and the finished request is priced and
+its usage row recorded, whatever the outcome. Images asked for by URL are
+stored and signed by `ImageLinks`; GetImageFile serves them back (the signed
+URL is its credential, so it needs no token). Errors are raised, never
+aborted here: `error_exit` turns them into statuses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.accounting.usage_log import UsageRecord, UsageRecorder
+from aqueduct_grpc.accounting.admission import Admission
+from aqueduct_grpc.accounting.budgets import BudgetLedger
+from aqueduct_grpc.accounting.usage_log import UsageLog, UsageRecord
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks
-from aqueduct_grpc.images.validation import upstream_body, validate
+from aqueduct_grpc.images.validation import validate
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
+from aqueduct_grpc.upstreams.openai.wire import COMPLETED
 
 __all__ = ["GET_IMAGE_FILE", "ImageService"]
 
@@ -32,10 +38,6 @@ GET_IMAGE_FILE = "/{}/GetImageFile".format(
     images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
 )
 """The gRPC path of GetImageFile, which the auth interceptor lets through."""
-
-COMPLETED = "image_generation.completed"
-
-log = logging.getLogger(__name__)
 
 
 class ImageService(images_pb2_grpc.ImageServiceServicer):
@@ -45,27 +47,34 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self,
         *,
         catalog: ModelCatalog,
+        admission: Admission,
         dispatcher: Dispatcher,
-        usage: UsageRecorder,
+        ledger: BudgetLedger,
+        usage: UsageLog,
         links: ImageLinks,
     ) -> None:
         """Args:
         catalog: resolves model names and checks token access.
+        admission: admits a request within its limits and budgets.
         dispatcher: sends requests to the model's upstreams.
+        ledger: prices each finished request.
         usage: receives one row per request.
         links: stores images returned by URL and serves them back.
         """
         self._catalog = catalog
+        self._admission = admission
         self._dispatcher = dispatcher
+        self._ledger = ledger
         self._usage = usage
         self._links = links
 
     async def GenerateImages(
         self, request: images_pb2.GenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GenerateImagesResponse:
+        """Generates images: one answer with all of them."""
         token = current_token()
         row = _usage_row(token, request)
-        async with self._accounted(row, context):
+        async with self._accounted(row):
             model = self._catalog.resolve(row.requested_model, token)
             row.model = model.name
             validate(request, model)
@@ -74,11 +83,11 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
-            response = await self._dispatcher.generate(
-                model,
-                lambda upstream_model: upstream_body(request, upstream_model),
-                _deadline(context),
+            admitted = await self._admission.admit(
+                token, model, n=row.n or 1, size=row.size, quality=row.quality
             )
+            with admitted:
+                response = await self._dispatcher.generate(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
                 urls = await asyncio.gather(
@@ -87,67 +96,59 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 for image, url in zip(response.data, urls, strict=True):
                     image.url = url
                     image.ClearField("b64_json")
-            return response
-        raise AssertionError("unreachable")  # _accounted aborts the call on every error
+        return response
 
     async def StreamGenerateImages(
         self, request: images_pb2.StreamGenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
+        """Generates images as a stream of partial and completed images."""
         inner = request.request
         token = current_token()
         row = _usage_row(token, inner)
         # One usage row per stream, however it ends; a caller that goes away
         # cancels the upstream call with us, and what was streamed is accounted.
-        async with self._accounted(row, context):
+        async with self._accounted(row):
             model = self._catalog.resolve(row.requested_model, token)
             row.model = model.name
             validate(inner, model, streaming=True)
-            events = self._dispatcher.stream(
-                model,
-                lambda upstream_model: upstream_body(inner, upstream_model, streaming=True),
-                _deadline(context),
+            admitted = await self._admission.admit(
+                token, model, n=row.n or 1, size=row.size, quality=row.quality
             )
-            async for event in events:
-                if event.type == COMPLETED:
-                    _account_completed(row, event)
-                yield event
+            with admitted:  # the budget hold lasts as long as the stream
+                async for event in self._dispatcher.stream(model, inner, _deadline(context)):
+                    if event.type == COMPLETED:
+                        _account_completed(row, event)
+                    yield event
 
     @contextlib.asynccontextmanager
-    async def _accounted(
-        self, row: UsageRecord, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        """Runs a generation: turns its errors into statuses and records its usage row."""
+    async def _accounted(self, row: UsageRecord) -> AsyncIterator[None]:
+        """Runs a request: notes how it ended, then prices and records its usage row."""
         started = time.perf_counter()
         try:
             yield
         except GatewayError as error:
-            row.status, row.error_reason, row.http_status = (
-                error.code.name,
-                error.reason,
-                error.http_status,
-            )
-            await context.abort_with_status(error.to_status())
-        except grpc.aio.AbortError:
+            row.status, row.error_reason = error.code.name, error.reason
+            row.http_status = error.http_status
             raise
         except Exception:
             row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
-            log.exception("image generation failed")
-            await context.abort_with_status(INTERNAL_ERROR.to_status())
+            raise
         except BaseException:
             # Cancelled by the caller (disconnect or deadline): still accounted.
             row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
             raise
         finally:
             row.latency_ms = (time.perf_counter() - started) * 1000
-            self._usage.record(row)
+            try:
+                self._ledger.charge(row)  # the money: the row's team and cost, and the spend
+            finally:
+                self._usage.record(row)
 
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GetImageFileResponse:
-        try:
-            data, content_type = await self._links.open(request.name, request.signature)
-        except GatewayError as error:
-            await context.abort_with_status(error.to_status())
+        """The bytes behind a signed image URL."""
+        data, content_type = await self._links.open(request.name, request.signature)
         # The bytes behind a URL never change; caches may keep them until expiry.
         max_age = self._links.max_age(request.name)
         await context.send_initial_metadata(
@@ -160,6 +161,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     async def ListModels(
         self, request: images_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.ListModelsResponse:
+        """The models this caller may use."""
         token = current_token()
         response = images_pb2.ListModelsResponse(object="list")
         for model in self._catalog.visible(token):
@@ -198,7 +200,7 @@ def _account_completed(row: UsageRecord, event: images_pb2.StreamGenerateImagesR
         row.total_tokens = (row.total_tokens or 0) + event.usage.total_tokens
 
 
-def _account(row: UsageRecord, response: Any) -> None:
+def _account(row: UsageRecord, response: images_pb2.GenerateImagesResponse) -> None:
     row.images = len(response.data)
     if response.HasField("usage"):
         row.input_tokens = response.usage.input_tokens

@@ -1,4 +1,4 @@
-"""Checks on a GenerateImagesRequest and its translation to an upstream JSON body.
+"""Checks on a GenerateImagesRequest that hold for every model, before it is admitted.
 
 Only what holds for every model is checked here (required prompt, n range,
 unsupported modes); model-specific values (sizes, qualities) are the
@@ -7,34 +7,15 @@ upstream's to judge, and its error comes back to the caller unchanged.
 
 from __future__ import annotations
 
-from typing import Any
-
-from google.protobuf import json_format
-
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import GatewayError, invalid_argument
 
-__all__ = ["MAX_IMAGES", "MAX_PARTIAL_IMAGES", "MAX_PROMPT_CHARS", "upstream_body", "validate"]
+__all__ = ["MAX_IMAGES", "MAX_PARTIAL_IMAGES", "MAX_PROMPT_CHARS", "validate"]
 
 MAX_IMAGES = 10
 MAX_PARTIAL_IMAGES = 3
 MAX_PROMPT_CHARS = 32_000
-
-# Optional parameters passed upstream as they are when the caller set them.
-_FORWARDED = (
-    "n",
-    "size",
-    "quality",
-    "style",
-    "response_format",
-    "user",
-    "background",
-    "moderation",
-    "output_compression",
-    "output_format",
-    "safety_identifier",
-)
 
 
 def _invalid(message: str, param: str, code: str) -> GatewayError:
@@ -117,29 +98,3 @@ def _validate_streaming(request: images_pb2.GenerateImagesRequest, model: ModelC
             "response_format",
             "unsupported_value",
         )
-
-
-def upstream_body(
-    request: images_pb2.GenerateImagesRequest, upstream_model: str, *, streaming: bool = False
-) -> dict[str, Any]:
-    """The OpenAI JSON body for the upstream: set fields only, its model name.
-
-    Forwarded unknown parameters go first so that no declared field can be
-    overridden through them. `response_format: "url"` is not forwarded: the
-    gateway hosts the images itself, and gpt-image models refuse the parameter.
-    """
-    body: dict[str, Any] = {}
-    if request.HasField("extra_parameters"):
-        body.update(json_format.MessageToDict(request.extra_parameters))
-    body["model"] = upstream_model
-    body["prompt"] = request.prompt
-    for name in _FORWARDED:
-        if request.HasField(name):
-            body[name] = getattr(request, name)
-    if body.get("response_format") == "url":
-        del body["response_format"]
-    if streaming:
-        body["stream"] = True
-        if request.HasField("partial_images"):
-            body["partial_images"] = request.partial_images
-    return body

@@ -15,16 +15,16 @@ import hashlib
 import io
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from PIL import Image, ImageDraw, ImageOps
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
-from aqueduct_grpc.errors import GatewayError, invalid_argument
+from aqueduct_grpc.errors import invalid_argument
+from aqueduct_grpc.upstreams.openai.wire import COMPLETED, PARTIAL_IMAGE
 
 __all__ = ["SIZES", "BuiltinImageBackend"]
 
@@ -42,7 +42,7 @@ _FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 @dataclass(frozen=True)
 class _Job:
-    """What the OpenAI body asks for, checked."""
+    """What the request asks for, checked, with the defaults filled in."""
 
     prompt: str
     n: int
@@ -76,62 +76,47 @@ class BuiltinImageBackend:
     """Renders placeholder images from the prompt; same answer shape as gpt-image-1."""
 
     async def generate(
-        self, deployment: Deployment, body: dict[str, Any], timeout: float
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
     ) -> images_pb2.GenerateImagesResponse:
-        """Renders `body["n"]` images as the OpenAI body asks."""
-        job = _job(body)
+        """Renders the `n` images the request asks for."""
+        job = _job(request)
         renders = [asyncio.to_thread(job.render, index) for index in range(job.n)]
-        images = await asyncio.wait_for(asyncio.gather(*renders), timeout)
+        images = await asyncio.gather(*renders)
         response = images_pb2.GenerateImagesResponse(created=int(time.time()), **job.echoed())
         for data in images:
             response.data.add(b64_json=data)
         return response
 
     async def stream(
-        self, deployment: Deployment, body: dict[str, Any], timeout: float
-    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamGenerateImagesResponse, None]:
         """Yields `partial_images` coarse renders, then the final image, for each image."""
-        job = _job(body)
-        partials = int(body.get("partial_images", 0))
+        job = _job(request)
+        partials = request.partial_images if request.HasField("partial_images") else 0
         echoed = job.echoed()
-        # One deadline for every render, not a timeout around the generator:
-        # one spanning `yield` could fire while our consumer is awaited.
-        deadline = asyncio.get_running_loop().time() + timeout
         for index in range(job.n):
-            final = await _before(deadline, asyncio.to_thread(job.render, index))
+            final = await asyncio.to_thread(job.render, index)
             for step in range(partials):
                 # Blocks of 2^(partials - step + 2) pixels: each partial finer.
                 block = 1 << (partials - step + 2)
-                coarse = await _before(deadline, asyncio.to_thread(_coarsen, final, block, job))
+                coarse = await asyncio.to_thread(_coarsen, final, block, job)
                 yield images_pb2.StreamGenerateImagesResponse(
-                    type="image_generation.partial_image",
+                    type=PARTIAL_IMAGE,
                     b64_json=coarse,
                     created_at=int(time.time()),
                     partial_image_index=step,
                     **echoed,
                 )
             yield images_pb2.StreamGenerateImagesResponse(
-                type="image_generation.completed",
-                b64_json=final,
-                created_at=int(time.time()),
-                **echoed,
+                type=COMPLETED, b64_json=final, created_at=int(time.time()), **echoed
             )
 
 
-async def _before(deadline: float, render: Awaitable[bytes]) -> bytes:
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await render
-    except TimeoutError:
-        raise GatewayError(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            "The built-in model did not finish rendering in time.",
-            reason="UPSTREAM_TIMEOUT",
-        ) from None
+def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
+    def given(name: str, default: str) -> str:
+        return getattr(request, name) if request.HasField(name) else default
 
-
-def _job(body: dict[str, Any]) -> _Job:
-    size_name = body.get("size", "auto")
+    size_name = given("size", "auto")
     if size_name == "auto":
         size_name = "1024x1024"
     if size_name not in SIZES:
@@ -141,23 +126,24 @@ def _job(body: dict[str, Any]) -> _Job:
             + ".",
             "size",
         )
-    output_format = body.get("output_format", "png")
+    output_format = given("output_format", "png")
     if output_format not in _FORMATS:
         raise invalid_argument(
             f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg' and 'webp'.",
             "output_format",
         )
-    background = body.get("background", "auto")
+    background = given("background", "auto")
     if background == "transparent" and output_format == "jpeg":
         raise invalid_argument("Transparent background is not supported for jpeg.", "background")
+    quality = given("quality", "auto")
     return _Job(
-        prompt=body["prompt"],
-        n=int(body.get("n", 1)),
+        prompt=request.prompt,
+        n=request.n if request.HasField("n") else 1,
         size_name=size_name,
         output_format=output_format,
         background=background,
-        quality="medium" if body.get("quality", "auto") == "auto" else body["quality"],
-        compression=int(body.get("output_compression", 100)),
+        quality="medium" if quality == "auto" else quality,
+        compression=request.output_compression if request.HasField("output_compression") else 100,
     )
 
 

@@ -1,17 +1,24 @@
-"""Sends a resolved request to one of its model's deployments.
+"""Sends a validated request to one of its model's deployments, within its time.
 
 Deployments of a model are used in turn; when one cannot be reached (or
 answers 502/503) the next one is tried, within the same deadline. A stream
 fails over only before its first event: after that the caller has seen part
 of an answer, and the error is theirs to see.
+
+Time is bounded here, for every backend alike: each call by the smaller of
+the deployment's timeout and what is left of the caller's deadline. A stream
+bounds each wait for its next event by one deadline rather than wrapping the
+whole generator, whose `yield` would let the timeout fire while our consumer
+is being awaited, outside this frame.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Protocol
 
 import grpc
 
@@ -29,15 +36,23 @@ _DEADLINE_PASSED = GatewayError(
 
 
 class ImageBackend(Protocol):
-    """Something that turns an OpenAI request body into images."""
+    """An upstream kind: turns a typed image request into typed images.
+
+    Backends raise `GatewayError` for what the caller should see; they do not
+    bound their own time (the dispatcher does, and cancels them).
+    """
 
     async def generate(
-        self, deployment: Deployment, body: dict[str, Any], timeout: float
-    ) -> images_pb2.GenerateImagesResponse: ...
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
+    ) -> images_pb2.GenerateImagesResponse:
+        """The images for `request` from `deployment`."""
+        ...
 
     def stream(
-        self, deployment: Deployment, body: dict[str, Any], timeout: float
-    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]: ...
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamGenerateImagesResponse, None]:
+        """The events for `request` from `deployment`, as they come."""
+        ...
 
 
 class Dispatcher:
@@ -53,23 +68,24 @@ class Dispatcher:
     async def generate(
         self,
         model: ModelConfig,
-        body_for: Any,
+        request: images_pb2.GenerateImagesRequest,
         deadline: float | None,
     ) -> images_pb2.GenerateImagesResponse:
         """Generates with `model`.
 
         Args:
             model: the resolved model.
-            body_for: called with a deployment's upstream model name, returns the body.
+            request: the validated request.
             deadline: monotonic time by which the caller needs the answer, or None.
         """
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
             backend = self._backends[deployment.provider]
             try:
-                return await backend.generate(
-                    deployment, body_for(deployment.upstream_model), timeout
-                )
+                async with asyncio.timeout(timeout):
+                    return await backend.generate(request, deployment)
+            except TimeoutError:
+                raise _timed_out(f"did not answer within {timeout:.1f} s") from None
             except GatewayError as error:
                 if error.code != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -77,24 +93,35 @@ class Dispatcher:
         raise last_error or _DEADLINE_PASSED
 
     async def stream(
-        self, model: ModelConfig, body_for: Any, deadline: float | None
+        self,
+        model: ModelConfig,
+        request: images_pb2.GenerateImagesRequest,
+        deadline: float | None,
     ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
         """Streams from `model`; arguments as for `generate`."""
+        loop = asyncio.get_running_loop()
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
-            backend = self._backends[deployment.provider]
+            events = self._backends[deployment.provider].stream(request, deployment)
+            ends_at = loop.time() + timeout
             started = False
             try:
-                async for event in backend.stream(
-                    deployment, body_for(deployment.upstream_model), timeout
-                ):
+                while True:
+                    try:
+                        async with asyncio.timeout_at(ends_at):
+                            event = await anext(events, None)
+                    except TimeoutError:
+                        raise _timed_out(f"did not finish within {timeout:.1f} s") from None
+                    if event is None:
+                        return
                     started = True
                     yield event
-                return
             except GatewayError as error:
                 if started or error.code != grpc.StatusCode.UNAVAILABLE:
                     raise
                 last_error = error
+            finally:
+                await events.aclose()
         raise last_error or _DEADLINE_PASSED
 
     def _attempts(
@@ -111,3 +138,9 @@ class Dispatcher:
                 if timeout <= 0:
                     return
             yield deployment, timeout
+
+
+def _timed_out(what: str) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, f"The upstream {what}.", reason="UPSTREAM_TIMEOUT"
+    )

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.server import open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from tests.conftest import bearer
 from tests.grpc_errors import details_of
@@ -76,7 +76,7 @@ async def test_cli_revocation_reaches_a_running_core(
     )
     secret = capsys.readouterr().out.strip().splitlines()[-1]
     no_cache = dataclasses.replace(config, token_cache_seconds=0.0)
-    async with open_gateway(no_cache, database_url=sqlite_url(data_dir)) as gateway:
+    async with open_core(no_cache, database_url=sqlite_url(data_dir)) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.server import Gateway
+from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, InvalidJson, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer
@@ -28,7 +28,7 @@ async def call_error(stub: images_pb2_grpc.ImageServiceStub, request: Request, s
     return details_of(caught.value)
 
 
-async def usage_rows(gateway: Gateway) -> list[sa.Row]:  # type: ignore[type-arg]
+async def usage_rows(gateway: Core) -> list[sa.Row]:  # type: ignore[type-arg]
     await gateway.usage.flush()
     async with gateway.engine.connect() as connection:
         return list(await connection.execute(usage_table.select().order_by(usage_table.c.id)))
@@ -93,7 +93,7 @@ async def test_unknown_or_non_image_model_is_not_found(stub, secret, upstream, m
     assert upstream.request_count == 0
 
 
-async def test_token_model_access_hides_other_models(stub, gateway: Gateway, upstream):
+async def test_token_model_access_hides_other_models(stub, gateway: Core, upstream):
     _, limited = await gateway.tokens.create("limited", models=["demo"])
     listed = await stub.ListModels(images_pb2.ListModelsRequest(), metadata=bearer(limited))
     assert [m.id for m in listed.data] == ["aqueduct-demo"]

@@ -113,5 +113,8 @@ async def test_revoke_by_name_needs_a_unique_name(engine):
 
 @pytest.mark.parametrize(("name", "expires_in"), [("  ", None), ("ok", 0), ("ok", -5)])
 async def test_create_refuses_bad_input(engine, name, expires_in):
-    with pytest.raises(ValueError):
+    with pytest.raises(GatewayError) as refused:
         await TokenStore(engine).create(name, expires_in=expires_in)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.param == ("name" if expires_in is None else "expires_in_seconds")
+    assert await TokenStore(engine).list() == []  # nothing half-made

@@ -16,10 +16,11 @@ import grpc
 import pytest
 from aiohttp import web
 
+from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.testing.fake_upstream import png_image
-from aqueduct_grpc.upstreams.openai.client import HttpImageBackend
+from aqueduct_grpc.upstreams.openai.backend import OpenAIBackend
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
 
 Handler = Callable[[web.Request], Any]
@@ -52,9 +53,12 @@ async def serve() -> AsyncIterator[Callable[[Handler], Any]]:
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[HttpImageBackend]:
+async def backend() -> AsyncIterator[OpenAIBackend]:
     async with aiohttp.ClientSession() as session:
-        yield HttpImageBackend(session, max_response_bytes=64 * 1024 * 1024)
+        yield OpenAIBackend(session, max_response_bytes=64 * 1024 * 1024)
+
+
+PROMPT = images_pb2.GenerateImagesRequest(prompt="x")
 
 
 def deployment(base: str, provider: str = "openai") -> Deployment:
@@ -77,7 +81,7 @@ async def test_a_redirect_is_never_followed_with_our_key(serve, backend, provide
 
     upstream, _ = await serve(redirect)
     with pytest.raises(GatewayError) as caught:
-        await backend.generate(deployment(upstream, provider), {"prompt": "x"}, 10)
+        await backend.generate(PROMPT, deployment(upstream, provider))
     assert caught.value.http_status == 502
     assert stolen == []  # the other host was never contacted, key or not
 
@@ -104,7 +108,7 @@ async def stream_types(serve, backend, body: bytes) -> list[str]:  # type: ignor
         return web.Response(body=body, content_type="text/event-stream")
 
     upstream, _ = await serve(answer)
-    events = backend.stream(deployment(upstream), {"prompt": "x", "stream": True}, 10)
+    events = backend.stream(PROMPT, deployment(upstream))
     return [event.type async for event in events]
 
 
@@ -130,7 +134,7 @@ async def test_a_downloaded_url_that_is_not_an_image_is_refused(serve, backend):
 
     upstream, _ = await serve(answer)
     with pytest.raises(GatewayError) as caught:
-        await backend.generate(deployment(upstream), {"prompt": "x"}, 10)
+        await backend.generate(PROMPT, deployment(upstream))
     assert caught.value.code == grpc.StatusCode.INTERNAL and caught.value.http_status == 502
     assert caught.value.reason == "UPSTREAM_INVALID_RESPONSE"
 
@@ -141,7 +145,7 @@ async def test_an_unparseable_image_url_is_refused_not_a_500(serve, backend):
 
     upstream, _ = await serve(answer)
     with pytest.raises(GatewayError) as caught:
-        await backend.generate(deployment(upstream), {"prompt": "x"}, 10)
+        await backend.generate(PROMPT, deployment(upstream))
     assert caught.value.reason == "UPSTREAM_URL_REFUSED"
 
 

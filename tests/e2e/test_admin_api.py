@@ -17,7 +17,7 @@ from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.server import open_gateway, start_grpc_server
+from aqueduct_grpc.server import open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http.routes import discover_services
@@ -206,7 +206,7 @@ async def test_cli_and_admin_api_give_the_same_results(
     )
     secret = out.strip().splitlines()[-1]
     await asyncio.to_thread(run, "tokens", "create", "--name", "worker", "--images-per-day", "3")
-    async with open_gateway(config, database_url=sqlite_url(data_dir)) as gateway:
+    async with open_core(config, database_url=sqlite_url(data_dir)) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.server import Gateway, GrpcServer
+from aqueduct_grpc.server import Core, GrpcServer
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer
@@ -55,7 +55,7 @@ async def test_grpc_door_gives_the_same_answer(stub, secret, upstream: FakeUpstr
     assert response.usage.output_tokens == sent["usage"]["output_tokens"]
 
 
-async def test_sdk_lists_the_tokens_models(client, gateway: Gateway, http_door: str):
+async def test_sdk_lists_the_tokens_models(client, gateway: Core, http_door: str):
     models = [m.id async for m in client.models.list()]
     assert models == [
         "gpt-image-1",
@@ -281,7 +281,7 @@ async def test_unknown_route_and_wrong_method(http, secret):
         assert resp.status == 405 and "POST" in resp.headers["Allow"]
 
 
-async def test_http_requests_are_accounted(client, gateway: Gateway, upstream):
+async def test_http_requests_are_accounted(client, gateway: Core, upstream):
     await client.images.generate(model="house-image", prompt="x", n=2, user="end-user-1")
     upstream.plan(Fail(500))
     with pytest.raises(openai.InternalServerError):

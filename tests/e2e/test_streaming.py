@@ -16,7 +16,7 @@ from PIL import Image
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import GatewayConfig, parse_config
-from aqueduct_grpc.server import Gateway
+from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FailMidStream, FakeUpstream, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
@@ -33,13 +33,13 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
     return parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
 
-async def usage_rows(gateway: Gateway) -> list[Any]:
+async def usage_rows(gateway: Core) -> list[Any]:
     await gateway.usage.flush()
     async with gateway.engine.connect() as connection:
         return list(await connection.execute(sa.select(usage_table).order_by(usage_table.c.id)))
 
 
-async def first_usage_rows(gateway: Gateway) -> list[Any]:
+async def first_usage_rows(gateway: Core) -> list[Any]:
     """The usage rows once there are some: a cut-off stream is accounted as it unwinds."""
     for _ in range(400):
         rows = await usage_rows(gateway)

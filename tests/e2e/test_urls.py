@@ -16,7 +16,7 @@ import yarl
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.config import parse_config
-from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
+from aqueduct_grpc.server import Core, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
@@ -100,7 +100,7 @@ async def test_tampered_urls_are_404_with_the_openai_envelope(client, http, tamp
 
 
 async def test_expired_url_is_404_even_while_its_file_remains(
-    client, http, http_door, gateway: Gateway, upstream
+    client, http, http_door, gateway: Core, upstream
 ):
     url = await url_of(client)
     # The same image published as if an hour and a half ago: its URL has expired.
@@ -192,7 +192,7 @@ async def capped_core(upstream: FakeUpstream, tmp_path) -> AsyncIterator[Any]:
     raw = router_config(upstream)
     raw["gateway"] = {"max_upstream_response_bytes": 20_000}
     config = parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
-    async with open_gateway(config, database_url=sqlite_url(tmp_path / "capped")) as gateway:
+    async with open_core(config, database_url=sqlite_url(tmp_path / "capped")) as gateway:
         server = await start_grpc_server(gateway)
         _, secret = await gateway.tokens.create("t")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

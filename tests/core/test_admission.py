@@ -16,7 +16,7 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Budgets, Limits
 from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.config import GatewayConfig
-from aqueduct_grpc.server import Gateway, open_gateway, start_grpc_server
+from aqueduct_grpc.server import Core, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url, usage_table
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.accounting import (
@@ -169,7 +169,7 @@ async def test_model_weight_scales_the_limits(gateway, stub, upstream, model, al
 
 async def test_config_defaults_apply_and_token_overrides_win(upstream, tmp_path):
     config = priced_config(upstream, limits={"requests_per_minute": 1})
-    async with open_gateway(config, database_url=sqlite_url(tmp_path)) as gateway:
+    async with open_core(config, database_url=sqlite_url(tmp_path)) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -185,7 +185,7 @@ async def test_config_defaults_apply_and_token_overrides_win(upstream, tmp_path)
     assert roomy_codes == [ok, ok, ok, refused]
 
 
-async def rows(gateway: Gateway) -> list[Any]:
+async def rows(gateway: Core) -> list[Any]:
     await gateway.usage.flush()
     async with gateway.engine.connect() as connection:
         return list(await connection.execute(sa.select(usage_table).order_by(usage_table.c.id)))
@@ -267,20 +267,20 @@ async def test_team_budget_and_refusals_are_recorded(gateway, stub, upstream):
 
 async def test_spending_survives_a_restart(config, upstream, tmp_path):
     url = sqlite_url(tmp_path)
-    async with open_gateway(config, database_url=url) as gateway:
+    async with open_core(config, database_url=url) as gateway:
         token, _ = await gateway.tokens.create("durable")
-        gateway.usage.record(
-            UsageRecord(
-                created_at=time.time(),
-                token_id=token.id,
-                requested_model="priced-image",
-                model="priced-image",
-                images=1,
-                size="1024x1024",
-                quality="standard",
-            )
+        row = UsageRecord(
+            created_at=time.time(),
+            token_id=token.id,
+            requested_model="priced-image",
+            model="priced-image",
+            images=1,
+            size="1024x1024",
+            quality="standard",
         )
-    async with open_gateway(config, database_url=url) as reopened:
+        gateway.ledger.charge(row)  # as the handler does for a finished request
+        gateway.usage.record(row)
+    async with open_core(config, database_url=url) as reopened:
         assert reopened.ledger.spent("token", token.id, "month") == pytest.approx(IMAGE_PRICE)
 
 
@@ -294,7 +294,7 @@ async def test_sdk_sees_rate_limit_error(gateway, door):
     assert caught.value.response.headers["Retry-After"].isdigit()
 
 
-async def test_streams_are_limited_like_unary_calls(stub, gateway: Gateway, door: str):
+async def test_streams_are_limited_like_unary_calls(stub, gateway: Core, door: str):
     secret = await token_with(gateway, "streamer", limits=Limits(requests_per_minute=2))
     request = images_pb2.StreamGenerateImagesRequest(
         request=images_pb2.GenerateImagesRequest(model="demo", prompt="x", size="256x256")
@@ -315,7 +315,7 @@ async def test_streams_are_limited_like_unary_calls(stub, gateway: Gateway, door
 
 
 async def test_a_failing_limit_storage_does_not_keep_the_budget_held(
-    gateway: Gateway, stub, upstream, monkeypatch
+    gateway: Core, stub, upstream, monkeypatch
 ):
     # Stands in for a shared storage (Redis) that errors: the one part that
     # cannot run here. Everything else is the real core.
@@ -340,7 +340,7 @@ async def test_a_failing_limit_storage_does_not_keep_the_budget_held(
 
 
 async def test_a_request_larger_than_the_limit_itself_is_a_400_not_a_429(
-    gateway: Gateway, stub, door, upstream
+    gateway: Core, stub, door, upstream
 ):
     secret = await token_with(gateway, "small", limits=Limits(images_per_minute=5))
     with pytest.raises(grpc.aio.AioRpcError) as caught:

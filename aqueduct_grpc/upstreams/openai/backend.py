@@ -1,0 +1,202 @@
+"""The backend for OpenAI-compatible image APIs (OpenAI, Azure OpenAI, self-hosted), over HTTP.
+
+One pooled aiohttp session serves every upstream. The upstream gets the
+configured key and model name, never the caller's token. Connection failures
+are handled in one place (`_connection_errors`); the dispatcher bounds time.
+
+An upstream that answers with image URLs (legacy models) has them fetched
+here, only from its own origin, so callers never see an upstream URL.
+Streaming answers (Server-Sent Events) are relayed event by event.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import aiohttp
+import yarl
+
+from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.config import Deployment
+from aqueduct_grpc.images.links import sniff_image_type
+from aqueduct_grpc.upstreams.openai import status_mapping as failed
+from aqueduct_grpc.upstreams.openai.event_stream import read_events
+from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
+from aqueduct_grpc.upstreams.openai.wire import (
+    COMPLETED,
+    RELAYED_EVENTS,
+    request_body,
+    response_from_json,
+    stream_event_from_json,
+)
+
+__all__ = ["OpenAIBackend"]
+
+log = logging.getLogger(__name__)
+
+# What a malformed answer can raise while it is read into messages.
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, binascii.Error)
+
+
+class OpenAIBackend:
+    """Generates images by POSTing to a deployment's `/images/generations`."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, max_response_bytes: int) -> None:
+        """Args:
+        session: the shared, pooled client session.
+        max_response_bytes: a larger upstream answer is refused.
+        """
+        self._session = session
+        self._max_response_bytes = max_response_bytes
+
+    async def generate(
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
+    ) -> images_pb2.GenerateImagesResponse:
+        """Sends the request upstream and returns its answer as a response message."""
+        url, headers = _endpoint(deployment)
+        payload = json.dumps(request_body(request, deployment.upstream_model)).encode()
+        async with _connection_errors(deployment, started=lambda: False):
+            async with self._session.post(
+                url, data=payload, headers=headers, allow_redirects=False
+            ) as response:
+                raw = await self._read(response)
+                if response.status >= 400:
+                    raise failed.upstream_error(
+                        response.status, raw, response.headers.get("Retry-After"), deployment
+                    )
+            try:
+                parsed = response_from_json(parse_images_response(raw))
+            except _MALFORMED:
+                raise failed.invalid_response(deployment) from None
+            for image in parsed.data:
+                if image.HasField("url") and not image.HasField("b64_json"):
+                    image.b64_json = await self._download(image.url, deployment)
+                    image.ClearField("url")
+            return parsed
+
+    async def stream(
+        self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamGenerateImagesResponse, None]:
+        """Sends the request (with `stream: true`) upstream and yields its events as they come."""
+        url, headers = _endpoint(deployment)
+        headers["Accept"] = "text/event-stream"
+        body = request_body(request, deployment.upstream_model, streaming=True)
+        started = completed = False
+        async with _connection_errors(deployment, started=lambda: started):
+            response = await self._session.post(
+                url, data=json.dumps(body).encode(), headers=headers, allow_redirects=False
+            )
+            async with response:
+                if response.status >= 400:
+                    raw = await self._read(response)
+                    retry_after = response.headers.get("Retry-After")
+                    raise failed.upstream_error(response.status, raw, retry_after, deployment)
+                try:
+                    async for event in read_events(
+                        response.content.iter_any(), max_event_bytes=self._max_response_bytes
+                    ):
+                        if event.data.strip() == "[DONE]":
+                            break  # many OpenAI-compatible servers end streams so
+                        message = _stream_event(event.event, event.data, deployment)
+                        if message is None:
+                            continue  # an event type this gateway does not know yet
+                        started = True
+                        completed = completed or message.type == COMPLETED
+                        yield message
+                except ValueError:  # an event past the size limit
+                    raise failed.invalid_response(deployment) from None
+        if not completed:
+            raise failed.stream_cut(deployment)
+
+    async def _download(self, url: str, deployment: Deployment) -> bytes:
+        # Only from the upstream's own origin: an upstream (or whoever forged
+        # its answer) must not make the gateway fetch from other hosts.
+        try:
+            target = yarl.URL(url)
+            foreign = (
+                target.scheme not in ("http", "https")
+                or target.origin() != yarl.URL(str(deployment.api_base)).origin()
+            )
+        except ValueError:  # not even a URL
+            foreign = True
+        if foreign:
+            raise failed.image_url_refused(deployment)
+        async with self._session.get(target, allow_redirects=False) as response:
+            if response.status != 200:
+                raise failed.image_unavailable(deployment, response.status)
+            data = await self._read(response)
+        try:
+            sniff_image_type(data)  # whatever it is, it is never passed on as an image
+        except ValueError:
+            raise failed.invalid_response(deployment) from None
+        return data
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        if (response.content_length or 0) > self._max_response_bytes:
+            raise failed.too_large()
+        chunks = []
+        size = 0
+        async for chunk in response.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise failed.too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@contextlib.asynccontextmanager
+async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIterator[None]:
+    """Connection failures as the caller sees them: UNAVAILABLE (so the dispatcher
+    fails over), or a cut stream once `started()` says events were relayed."""
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        log.warning("upstream %s failed: %s", deployment.upstream_model, type(exc).__name__)
+        if started():
+            raise failed.stream_cut(deployment) from None
+        raise failed.unreachable() from None
+
+
+def _stream_event(
+    name: str, data: str, deployment: Deployment
+) -> images_pb2.StreamGenerateImagesResponse | None:
+    """The event as a message; None for a type this gateway does not relay (skipped)."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise failed.invalid_response(deployment) from None
+    if not isinstance(document, dict):
+        raise failed.invalid_response(deployment)
+    if name == "error" or "error" in document:
+        error = document.get("error")
+        # An error after the stream started: same shape as an HTTP error body.
+        raise failed.upstream_error(500, json.dumps({"error": error}).encode(), None, deployment)
+    if document.get("type") not in RELAYED_EVENTS:
+        # OpenAI adds event types over time; one we do not know must not
+        # break a stream that still delivers the ones we do.
+        log.info("skipping upstream stream event %r", str(document.get("type"))[:80])
+        return None
+    try:
+        return stream_event_from_json(document)
+    except _MALFORMED:
+        raise failed.invalid_response(deployment) from None
+
+
+def _endpoint(deployment: Deployment) -> tuple[str, dict[str, str]]:
+    headers = {"Content-Type": "application/json"}
+    if deployment.provider == "azure":
+        url = (
+            f"{deployment.api_base}/openai/deployments/{deployment.upstream_model}"
+            f"/images/generations?api-version={deployment.api_version}"
+        )
+        if deployment.api_key:
+            headers["api-key"] = deployment.api_key
+        return url, headers
+    if deployment.api_key:
+        headers["Authorization"] = f"Bearer {deployment.api_key}"
+    return f"{deployment.api_base}/images/generations", headers

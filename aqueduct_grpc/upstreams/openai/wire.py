@@ -1,0 +1,125 @@
+"""OpenAI's image wire format: the request body, and answers and stream events as messages.
+
+The one place that knows OpenAI's JSON shapes. `request_body` builds what an
+OpenAI-compatible upstream receives from a typed request; `response_from_json`
+and `stream_event_from_json` turn its answers into the contract's messages.
+The event type names are OpenAI's, which the contract adopts as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pybase64
+from google.protobuf import json_format
+
+from aqueduct.images.v1 import images_pb2
+
+__all__ = [
+    "COMPLETED",
+    "PARTIAL_IMAGE",
+    "RELAYED_EVENTS",
+    "request_body",
+    "response_from_json",
+    "stream_event_from_json",
+]
+
+PARTIAL_IMAGE = "image_generation.partial_image"
+COMPLETED = "image_generation.completed"
+RELAYED_EVENTS = (PARTIAL_IMAGE, COMPLETED)
+
+# Optional parameters passed upstream as they are when the caller set them.
+_FORWARDED = (
+    "n",
+    "size",
+    "quality",
+    "style",
+    "response_format",
+    "user",
+    "background",
+    "moderation",
+    "output_compression",
+    "output_format",
+    "safety_identifier",
+)
+
+
+def request_body(
+    request: images_pb2.GenerateImagesRequest, upstream_model: str, *, streaming: bool = False
+) -> dict[str, Any]:
+    """The OpenAI JSON body for the upstream: set fields only, its model name.
+
+    Forwarded unknown parameters go first so that no declared field can be
+    overridden through them. `response_format: "url"` is not forwarded: the
+    gateway hosts the images itself, and gpt-image models refuse the parameter.
+    """
+    body: dict[str, Any] = {}
+    if request.HasField("extra_parameters"):
+        body.update(json_format.MessageToDict(request.extra_parameters))
+    body["model"] = upstream_model
+    body["prompt"] = request.prompt
+    for name in _FORWARDED:
+        if request.HasField(name):
+            body[name] = getattr(request, name)
+    if body.get("response_format") == "url":
+        del body["response_format"]
+    if streaming:
+        body["stream"] = True
+        if request.HasField("partial_images"):
+            body["partial_images"] = request.partial_images
+    return body
+
+
+def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerateImagesResponse:
+    """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message."""
+    kind = document["type"]
+    if kind not in RELAYED_EVENTS:
+        raise ValueError(f"unknown image stream event {kind!r}")
+    event = images_pb2.StreamGenerateImagesResponse(
+        type=kind,
+        b64_json=pybase64.b64decode(document["b64_json"], validate=True),
+        created_at=int(document.get("created_at") or time.time()),
+    )
+    for name in ("size", "quality", "background", "output_format"):
+        if document.get(name) is not None:
+            setattr(event, name, str(document[name]))
+    if document.get("partial_image_index") is not None:
+        event.partial_image_index = int(document["partial_image_index"])
+    if isinstance(document.get("usage"), dict):
+        _usage_from_json(document["usage"], event.usage)
+    return event
+
+
+def response_from_json(document: dict[str, Any]) -> images_pb2.GenerateImagesResponse:
+    """Converts a parsed `ImagesResponse` (`b64_json` already decoded) to the message."""
+    response = images_pb2.GenerateImagesResponse(
+        created=int(document.get("created") or time.time())
+    )
+    for item in document["data"]:
+        image = response.data.add()
+        if item.get("b64_json") is not None:
+            image.b64_json = item["b64_json"]
+        if item.get("url") is not None:
+            image.url = item["url"]
+        if item.get("revised_prompt") is not None:
+            image.revised_prompt = item["revised_prompt"]
+    for name in ("background", "output_format", "quality", "size"):
+        if document.get(name) is not None:
+            setattr(response, name, document[name])
+    usage = document.get("usage")
+    if isinstance(usage, dict):
+        _usage_from_json(usage, response.usage)
+    return response
+
+
+def _usage_from_json(usage: dict[str, Any], target: images_pb2.ImageUsage) -> None:
+    target.input_tokens = int(usage.get("input_tokens") or 0)
+    target.output_tokens = int(usage.get("output_tokens") or 0)
+    target.total_tokens = int(usage.get("total_tokens") or 0)
+    for name in ("input_tokens_details", "output_tokens_details"):
+        details = usage.get(name)
+        if isinstance(details, dict):
+            field = getattr(target, name)
+            field.image_tokens = int(details.get("image_tokens") or 0)
+            field.text_tokens = int(details.get("text_tokens") or 0)
