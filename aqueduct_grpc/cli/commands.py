@@ -1,32 +1,21 @@
-"""The `aqueduct-grpc` command: `serve`, `tokens create|list|revoke`, `teams`, `usage`."""
+"""The `aqueduct-grpc` command line: its parser, and dispatch to `serve` and the store commands."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import csv
-import dataclasses
-import datetime
-import json
 import logging
 import os
-import pathlib
 import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 
-from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
-from aqueduct_grpc.accounting.policy_store import PolicyStore
-from aqueduct_grpc.accounting.usage_report import GROUPINGS, UsageGroup, parse_moment, usage_report
-from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
-from aqueduct_grpc.config import ConfigError, load_config
+from aqueduct_grpc.accounting.usage_report import GROUPINGS
+from aqueduct_grpc.cli.serve import run_serve
+from aqueduct_grpc.cli.store_commands import run_teams, run_tokens, run_usage
+from aqueduct_grpc.config import ConfigError
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.server import open_core, start_grpc_server
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
+from aqueduct_grpc.storage.database import sqlite_url
 
 __all__ = ["main", "parse_duration"]
 
@@ -141,14 +130,6 @@ def policy_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--budget-" + name.replace("_", "-"), type=float, dest=name)
 
 
-def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
-
-
-def _budgets(args: argparse.Namespace) -> Budgets:
-    return Budgets(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Budgets)})
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
@@ -158,13 +139,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     database_url = args.database_url or sqlite_url(args.data_dir)
     try:
         if args.command == "serve":
-            _run(_serve(args, database_url))
+            _run(run_serve(args, database_url))
         elif args.command == "teams":
-            _run(_teams(args, database_url))
+            _run(run_teams(args, database_url))
         elif args.command == "usage":
-            _run(_usage(args, database_url))
+            _run(run_usage(args, database_url))
         else:
-            _run(_tokens(args, database_url))
+            _run(run_tokens(args, database_url))
     except ConfigError as error:
         sys.exit(f"aqueduct-grpc: {error}")
     except (GatewayError, ValueError, OSError) as error:
@@ -180,204 +161,3 @@ def _run(coroutine: object) -> None:
         uvloop.run(coroutine)  # type: ignore[arg-type]
     except ImportError:
         asyncio.run(coroutine)  # type: ignore[arg-type]
-
-
-async def _tokens(args: argparse.Namespace, database_url: str) -> None:
-    engine = await open_engine(database_url)
-    try:
-        store = TokenStore(engine)
-        policies = PolicyStore(engine)
-        if args.tokens_command == "create":
-            models = (
-                [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-            )
-            policy = await _token_policy(args, policies)
-            token, secret = await store.create(args.name, expires_in=args.expires_in, models=models)
-            await policies.set_token_policy(dataclasses.replace(policy, token_id=token.id))
-            print(
-                f"created {token.id} ({token.name}); its secret, shown only now:", file=sys.stderr
-            )
-            print(secret)
-        elif args.tokens_command == "list":
-            _print_tokens(await store.list(), (await policies.snapshot()).tokens)
-        elif args.tokens_command == "set-policy":
-            matches = [t for t in await store.list() if args.token in (t.id, t.name)]
-            if len(matches) != 1:
-                raise TokenNotFound(f"no single token has id or name {args.token!r}")
-            policy = await _token_policy(args, policies)
-            await policies.set_token_policy(dataclasses.replace(policy, token_id=matches[0].id))
-            print(f"set the policy of {matches[0].id} ({matches[0].name})")
-        else:
-            token = await store.revoke(args.token)
-            print(f"revoked {token.id} ({token.name})")
-    finally:
-        await engine.dispose()
-
-
-async def _token_policy(args: argparse.Namespace, policies: PolicyStore) -> TokenPolicy:
-    team_id = (await policies.find_team(args.team)).id if args.team else None
-    return TokenPolicy(
-        token_id="", team_id=team_id, admin=args.admin, limits=_limits(args), budgets=_budgets(args)
-    )
-
-
-async def _teams(args: argparse.Namespace, database_url: str) -> None:
-    engine = await open_engine(database_url)
-    try:
-        policies = PolicyStore(engine)
-        if args.teams_command == "create":
-            team = await policies.create_team(
-                args.name, limits=_limits(args), budgets=_budgets(args)
-            )
-            print(f"created {team.id} ({team.name})")
-        elif args.teams_command == "set-policy":
-            team = await policies.set_team_policy(
-                args.team, limits=_limits(args), budgets=_budgets(args)
-            )
-            print(f"set the policy of {team.id} ({team.name})")
-        else:
-            rows = [("ID", "NAME", "LIMITS", "BUDGETS")]
-            for t in await policies.list_teams():
-                rows.append((t.id, t.name, _describe(t.limits), _describe(t.budgets)))
-            _print_table(rows)
-    finally:
-        await engine.dispose()
-
-
-def _describe(value: Limits | Budgets) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in value.as_dict().items()) or "-"
-
-
-async def _usage(args: argparse.Namespace, database_url: str) -> None:
-    now = time.time()
-    since = parse_moment(args.since, now)
-    until = parse_moment(args.until, now) if args.until else now
-    engine = await open_engine(database_url)
-    try:
-        groups = await usage_report(engine, since=since, until=until, by=args.by)
-    finally:
-        await engine.dispose()
-    _print_usage(groups, args.by, args.format)
-
-
-def _print_usage(groups: list[UsageGroup], by: str, form: str) -> None:
-    records = [dataclasses.asdict(g) for g in groups]
-    if form == "json":
-        print(json.dumps({"by": by, "groups": records}, indent=2))
-        return
-    if form == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([f.name for f in dataclasses.fields(UsageGroup)])
-        writer.writerows([list(r.values()) for r in records])
-        return
-    rows = [(by.upper(), "NAME", "REQUESTS", "IMAGES", "FAILURES", "P50 MS", "P95 MS", "COST USD")]
-    for g in groups:
-        cost = f"{g.cost_usd:.4f}" + (
-            f" (+{g.unpriced_requests} unpriced)" if g.unpriced_requests else ""
-        )
-        rows.append(
-            (g.key, g.name, str(g.requests), str(g.images), str(g.failures),
-             f"{g.p50_latency_ms:.0f}", f"{g.p95_latency_ms:.0f}", cost)
-        )  # fmt: skip
-    _print_table(rows)
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _print_tokens(tokens: list, policies: dict[str, TokenPolicy]) -> None:  # type: ignore[type-arg]
-    now = datetime.datetime.now(datetime.UTC).timestamp()
-
-    def when(ts: float | None) -> str:
-        if ts is None:
-            return "-"
-        return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
-
-    rows = [("ID", "NAME", "STATE", "CREATED (UTC)", "EXPIRES (UTC)", "MODELS", "TEAM", "ADMIN")]
-    for t in tokens:
-        models = ",".join(t.allowed_models) if t.allowed_models else "*"
-        policy = policies.get(t.id) or TokenPolicy(token_id=t.id)
-        rows.append(
-            (t.id, t.name, t.state(now), when(t.created_at), when(t.expires_at), models,
-             policy.team_id or "-", "yes" if policy.admin else "no")
-        )  # fmt: skip
-    _print_table(rows)
-
-
-async def _serve(args: argparse.Namespace, database_url: str) -> None:
-    config = load_config(args.config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    image_dir = pathlib.Path(args.data_dir) / "images"
-    async with open_core(config, database_url=database_url, image_dir=image_dir) as gateway:
-        if await gateway.tokens.count() == 0:
-            token, secret = await gateway.tokens.create("default")
-            # The operator's first token: it may use the admin API to make others.
-            await gateway.policies.set_token_policy(TokenPolicy(token_id=token.id, admin=True))
-            print(
-                f"\nNo tokens yet: created token {token.id} ('default'). "
-                f"Its secret, shown only once:\n\n    {secret}\n\n"
-                "Create more with `aqueduct-grpc tokens create --name NAME`.\n",
-                flush=True,
-            )
-        grpc_server = await start_grpc_server(gateway, host=args.host, port=args.grpc_port)
-        doors = _start_http_doors(args, grpc_server.port)
-        models = ", ".join(m.name for m in config.models)
-        print(
-            f"aqueduct-grpc serving {models}: gRPC on {args.host}:{grpc_server.port}"
-            + (f", HTTP on http://{args.host}:{args.http_port}" if doors else ""),
-            flush=True,
-        )
-        try:
-            await _wait(stop, doors)
-        finally:
-            log.info("shutting down")
-            for door in doors:
-                with contextlib.suppress(ProcessLookupError):
-                    door.terminate()
-            await grpc_server.stop(args.grace)
-            for door in doors:
-                await asyncio.to_thread(door.wait)
-
-
-def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subprocess.Popen[bytes]]:
-    # The HTTP door runs in its own process(es): on a multi-core machine the
-    # JSON work and the gRPC core then do not share one event loop.
-    target_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    if ":" in target_host:
-        target_host = f"[{target_host}]"
-    command = [
-        sys.executable,
-        "-m",
-        "gateway_http",
-        "--grpc-target",
-        f"{target_host}:{grpc_port}",
-        "--host",
-        args.host,
-        "--port",
-        str(args.http_port),
-        "--log-level",
-        args.log_level,
-        "--max-body-bytes",
-        str(args.max_body_bytes),
-    ]
-    if args.http_workers > 1:
-        command.append("--reuse-port")
-    # Each door exits with `serve`, even if `serve` is killed outright.
-    with_parent = [sys.executable, "-m", "aqueduct_grpc.cli.child_process", str(os.getpid())]
-    return [subprocess.Popen([*with_parent, *command]) for _ in range(args.http_workers)]
-
-
-async def _wait(stop: asyncio.Event, doors: list[subprocess.Popen[bytes]]) -> None:
-    """Returns on a stop signal, or when an HTTP door process dies."""
-    while not stop.is_set():
-        for door in doors:
-            if door.poll() is not None:
-                raise SystemExit(f"aqueduct-grpc: the HTTP door exited with code {door.returncode}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)

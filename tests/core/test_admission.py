@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.accounting.policy import Budgets, Limits
+from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import Core, open_core, start_grpc_server
@@ -357,3 +357,45 @@ async def test_a_request_larger_than_the_limit_itself_is_a_400_not_a_429(
     assert upstream.request_count == 0
     # What fits is still admitted: the refusals charged nothing.
     assert await grpc_generate(stub, secret, n=5) == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        ({"model": "no-such-model"}, grpc.StatusCode.NOT_FOUND),
+        ({"n": 0}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"prompt": " "}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"response_format": "gif"}, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_requests_refused_before_admission_are_not_charged(
+    stub, gateway: Core, upstream, bad, status
+):
+    # Admission runs after resolution and validation: a 404 or 400 costs nothing.
+    secret = await token_with(
+        gateway, "careless", limits=Limits(requests_per_minute=1, images_per_minute=1)
+    )
+    for _ in range(3):
+        assert await grpc_generate(stub, secret, **bad) == status
+    assert await grpc_generate(stub, secret) == grpc.StatusCode.OK
+    assert await grpc_generate(stub, secret) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert upstream.request_count == 1
+
+
+async def test_a_refused_request_releases_its_budget_hold(stub, gateway: Core, upstream):
+    # The budget fits exactly two priced images. The second request holds the
+    # second image's price, then the rate limit refuses it: it must give the
+    # hold back, or the third request (once the limit is lifted) would find
+    # the budget spent.
+    fields = {"model": "priced-image", "size": "1024x1024", "quality": "standard"}
+    budgets = Budgets(per_day_usd=IMAGE_PRICE * 2)
+    secret = await token_with(
+        gateway, "held", limits=Limits(requests_per_minute=1), budgets=budgets
+    )
+    assert await grpc_generate(stub, secret, **fields) == grpc.StatusCode.OK
+    assert await grpc_generate(stub, secret, **fields) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    token = next(t for t in await gateway.tokens.list() if t.name == "held")
+    await gateway.policies.set_token_policy(TokenPolicy(token_id=token.id, budgets=budgets))
+    assert await grpc_generate(stub, secret, **fields) == grpc.StatusCode.OK
+    assert gateway.ledger.spent("token", token.id, "day") == pytest.approx(IMAGE_PRICE * 2)
+    assert upstream.request_count == 2
