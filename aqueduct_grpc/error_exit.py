@@ -26,8 +26,10 @@ class ErrorExit(MethodInterceptor):
     """Turns errors raised by the methods of `services` into gRPC statuses."""
 
     def __init__(self, services: Iterable[str]) -> None:
-        """Args:
-        services: full names of the services whose errors leave here.
+        """Creates the ErrorExit.
+
+        Args:
+            services: full names of the services whose errors leave here.
         """
         super().__init__()
         self._services = frozenset(services)

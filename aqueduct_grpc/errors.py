@@ -1,8 +1,10 @@
 """The one error type of the core and its translation to a rich gRPC status.
 
-The HTTP front reads the details (see design.md): `ErrorInfo.reason` becomes
-the OpenAI `code`, its metadata carries `param`, `http_status`, `type` and
-`code` when they must be exact, and `RetryInfo` becomes `Retry-After`.
+Core code raises `GatewayError`; `error_exit` turns it into the call's status.
+The HTTP door reads the details (README, "Errors"): `ErrorInfo.reason`
+becomes the OpenAI `code`, its metadata carries `param`, `http_status`,
+`type` and `code` when they must be exact, and `RetryInfo` becomes
+`Retry-After`.
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ class GatewayError(Exception):
         openai_code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        """Args:
-        code: the gRPC status code.
-        message: shown to the caller as is; never put secrets in it.
-        reason: UPPER_SNAKE cause, e.g. MODEL_NOT_FOUND (the OpenAI `code`).
-        param: the request field at fault, if any.
-        http_status: the exact HTTP status to restore (an upstream's).
-        error_type: the OpenAI error `type` to restore (an upstream's).
-        openai_code: the OpenAI `code` to restore verbatim (an upstream's).
-        retry_after: seconds the caller should wait before retrying.
+        """Creates the GatewayError.
+
+        Args:
+            code: the gRPC status code.
+            message: shown to the caller as is; never put secrets in it.
+            reason: UPPER_SNAKE cause, e.g. MODEL_NOT_FOUND (the OpenAI `code`).
+            param: the request field at fault, if any.
+            http_status: the exact HTTP status to restore (an upstream's).
+            error_type: the OpenAI error `type` to restore (an upstream's).
+            openai_code: the OpenAI `code` to restore verbatim (an upstream's).
+            retry_after: seconds the caller should wait before retrying.
         """
         super().__init__(message)
         self.code = code

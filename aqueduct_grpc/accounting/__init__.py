@@ -1,0 +1,1 @@
+"""Accounting and control: limits, budgets, prices, admission, the usage log and its report."""

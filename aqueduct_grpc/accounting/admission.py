@@ -33,9 +33,11 @@ class Reservation:
     """
 
     def __init__(self, ledger: BudgetLedger, hold: BudgetHold) -> None:
-        """Args:
-        ledger: where the hold is kept.
-        hold: the cost held against the budgets.
+        """Creates the Reservation.
+
+        Args:
+            ledger: where the hold is kept.
+            hold: the cost held against the budgets.
         """
         self._ledger = ledger
         self._hold = hold
@@ -66,12 +68,14 @@ class Admission:
         default_limits: Limits,
         default_budgets: Budgets,
     ) -> None:
-        """Args:
-        policies: token and team policies.
-        limiter: the rate-limit counters.
-        ledger: the budget totals.
-        default_limits: the limits of a token that sets none.
-        default_budgets: the budgets of a token that sets none.
+        """Creates the Admission.
+
+        Args:
+            policies: token and team policies.
+            limiter: the rate-limit counters.
+            ledger: the budget totals.
+            default_limits: the limits of a token that sets none.
+            default_budgets: the budgets of a token that sets none.
         """
         self._policies = policies
         self._limiter = limiter

@@ -64,10 +64,12 @@ class BudgetLedger:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Args:
-        prices: prices each recorded row.
-        policies: gives a token's team when a row is recorded.
-        clock: Unix time (tests pass their own).
+        """Creates the BudgetLedger.
+
+        Args:
+            prices: prices each recorded row.
+            policies: gives a token's team when a row is recorded.
+            clock: Unix time (tests pass their own).
         """
         self._prices = prices
         self._policies = policies

@@ -37,8 +37,10 @@ class TeamNotFound(GatewayError):
     """No team has that id or name."""
 
     def __init__(self, message: str) -> None:
-        """Args:
-        message: which id or name was not found.
+        """Creates the TeamNotFound.
+
+        Args:
+            message: which id or name was not found.
         """
         super().__init__(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND", param="team")
 
@@ -47,8 +49,10 @@ class TeamExists(GatewayError):
     """A team with that name exists already."""
 
     def __init__(self, message: str) -> None:
-        """Args:
-        message: which name is taken.
+        """Creates the TeamExists.
+
+        Args:
+            message: which name is taken.
         """
         super().__init__(
             grpc.StatusCode.ALREADY_EXISTS, message, reason="TEAM_EXISTS", param="name"
@@ -81,10 +85,12 @@ class PolicyStore:
         cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Args:
-        engine: the database.
-        cache_seconds: how long a snapshot is reused.
-        clock: monotonic seconds (tests pass their own).
+        """Creates the PolicyStore.
+
+        Args:
+            engine: the database.
+            cache_seconds: how long a snapshot is reused.
+            clock: monotonic seconds (tests pass their own).
         """
         self._engine = engine
         self._cache_seconds = cache_seconds

@@ -30,6 +30,7 @@ class ModelPrices:
 
     @property
     def per_token(self) -> bool:
+        """Whether the model is priced by upstream tokens."""
         return self.input_per_token is not None and self.output_per_token is not None
 
     def image_price(self, size: str | None, quality: str | None) -> float | None:
@@ -92,8 +93,10 @@ class PriceTable:
     """Prices by public model name."""
 
     def __init__(self, prices: Iterable[tuple[str, ModelPrices | None]]) -> None:
-        """Args:
-        prices: (model name, its prices or None) pairs.
+        """Creates the PriceTable.
+
+        Args:
+            prices: (model name, its prices or None) pairs.
         """
         self._prices = {name: p for name, p in prices if p is not None}
 

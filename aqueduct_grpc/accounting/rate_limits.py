@@ -58,9 +58,11 @@ class RateLimiter:
     """Charges counters in a `limits` storage, all or none."""
 
     def __init__(self, storage_url: str = "memory://") -> None:
-        """Args:
-        storage_url: `memory://`, or an async `limits` storage URL such as
-            `async+redis://host:6379` so that replicas share the counters.
+        """Creates the RateLimiter.
+
+        Args:
+            storage_url: `memory://`, or an async `limits` storage URL such as
+                `async+redis://host:6379` so that replicas share the counters.
         """
         self._async = storage_url.startswith("async+")
         self._storage: Any = storage_from_string(storage_url)

@@ -64,10 +64,12 @@ class UsageLog:
         batch_rows: int = 500,
         linger_seconds: float = 0.05,
     ) -> None:
-        """Args:
-        engine: the database.
-        batch_rows: the most rows written in one transaction.
-        linger_seconds: how long the writer waits for more rows before a write.
+        """Creates the UsageLog.
+
+        Args:
+            engine: the database.
+            batch_rows: the most rows written in one transaction.
+            linger_seconds: how long the writer waits for more rows before a write.
         """
         self._engine = engine
         self._batch_rows = batch_rows

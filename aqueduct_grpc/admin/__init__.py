@@ -1,0 +1,1 @@
+"""The admin API: tokens, teams, policies and usage for admin-scoped tokens."""

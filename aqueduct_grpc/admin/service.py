@@ -61,11 +61,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         engine: AsyncEngine,
         usage: UsageLog,
     ) -> None:
-        """Args:
-        tokens: the token store.
-        policies: teams and token policies.
-        engine: the database (usage reports).
-        usage: flushed before a report, so it includes every finished request.
+        """Creates the AdminService.
+
+        Args:
+            tokens: the token store.
+            policies: teams and token policies.
+            engine: the database (usage reports).
+            usage: flushed before a report, so it includes every finished request.
         """
         self._tokens = tokens
         self._policies = policies

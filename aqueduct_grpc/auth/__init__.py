@@ -1,0 +1,1 @@
+"""Authentication: the token store and the interceptor that admits callers."""

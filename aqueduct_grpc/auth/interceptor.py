@@ -48,15 +48,18 @@ class AuthInterceptor(MethodInterceptor):
     """Checks the bearer token before the handler runs."""
 
     def __init__(self, tokens: TokenStore, *, open_methods: Iterable[str] = ()) -> None:
-        """Args:
-        tokens: where tokens are looked up.
-        open_methods: full method paths (`/pkg.Service/Method`) called without a token.
+        """Creates the AuthInterceptor.
+
+        Args:
+            tokens: where tokens are looked up.
+            open_methods: full method paths (`/pkg.Service/Method`) called without a token.
         """
         super().__init__()
         self._tokens = tokens
         self._open_methods = frozenset(open_methods)
 
     def applies_to(self, method: str) -> bool:
+        """Every method but health, reflection and the open ones."""
         service = method.lstrip("/").partition("/")[0]
         return service not in _OPEN_SERVICES and method not in self._open_methods
 

@@ -44,7 +44,7 @@ class Token:
     allowed_models: tuple[str, ...] | None
 
     def state(self, now: float) -> str:
-        """ "active", "expired" or "revoked"."""
+        """The state at `now`: "active", "expired" or "revoked"."""
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
@@ -56,8 +56,10 @@ class TokenNotFound(GatewayError):
     """No token has that id or name (or several share the name)."""
 
     def __init__(self, message: str) -> None:
-        """Args:
-        message: which id or name was not found.
+        """Creates the TokenNotFound.
+
+        Args:
+            message: which id or name was not found.
         """
         super().__init__(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND", param="token")
 
@@ -80,10 +82,12 @@ class TokenStore:
         cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Args:
-        engine: the database.
-        cache_seconds: how long an authentication result is reused.
-        clock: returns the current Unix time (tests pass their own).
+        """Creates the TokenStore.
+
+        Args:
+            engine: the database.
+            cache_seconds: how long an authentication result is reused.
+            clock: returns the current Unix time (tests pass their own).
         """
         self._engine = engine
         self._cache_seconds = cache_seconds

@@ -1,0 +1,1 @@
+"""The image service: its handlers, request checks, model catalog and signed image URLs."""

@@ -15,9 +15,11 @@ class ModelCatalog:
     """The configured image models, looked up by name or alias."""
 
     def __init__(self, models: tuple[ModelConfig, ...], *, default_model: str) -> None:
-        """Args:
-        models: the configured models.
-        default_model: the name or alias used when a request names none.
+        """Creates the ModelCatalog.
+
+        Args:
+            models: the configured models.
+            default_model: the name or alias used when a request names none.
         """
         self._models = models
         self._by_name = {n: m for m in models for n in (m.name, *m.aliases)}
@@ -39,10 +41,6 @@ class ModelCatalog:
                 param="model",
             )
         return model
-
-    def find(self, name: str | None) -> ModelConfig | None:
-        """The model `name` (or the default, for None) refers to, with no access check."""
-        return self._default if name is None else self._by_name.get(name)
 
     def visible(self, token: Token) -> list[ModelConfig]:
         """The models `token` may use, in configuration order."""

@@ -107,12 +107,14 @@ class ImageLinks:
         ttl_seconds: float,
         public_base_url: str | None,
     ) -> None:
-        """Args:
-        store: where the images go.
-        key: the HMAC key.
-        ttl_seconds: how long a URL stays valid.
-        public_base_url: e.g. "https://images.example.com"; None to use the
-            caller's Host / X-Forwarded-* headers.
+        """Creates the ImageLinks.
+
+        Args:
+            store: where the images go.
+            key: the HMAC key.
+            ttl_seconds: how long a URL stays valid.
+            public_base_url: e.g. "https://images.example.com"; None to use the
+                caller's Host / X-Forwarded-* headers.
         """
         self._store = store
         self._key = key

@@ -53,13 +53,15 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         usage: UsageLog,
         links: ImageLinks,
     ) -> None:
-        """Args:
-        catalog: resolves model names and checks token access.
-        admission: admits a request within its limits and budgets.
-        dispatcher: sends requests to the model's upstreams.
-        ledger: prices each finished request.
-        usage: receives one row per request.
-        links: stores images returned by URL and serves them back.
+        """Creates the ImageService.
+
+        Args:
+            catalog: resolves model names and checks token access.
+            admission: admits a request within its limits and budgets.
+            dispatcher: sends requests to the model's upstreams.
+            ledger: prices each finished request.
+            usage: receives one row per request.
+            links: stores images returned by URL and serves them back.
         """
         self._catalog = catalog
         self._admission = admission

@@ -1,0 +1,1 @@
+"""What the core keeps: the database tables and the image files store."""

@@ -50,21 +50,26 @@ class FileImageStore:
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        """Args:
-        directory: where the files go (created if missing).
+        """Creates the FileImageStore.
+
+        Args:
+            directory: where the files go (created if missing).
         """
         self._directory = pathlib.Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
 
     async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+        """Writes the file atomically (a temporary file, then a rename)."""
         await asyncio.to_thread(self._put, self._path(name), data, expires_at)
 
     async def get(self, name: str) -> bytes | None:
+        """The file's bytes; None for a missing file or a name that is not ours."""
         if not _SAFE_NAME.fullmatch(name):
             return None
         return await asyncio.to_thread(self._get, self._directory / name)
 
     async def delete_expired(self, now: float) -> int:
+        """Deletes expired files and half-written ones left by a crash."""
         return await asyncio.to_thread(self._delete_expired, now)
 
     def _path(self, name: str) -> pathlib.Path:
@@ -107,9 +112,11 @@ class ImageSweeper:
     """A background task that deletes expired images every `interval` seconds."""
 
     def __init__(self, store: ImageStore, *, interval: float) -> None:
-        """Args:
-        store: the store to sweep.
-        interval: seconds between sweeps.
+        """Creates the ImageSweeper.
+
+        Args:
+            store: the store to sweep.
+            interval: seconds between sweeps.
         """
         self._store = store
         self._interval = interval

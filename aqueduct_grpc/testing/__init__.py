@@ -1,0 +1,1 @@
+"""Test and benchmark aids that run as real servers (the fake upstream)."""

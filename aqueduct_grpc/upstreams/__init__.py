@@ -1,0 +1,1 @@
+"""Upstream kinds behind one typed boundary, and the dispatcher that picks one."""

@@ -59,8 +59,10 @@ class Dispatcher:
     """Picks a deployment and the backend for its provider."""
 
     def __init__(self, backends: dict[str, ImageBackend]) -> None:
-        """Args:
-        backends: the backend for each provider ("openai", "azure", "builtin").
+        """Creates the Dispatcher.
+
+        Args:
+            backends: the backend for each provider ("openai", "azure", "builtin").
         """
         self._backends = backends
         self._turns: dict[str, itertools.count[int]] = {}

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible upstream kind: its wire format, status mapping and HTTP backend."""

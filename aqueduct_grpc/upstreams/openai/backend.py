@@ -47,9 +47,11 @@ class OpenAIBackend:
     """Generates images by POSTing to a deployment's `/images/generations`."""
 
     def __init__(self, session: aiohttp.ClientSession, *, max_response_bytes: int) -> None:
-        """Args:
-        session: the shared, pooled client session.
-        max_response_bytes: a larger upstream answer is refused.
+        """Creates the OpenAIBackend.
+
+        Args:
+            session: the shared, pooled client session.
+            max_response_bytes: a larger upstream answer is refused.
         """
         self._session = session
         self._max_response_bytes = max_response_bytes
@@ -151,8 +153,11 @@ class OpenAIBackend:
 
 @contextlib.asynccontextmanager
 async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIterator[None]:
-    """Connection failures as the caller sees them: UNAVAILABLE (so the dispatcher
-    fails over), or a cut stream once `started()` says events were relayed."""
+    """Connection failures as the caller sees them.
+
+    UNAVAILABLE, so that the dispatcher fails over; or a cut stream once
+    `started()` says events were relayed.
+    """
     try:
         yield
     except aiohttp.ClientError as exc:

@@ -48,6 +48,7 @@ _CODE_BY_STATUS = {
 
 
 def unreachable() -> GatewayError:
+    """The upstream could not be reached (the dispatcher fails over on this)."""
     # UNAVAILABLE is what the dispatcher fails over on; no address in the text.
     return GatewayError(
         grpc.StatusCode.UNAVAILABLE,
@@ -57,6 +58,7 @@ def unreachable() -> GatewayError:
 
 
 def stream_cut(deployment: Deployment) -> GatewayError:
+    """The upstream ended a stream before its image was complete."""
     log.warning("upstream %s ended a stream before its image", deployment.upstream_model)
     return GatewayError(
         grpc.StatusCode.INTERNAL,
@@ -67,6 +69,7 @@ def stream_cut(deployment: Deployment) -> GatewayError:
 
 
 def invalid_response(deployment: Deployment) -> GatewayError:
+    """The upstream's answer is not what its API promises."""
     log.warning("upstream %s sent an invalid image response", deployment.upstream_model)
     return GatewayError(
         grpc.StatusCode.INTERNAL,
@@ -77,6 +80,7 @@ def invalid_response(deployment: Deployment) -> GatewayError:
 
 
 def too_large() -> GatewayError:
+    """The upstream's answer is over `max_upstream_response_bytes`."""
     return GatewayError(
         grpc.StatusCode.INTERNAL,
         "The upstream image service sent a response larger than the gateway accepts.",
@@ -88,6 +92,7 @@ def too_large() -> GatewayError:
 def upstream_error(
     status: int, raw: bytes, retry_after: str | None, deployment: Deployment
 ) -> GatewayError:
+    """The caller's view of an upstream HTTP error: its status, type, code and message."""
     error: dict[str, Any] = {}
     try:
         parsed = json.loads(raw)
