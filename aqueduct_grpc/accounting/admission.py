@@ -19,7 +19,6 @@ from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.rate_limits import Charge, RateLimiter, Refusal
 from aqueduct_grpc.auth.tokens import Token
-from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import GatewayError
 
 __all__ = ["Admission", "Reservation"]
@@ -84,13 +83,21 @@ class Admission:
         self._default_budgets = default_budgets
 
     async def admit(
-        self, token: Token, model: ModelConfig, *, n: int, size: str | None, quality: str | None
+        self,
+        token: Token,
+        model: str,
+        *,
+        weight: float,
+        n: int,
+        size: str | None,
+        quality: str | None,
     ) -> Reservation:
         """Holds budget and charges limits for a request, or raises its refusal.
 
         Args:
             token: the caller.
-            model: the resolved model (its limit weight and prices).
+            model: the resolved model's name (its prices).
+            weight: what one request or image of the model counts toward limits.
             n: images asked for (already validated).
             size: the requested size, if any.
             quality: the requested quality, if any.
@@ -101,11 +108,12 @@ class Admission:
         owners = [("token", token.id, policy.budgets.over(self._default_budgets))]
         if team is not None:
             owners.append(("team", team.id, team.budgets))
-        held = self._ledger.reserve(owners, self._ledger.estimate(model.name, n, size, quality))
+        held = self._ledger.reserve(owners, self._ledger.estimate(model, n, size, quality))
         if isinstance(held, BudgetRefusal):
             raise _over_budget(held)
         try:
-            await self._charge(token.id, policy.limits.over(self._default_limits), team, model, n)
+            limits = policy.limits.over(self._default_limits)
+            await self._charge(token.id, limits, team, weight, n)
         except BaseException:
             # Refused, or the caller gone while a shared storage answered:
             # the hold must not outlive the call.
@@ -114,14 +122,14 @@ class Admission:
         return Reservation(self._ledger, held)
 
     async def _charge(
-        self, token_id: str, limits: Limits, team: TeamPolicy | None, model: ModelConfig, n: int
+        self, token_id: str, limits: Limits, team: TeamPolicy | None, weight: float, n: int
     ) -> None:
         """Charges the token's and its team's counters, all or none; raises a refusal."""
         charges = _charges("token", token_id, limits, n)
         if team is not None:
             charges += _charges("team", team.id, team.limits, n)
-        if model.limit_weight != 1.0:
-            charges = [_weighted(c, model.limit_weight) for c in charges]
+        if weight != 1.0:
+            charges = [_weighted(c, weight) for c in charges]
         too_big = next((c for c in charges if c.amount > c.limit), None)
         if too_big is not None:
             raise _never_fits(too_big)

@@ -27,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.storage.database import gateway_secrets_table
 from aqueduct_grpc.storage.image_files import ImageStore
 
-__all__ = ["ImageLinks", "files_path", "load_signing_key", "sniff_image_type"]
+__all__ = ["ImageLinks", "files_path", "load_signing_key"]
 
 SIGNING_KEY_NAME = "image_url_signing_key"
 
@@ -56,19 +57,6 @@ def files_path() -> str:
     if not path.endswith("/{name}"):
         raise ValueError(f"GetImageFile's path must end with /{{name}}, not {path!r}")
     return path.removesuffix("/{name}")
-
-
-def sniff_image_type(data: bytes) -> str:
-    """The format of image bytes ("png", "jpeg", "webp", "gif"), from their magic number."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    raise ValueError("not a PNG, JPEG, WebP or GIF image")
 
 
 async def load_signing_key(engine: AsyncEngine, configured: str | None) -> bytes:

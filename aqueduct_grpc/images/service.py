@@ -86,7 +86,12 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
             admitted = await self._admission.admit(
-                token, model, n=row.n or 1, size=row.size, quality=row.quality
+                token,
+                model.name,
+                weight=model.limit_weight,
+                n=row.n or 1,
+                size=row.size,
+                quality=row.quality,
             )
             with admitted:
                 response = await self._dispatcher.generate(model, request, _deadline(context))
@@ -114,7 +119,12 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             row.model = model.name
             validate(inner, model, streaming=True)
             admitted = await self._admission.admit(
-                token, model, n=row.n or 1, size=row.size, quality=row.quality
+                token,
+                model.name,
+                weight=model.limit_weight,
+                n=row.n or 1,
+                size=row.size,
+                quality=row.quality,
             )
             with admitted:  # the budget hold lasts as long as the stream
                 async for event in self._dispatcher.stream(model, inner, _deadline(context)):

@@ -14,7 +14,8 @@ import yarl
 
 from aqueduct_grpc.config import ConfigError, parse_config
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.images.links import ImageLinks, files_path, load_signing_key, sniff_image_type
+from aqueduct_grpc.image_formats import sniff_image_type
+from aqueduct_grpc.images.links import ImageLinks, files_path, load_signing_key
 from aqueduct_grpc.storage.database import open_engine, sqlite_url
 from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
 from aqueduct_grpc.testing.fake_upstream import png_image

@@ -23,7 +23,7 @@ import yarl
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
-from aqueduct_grpc.images.links import sniff_image_type
+from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.upstreams.openai import status_mapping as failed
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
 from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
