@@ -20,11 +20,12 @@ import grpc
 from google.api import httpbody_pb2
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.accounting.admission import Admission
+from aqueduct_grpc.accounting.admission import Admission, Reservation
 from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.usage_log import UsageLog, UsageRecord
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.auth.tokens import Token
+from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks
@@ -77,23 +78,13 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         token = current_token()
         row = _usage_row(token, request)
         async with self._accounted(row):
-            model = self._catalog.resolve(row.requested_model, token)
-            row.model = model.name
-            validate(request, model)
+            model = self._resolved(request, token, row, streaming=False)
             base_url = None
             if request.response_format == "url":
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
-            admitted = await self._admission.admit(
-                token,
-                model.name,
-                weight=model.limit_weight,
-                n=row.n or 1,
-                size=row.size,
-                quality=row.quality,
-            )
-            with admitted:
+            with await self._admitted(token, model, row):
                 response = await self._dispatcher.generate(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
@@ -115,22 +106,37 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         # One usage row per stream, however it ends; a caller that goes away
         # cancels the upstream call with us, and what was streamed is accounted.
         async with self._accounted(row):
-            model = self._catalog.resolve(row.requested_model, token)
-            row.model = model.name
-            validate(inner, model, streaming=True)
-            admitted = await self._admission.admit(
-                token,
-                model.name,
-                weight=model.limit_weight,
-                n=row.n or 1,
-                size=row.size,
-                quality=row.quality,
-            )
-            with admitted:  # the budget hold lasts as long as the stream
+            model = self._resolved(inner, token, row, streaming=True)
+            with await self._admitted(token, model, row):  # held as long as the stream
                 async for event in self._dispatcher.stream(model, inner, _deadline(context)):
                     if event.type == COMPLETED:
                         _account_completed(row, event)
                     yield event
+
+    def _resolved(
+        self,
+        request: images_pb2.GenerateImagesRequest,
+        token: Token,
+        row: UsageRecord,
+        *,
+        streaming: bool,
+    ) -> ModelConfig:
+        """The model the request names, once the request is known to be valid for it."""
+        model = self._catalog.resolve(row.requested_model, token)
+        row.model = model.name
+        validate(request, model, streaming=streaming)
+        return model
+
+    async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> Reservation:
+        """Admits a resolved, valid request within its limits and budgets."""
+        return await self._admission.admit(
+            token,
+            model.name,
+            weight=model.limit_weight,
+            n=row.n or 1,
+            size=row.size,
+            quality=row.quality,
+        )
 
     @contextlib.asynccontextmanager
     async def _accounted(self, row: UsageRecord) -> AsyncIterator[None]:
