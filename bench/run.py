@@ -31,13 +31,18 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
+from grpc_load import METHOD_PATH  # a sibling script: bench/ is sys.path[0] when run.py runs
+
+from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.testing.fake_upstream import png_image
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -77,8 +82,12 @@ WORKLOADS = {
 class Processes:
     """Starts children in their own process groups and kills every group on close."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, cwd: Path) -> None:
         self.log_dir = log_dir
+        # Not the repository: a `python -m` child (the fake, the gateway's HTTP door) would
+        # import the working tree from its cwd instead of what its interpreter has installed,
+        # so a --gateway-cmd from another checkout would run this checkout's HTTP door.
+        self.cwd = cwd
         self.children: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -87,7 +96,7 @@ class Processes:
         with open(self.log_dir / f"{name}.log", "wb") as log:  # the child keeps its own copy
             child = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -255,6 +264,9 @@ class LoadResult:
     mean_ms: float
     errors: dict[str, int]
     driver_cpu_s: float = 0.0
+    bytes: int = 0  # wrk: everything read, headers included; gRPC: serialized answers
+    wrong: int | None = None  # gRPC: OK answers that were not the right image (wrk: None)
+    wrong_examples: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -322,6 +334,7 @@ def _wait_wrk(procs: Processes, child: subprocess.Popen[bytes], duration: float)
         p99_ms=latency["p99"] / 1000,
         mean_ms=latency["mean"] / 1000,
         errors={("http>=400" if k == "status" else k): v for k, v in errors.items()},
+        bytes=data["bytes"],
     )
 
 
@@ -331,6 +344,7 @@ def run_grpc_load(
     token: str,
     body: dict[str, Any],
     *,
+    image_bytes: int,
     connections: int,
     duration: float,
     timeout: float,
@@ -349,6 +363,7 @@ def run_grpc_load(
             f"--target={target}",
             f"--token={token}",
             f"--body={json.dumps(body)}",
+            f"--image-bytes={image_bytes}",
             f"--concurrency={share}",
             f"--channels={max(1, channels // processes)}",
             f"--duration={duration}",
@@ -389,6 +404,9 @@ def _wait_grpc(
         p99_ms=percentile(ordered, 99) * 1000,
         mean_ms=(statistics.fmean(ordered) * 1000) if ordered else 0.0,
         errors={code: count for code, count in codes.items() if code != "OK"},
+        bytes=sum(r["bytes"] for r in results),
+        wrong=sum(r["wrong"] for r in results),
+        wrong_examples=[example for r in results for example in r["wrong_examples"]][:3],
     )
 
 
@@ -457,7 +475,9 @@ def write_config(path: Path, upstream_port: int, timeout: float) -> None:
 
 def create_token(gateway_cmd: list[str], data_dir: Path, env: dict[str, str]) -> str:
     argv = [*gateway_cmd, "tokens", "create", "--name", "bench", "--data-dir", str(data_dir)]
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        argv, cwd=data_dir.parent, env=env, capture_output=True, text=True, timeout=60
+    )
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(
             f"{shlex.join(argv)} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -512,30 +532,80 @@ def wait_ready(gateway: Gateway, log_dir: Path, name: str, timeout: float = 60.0
     raise RuntimeError(f"gateway not listening after {timeout} s:\n{log_tail(log_dir, name)}")
 
 
-# -- one check call per door before load: the answer must be right, not only fast -----------
+# -- checks: the answers must be right, not only fast ----------------------------------------
+#
+# Before the load, one check call per door parses a full answer: exactly one image, equal to the
+# PNG the fake serves. For the HTTP targets it also measures the exact size of that answer on
+# the wire (status line, headers, body), which every answer of the run has too (fixed-width
+# Date, Content-Length and `created`). During the load:
+# - wrk reads every response but does not parse it (a Lua response() callback would copy every
+#   body into Lua); its totals must fit: bytes read >= successes x that size. A success that
+#   carries no image, or a smaller one, shows as missing bytes.
+# - the gRPC driver parses every OK answer and compares its image with the fake's PNG.
+# - for every target, the fake upstream's count of requests it answered with images during the
+#   load must be at least the number of successes: a gateway cannot answer without asking.
+# A target whose answers fail any of these gets an error: its row prints FAILED, not figures.
 
 
-def check_http(url: str, token: str, body: dict[str, Any], image_bytes: int) -> None:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **_auth(token)},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            payload = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise RuntimeError(f"POST {url} -> {error.code}: {error.read()[:2000]!r}") from None
-    _check_images([base64.b64decode(item["b64_json"]) for item in payload["data"]], image_bytes)
+def expected_image(image_bytes: int) -> bytes:
+    """The PNG the fake serves as the only image of an n=1 answer."""
+    return png_image(image_bytes, 0)
+
+
+def http_post_raw(
+    url: str, headers: dict[str, str], body: bytes, timeout: float
+) -> tuple[int, bytes, int]:
+    """POST over a plain HTTP/1.1 keep-alive connection, as wrk sends it.
+
+    Returns (status, body, size of the whole response as read from the socket).
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    lines = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {host}:{port}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        with sock.makefile("rb") as reader:
+            status_line = reader.readline()
+            size = len(status_line)
+            fields: dict[str, str] = {}
+            while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+                size += len(line)
+                name, _, value = line.decode("latin-1").partition(":")
+                fields[name.strip().lower()] = value.strip()
+            size += len(line)
+            if "content-length" in fields:
+                payload = reader.read(int(fields["content-length"]))
+                size += len(payload)
+            elif fields.get("transfer-encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size_line = reader.readline()
+                    chunk = reader.read(int(size_line.split(b";")[0], 16))
+                    end = reader.readline()
+                    size += len(size_line) + len(chunk) + len(end)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                payload = b"".join(chunks)
+            else:
+                raise RuntimeError(f"POST {url}: response without length: {fields}")
+    return int(status_line.split()[1]), payload, size
+
+
+def check_http(url: str, token: str, body: dict[str, Any], image_bytes: int) -> int:
+    """One call; checks its answer and returns its exact size on the wire."""
+    headers = {"Content-Type": "application/json", **_auth(token)}
+    status, payload, size = http_post_raw(url, headers, json.dumps(body).encode(), timeout=120)
+    if status != 200:
+        raise RuntimeError(f"POST {url} -> {status}: {payload[:2000]!r}")
+    data = json.loads(payload)["data"]
+    _check_images([base64.b64decode(item["b64_json"]) for item in data], image_bytes)
+    return size
 
 
 def check_grpc(target: str, token: str, body: dict[str, Any], image_bytes: int) -> None:
-    import grpc
-    from grpc_load import METHOD_PATH  # bench/ is on sys.path: this file runs as a script
-
-    from aqueduct.images.v1 import images_pb2
-
     request = images_pb2.GenerateImagesRequest(**body)
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     with grpc.insecure_channel(target, options=options) as channel:
@@ -548,8 +618,8 @@ def check_grpc(target: str, token: str, body: dict[str, Any], image_bytes: int) 
             response = call(request, metadata=(("authorization", f"Bearer {token}"),), timeout=120)
         except grpc.RpcError as error:
             raise RuntimeError(
-                f"gRPC {METHOD_PATH} -> {error.code().name}: {error.details()}"
-            ) from None  # type: ignore[attr-defined]
+                f"gRPC {METHOD_PATH} -> {error.code().name}: {error.details()}"  # type: ignore[attr-defined]
+            ) from None
     _check_images([image.b64_json for image in response.data], image_bytes)
 
 
@@ -558,10 +628,71 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def _check_images(images: list[bytes], image_bytes: int) -> None:
-    if len(images) != 1 or not images[0].startswith(b"\x89PNG\r\n\x1a\n"):
-        raise RuntimeError(f"check call: expected 1 PNG, got {[i[:8] for i in images]!r}")
-    if abs(len(images[0]) - image_bytes) > image_bytes * 0.05 + 200:
-        raise RuntimeError(f"check call: image is {len(images[0])} bytes, not ~{image_bytes}")
+    expected = expected_image(image_bytes)
+    if len(images) != 1 or images[0] != expected:
+        got = [f"{len(i)} bytes, starting {i[:8]!r}" for i in images]
+        raise RuntimeError(f"check call: expected 1 PNG of {len(expected)} bytes, got {got}")
+
+
+def upstream_answered(port: int) -> int:
+    """Requests the fake upstream has answered with images so far (its GET /_stats)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/_stats", timeout=30) as response:
+        outcomes = json.loads(response.read())["outcomes"]
+    return int(outcomes.get("replied", 0) + outcomes.get("streamed", 0))
+
+
+def verify(row: Row, *, answered: int, response_bytes: int | None) -> None:
+    """Check a target's timed answers (see above); sets ``row.error`` when they are wrong.
+
+    Args:
+        row: The row, with the load's result.
+        answered: Requests the fake answered with images during the load.
+        response_bytes: wrk targets: the exact size of one right answer (the check call's);
+            None for the gRPC driver, which checks every answer itself.
+    """
+    r = row.result
+    assert r is not None
+    problems = []
+    checks: dict[str, Any] = {"successes": r.ok, "upstream_answered": answered}
+    if r.ok == 0:
+        problems.append("no successful response")
+    if answered < r.ok:
+        problems.append(f"{r.ok:,} successes, but the upstream answered only {answered:,}")
+    if response_bytes is not None:
+        # Headers are fixed-width, so every right answer has exactly the check call's size (as
+        # measured); the slack only absorbs a header that could differ by a few bytes, and is
+        # small enough that an image 9 bytes short (12 base64 characters fewer) fails.
+        # Responses still being read when wrk stops add bytes but no request, hence
+        # `connections` in the upper bound; error responses (status >= 400) are small and
+        # covered generously.
+        slack = 8
+        least = r.ok * (response_bytes - slack)
+        most = (r.requests + row.connections) * (response_bytes + slack)
+        most += r.errors.get("http>=400", 0) * 65_536
+        checks.update(expected_bytes_per_response=response_bytes, bytes_read=r.bytes)
+        if r.requests:
+            checks["bytes_per_response"] = round(r.bytes / r.requests, 1)
+        if r.ok and r.bytes < least:
+            problems.append(
+                f"{r.bytes:,} bytes read for {r.ok:,} successes ({r.bytes / r.ok:,.0f} per "
+                f"success), but a right answer is {response_bytes:,} bytes"
+            )
+        if r.bytes > most:
+            problems.append(
+                f"{r.bytes:,} bytes read, more than {r.requests:,} right answers of "
+                f"{response_bytes:,} bytes"
+            )
+    else:
+        checks.update(wrong_answers=r.wrong, wrong_examples=r.wrong_examples)
+        if r.wrong is None:
+            problems.append("the gRPC driver did not check its answers")
+        elif r.wrong:
+            problems.append(
+                f"{r.wrong:,} of {r.ok:,} OK answers were wrong (e.g. {r.wrong_examples[0]})"
+            )
+    row.verification = checks
+    if problems:
+        row.error = "wrong answers: " + "; ".join(problems)
 
 
 # -- orchestration ---------------------------------------------------------------------------
@@ -579,7 +710,8 @@ class Row:
     gateway_cpu_s: float | None = None
     upstream_peak_mb: float | None = None
     upstream_cpu_s: float | None = None
-    error: str | None = None
+    verification: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str | None = None  # set: the row prints FAILED and the run exits 1
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -620,7 +752,7 @@ def run_workload(
     fake_url = f"http://{HOST}:{fake_port}/v1/images/generations"
     try:
         # Warm the fake's response cache and check its answer like the gateway's.
-        check_http(fake_url, upstream_key, direct_body, workload.image_bytes)
+        direct_bytes = check_http(fake_url, upstream_key, direct_body, workload.image_bytes)
         for target in args.targets:
             print(
                 f"  {workload.name} {target}: {duration:g} s, {workload.connections} conn",
@@ -629,6 +761,7 @@ def run_workload(
             row = Row(workload.name, target, None, workload.connections, duration)
             try:
                 if target == "direct":
+                    answered_before = upstream_answered(fake_port)
                     with TreeMonitor({"upstream": fake_pid}) as monitor:
                         row.result = run_wrk(
                             procs,
@@ -642,11 +775,14 @@ def run_workload(
                         )
                     row.upstream_peak_mb = monitor.peak_mb("upstream")
                     row.upstream_cpu_s = monitor.cpu_seconds("upstream")
+                    answered = upstream_answered(fake_port) - answered_before
+                    verify(row, answered=answered, response_bytes=direct_bytes)
                 else:
                     gateway_target = GatewayTarget(args, procs, work, token, upstream_key)
                     gateway_target.run(row, workload, fake_pid, fake_port, duration, call_timeout)
             except Exception as error:  # one target failing must not stop the others
                 row.error = f"{type(error).__name__}: {error}"
+            if row.error:
                 print(f"    failed: {row.error}", file=sys.stderr, flush=True)
             rows.append(row)
     finally:
@@ -685,10 +821,12 @@ class GatewayTarget:
         try:
             wait_ready(gateway, procs.log_dir, name)
             url = f"{gateway.http_url}/v1/images/generations"
+            response_bytes: int | None = None
             if row.target == "http":
-                check_http(url, self.token, body, workload.image_bytes)
+                response_bytes = check_http(url, self.token, body, workload.image_bytes)
             else:
                 check_grpc(gateway.grpc_target, self.token, body, workload.image_bytes)
+            answered_before = upstream_answered(fake_port)
             with TreeMonitor({"gateway": gateway.child.pid, "upstream": fake_pid}) as monitor:
                 if row.target == "http":
                     row.result = run_wrk(
@@ -707,6 +845,7 @@ class GatewayTarget:
                         gateway.grpc_target,
                         self.token,
                         body,
+                        image_bytes=workload.image_bytes,
                         connections=workload.connections,
                         duration=duration,
                         timeout=call_timeout,
@@ -720,6 +859,8 @@ class GatewayTarget:
             row.upstream_cpu_s = monitor.cpu_seconds("upstream")
             if gateway.child.poll() is not None:
                 raise RuntimeError(f"gateway died during load:\n{log_tail(procs.log_dir, name)}")
+            answered = upstream_answered(fake_port) - answered_before
+            verify(row, answered=answered, response_bytes=response_bytes)
         finally:
             procs.stop(gateway.child)
 
@@ -728,7 +869,9 @@ class GatewayTarget:
 
 
 def report(rows: list[Row]) -> str:
-    direct = {r.workload: r.result for r in rows if r.target == "direct" and r.result}
+    direct = {
+        r.workload: r.result for r in rows if r.target == "direct" and r.result and not r.error
+    }
     header = (
         f"{'load':<4} {'target':<6} {'conn':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'errors':>8} {'gw RSS MB':>9} {'gw CPU%':>7} {'up CPU%':>7} {'drv CPU%':>8} "
@@ -736,7 +879,7 @@ def report(rows: list[Row]) -> str:
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        if row.result is None:
+        if row.result is None or row.error:
             lines.append(
                 f"{row.workload:<4} {row.target:<6} {row.connections:>5}  FAILED: {row.error}"
             )
@@ -761,18 +904,33 @@ def report(rows: list[Row]) -> str:
         )
     lines.append("")
     lines.append(
-        "req/s counts successful responses; errors = HTTP >= 400, socket errors and\n"
-        "timeouts (wrk) or non-OK gRPC status; CPU% = CPU time / wall time of the gateway\n"
-        "(all its processes), the fake upstream and the load driver (100 = one core);\n"
-        "vs direct = req/s ratio (L1: latency added at p50/p99)."
+        "req/s counts successful responses, each checked (see bench/README.md); errors =\n"
+        "HTTP >= 400, socket errors and timeouts (wrk) or non-OK gRPC status; CPU% = CPU\n"
+        "time / wall time of the gateway (all its processes), the fake upstream and the load\n"
+        "driver (100 = one core); vs direct = req/s ratio (L1: latency added at p50/p99);\n"
+        "FAILED: the target's answers were wrong or it did not run (the run exits 1)."
     )
     for row in rows:
+        if row.verification:
+            lines.append(f"  {row.workload} {row.target} checked: {_checked(row.verification)}")
         if row.result and row.result.errors:
             lines.append(f"  {row.workload} {row.target} errors: {row.result.errors}")
         if row.gateway_peak_detail:
             detail = ", ".join(f"{k}: {v} MB" for k, v in row.gateway_peak_detail.items())
             lines.append(f"  {row.workload} {row.target} gateway peak RSS by process: {detail}")
     return "\n".join(lines)
+
+
+def _checked(checks: dict[str, Any]) -> str:
+    text = f"{checks['successes']:,} successes, upstream answered {checks['upstream_answered']:,}"
+    if "expected_bytes_per_response" in checks:
+        per = checks.get("bytes_per_response")
+        text += (
+            f"; {per:,.1f} bytes read per response" if per is not None else "; nothing read"
+        ) + f", a right answer is {checks['expected_bytes_per_response']:,}"
+    else:
+        text += f"; wrong answers {checks['wrong_answers']:,} (every OK answer parsed and compared)"
+    return text
 
 
 def _percent(cpu_s: float | None, duration_s: float) -> str:
@@ -863,12 +1021,10 @@ def main(argv: list[str] | None = None) -> int:
     gateway_needed = any(t != "direct" for t in args.targets)
     if gateway_needed and shutil.which(args.gateway_cmd[0]) is None:
         sys.exit(f"gateway command not found: {args.gateway_cmd[0]} (pip install -e . ?)")
-    sys.path.insert(0, str(ROOT))
-
     work = Path(tempfile.mkdtemp(prefix="aqueduct-bench-"))
     (work / "data").mkdir()
     (work / "logs").mkdir()
-    procs = Processes(work / "logs")
+    procs = Processes(work / "logs", cwd=work)
     upstream_key = "sk-bench-upstream-" + secrets.token_hex(8)
     rows: list[Row] = []
     interrupted = False
@@ -915,7 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": [
                     {
                         **dataclasses.asdict(row),
-                        "rps": row.result.rps if row.result else None,
+                        "rps": row.result.rps if row.result and not row.error else None,
                     }
                     for row in rows
                 ],

@@ -299,6 +299,10 @@ class FakeUpstream:
         requests: Every ``RecordedRequest`` received, in arrival order.
         file_requests: The paths of image files fetched (``"url"`` replies), in order.
         request_count: Number of requests received (counted even when ``record`` is off).
+        outcome_counts: Number of requests settled with each outcome (``"replied"``,
+            ``"streamed"``, ``"failed"``…), counted even when ``record`` is off; served with
+            ``request_count`` as JSON by ``GET /_stats`` (the benchmark checks the gateway's
+            successes against it).
         port: The bound port, after ``start()``.
         base_url: ``http://127.0.0.1:<port>/v1``, after ``start()``.
     """
@@ -331,6 +335,7 @@ class FakeUpstream:
         self.default: Behaviour = Succeed(delay=delay)
         self.requests: list[RecordedRequest] = []
         self.request_count = 0
+        self.outcome_counts: collections.Counter[str] = collections.Counter()
         self.port = port
         self._planned: collections.deque[Behaviour] = collections.deque()
         self._bodies: dict[tuple[Any, ...], bytes] = {}
@@ -348,6 +353,7 @@ class FakeUpstream:
         app.router.add_post("/v1/images/generations", self._generate)
         app.router.add_post("/images/generations", self._generate)
         app.router.add_get("/files/{nbytes:\\d+}/{index:\\d+}.png", self._file)
+        app.router.add_get("/_stats", self._stats)
         # handler_cancellation: a client that goes away cancels the handler, so tests can see
         # that the gateway really cancelled its upstream call (outcome == "cancelled").
         runner = web.AppRunner(
@@ -403,6 +409,7 @@ class FakeUpstream:
         self.requests.clear()
         self.file_requests.clear()
         self.request_count = 0
+        self.outcome_counts.clear()
         self._planned.clear()
 
     def image(self, index: int, image_bytes: int | None = None) -> bytes:
@@ -604,6 +611,7 @@ class FakeUpstream:
 
     def _settle(self, record: RecordedRequest, outcome: Outcome) -> None:
         record.outcome = outcome
+        self.outcome_counts[outcome] += 1
         self._signal()
 
     @staticmethod
@@ -692,6 +700,11 @@ class FakeUpstream:
                 "total_tokens": text_tokens + output_tokens,
             }
         return json.dumps(response, separators=(",", ":")).encode()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": self.request_count, "outcomes": dict(self.outcome_counts)}
+        )
 
     async def _file(self, request: web.Request) -> web.Response:
         self.file_requests.append(request.path)

@@ -303,3 +303,14 @@ def test_runs_as_a_process() -> None:
         finally:
             process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+async def test_stats_count_what_was_answered(upstream, session):
+    # The bench checks a gateway's successes against these counts.
+    upstream.plan(Succeed(), Fail(status=500))
+    assert (await generate(session, upstream))[0] == 200
+    assert (await generate(session, upstream))[0] == 500
+    async with session.get(f"{upstream.root_url}/_stats") as response:
+        stats = await response.json()
+    assert stats["requests"] == 2
+    assert stats["outcomes"] == {"replied": 1, "failed": 1}
