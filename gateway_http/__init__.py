@@ -2,22 +2,28 @@
 
 A generic runtime: routes come from the descriptors at start-up, JSON is
 mapped to and from protobuf, headers are forwarded as gRPC metadata, and gRPC
-statuses become OpenAI error envelopes. Nothing here is specific to a service.
+statuses become HTTP errors worded by a dialect (OpenAI's by default). The
+options it reads beyond `google.api.http` are its own (`gateway_http.api.v1`,
+from `gateway_http/protos/`). Nothing here is specific to a service.
 """
 
-from gateway_http.app import GATEWAY, Gateway, create_app
-from gateway_http.errors import STATUS_TABLE, ApiError, error_body, from_grpc_status
+from gateway_http.app import TRANSCODER, Transcoder, create_app
+from gateway_http.dialect import OPENAI, Dialect, ErrorFields
+from gateway_http.errors import HTTP_STATUS, HttpError, Reason, from_grpc_status
 from gateway_http.routes import Route, build_routes, discover_services
 
 __all__ = [
-    "GATEWAY",
-    "STATUS_TABLE",
-    "ApiError",
-    "Gateway",
+    "HTTP_STATUS",
+    "OPENAI",
+    "TRANSCODER",
+    "Dialect",
+    "ErrorFields",
+    "HttpError",
+    "Reason",
     "Route",
+    "Transcoder",
     "build_routes",
     "create_app",
     "discover_services",
-    "error_body",
     "from_grpc_status",
 ]

@@ -1,14 +1,15 @@
 """The aiohttp application: one generic handler in front of the gRPC core.
 
-`create_app()` builds the route table from service descriptors, prepares the
-marshaling tables, and registers one catch-all handler. The `grpc.aio` channel
-is a `cleanup_ctx` resource: created at start-up (with one multicallable per
-route), closed at clean-up.
+`create_app()` builds the route table from service descriptors, gives each
+route its endpoint (its response mode, chosen once: see
+`gateway_http.endpoints`) and registers one catch-all handler on a
+`Transcoder`. The `grpc.aio` channel is a `cleanup_ctx` resource: created at
+start-up (binding every endpoint to it), closed at clean-up.
 
-Besides JSON, a route can answer with raw bytes (its response is a
-`google.api.HttpBody`, whose content type is used, along with the response
-metadata named in `forwarded_response_headers`) or with Server-Sent Events
-(its method declares a streaming twin and the request sets the twin's flag).
+Every error leaves through one handler, `Transcoder.error_response` (or, once
+a stream has started, `Transcoder.error_event`): the exception becomes an
+`HttpError` in one function (`errors.as_http_error`) and the dialect shapes
+its body.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from gateway_http import sse
-from gateway_http.errors import GENERIC_SERVER_MESSAGE, ApiError, from_grpc_status
-from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
-from gateway_http.routes import DEFAULT_PACKAGE, Route, RouteTable, build_routes, discover_services
+from gateway_http.dialect import OPENAI, Dialect
+from gateway_http.endpoints import Endpoint, build_endpoint
+from gateway_http.errors import HttpError, Reason, as_http_error, door_error
+from gateway_http.marshal import Marshaler
+from gateway_http.routes import Route, RouteTable, build_routes, discover_services
 
 __all__ = [
     "DEFAULT_FORWARDED_HEADERS",
     "DEFAULT_FORWARDED_RESPONSE_HEADERS",
-    "GATEWAY",
-    "Gateway",
+    "TRANSCODER",
+    "Transcoder",
+    "TranscoderOptions",
     "create_app",
 ]
 
@@ -61,7 +65,7 @@ HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayOptions:
+class TranscoderOptions:
     """The validated options of one application (see `create_app`)."""
 
     grpc_target: str
@@ -76,79 +80,40 @@ class GatewayOptions:
     channel_options: tuple[tuple[str, Any], ...]
 
 
-class _Endpoint:
-    """A route with its marshaling tables and, once started, its multicallables."""
-
-    __slots__ = ("call", "decoder", "encoder", "route", "stream_call", "stream_encoder")
-
-    def __init__(
-        self,
-        route: Route,
-        decoder: RequestDecoder,
-        encoder: ResponseEncoder,
-        stream_encoder: ResponseEncoder | None,
-    ) -> None:
-        self.route = route
-        self.decoder = decoder
-        self.encoder = encoder
-        self.stream_encoder = stream_encoder
-        self.call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
-        self.stream_call: grpc.aio.UnaryStreamMultiCallable[Message, Message] | None = None
-
-
-def _error_response(error: ApiError) -> web.Response:
-    return web.Response(
-        status=error.http_status, body=error.body(), content_type=JSON, headers=error.headers
-    )
-
-
-_INTERNAL_ERROR = ApiError(500, GENERIC_SERVER_MESSAGE, "server_error")
-_NOT_RUNNING = ApiError(503, "The service is starting or stopping.", "server_error")
-_UNREADABLE_BODY = ApiError(
-    400, "The request body could not be read: it does not match its Content-Encoding."
-)
-_UNSUPPORTED_MEDIA = ApiError(
-    415, "Unsupported Content-Type: the request body must be JSON (application/json)."
-)
-
-
-class Gateway:
-    """The HTTP door's state and handlers; one per application.
+class Transcoder:
+    """The HTTP door's state and handlers: HTTP/JSON in, gRPC out; one per application.
 
     Attributes:
         options: The application's options.
-        routes: The route table.
+        dialect: How errors read and look.
+        routes: The route table; its values are the endpoints.
         channel: The gRPC channel while the application runs, else None.
     """
 
-    def __init__(self, options: GatewayOptions, routes: Iterable[Route]) -> None:
+    def __init__(
+        self, options: TranscoderOptions, routes: Iterable[Route], dialect: Dialect = OPENAI
+    ) -> None:
         self.options = options
+        self.dialect = dialect
         marshaler = Marshaler()
         endpoints = [
-            _Endpoint(
+            build_endpoint(
                 route,
-                marshaler.request_decoder(
-                    route.request_class, route.body, route.template.variables
-                ),
-                marshaler.response_encoder(route.response_class, route.response_body),
-                None
-                if route.twin is None
-                else marshaler.response_encoder(route.twin.response_class),
+                marshaler,
+                timeout=options.call_timeout,
+                response_headers=options.forwarded_response_headers,
+                error_event=self.error_event,
             )
             for route in routes
         ]
         self._endpoints = endpoints
-        self.routes: RouteTable[_Endpoint] = RouteTable((e.route, e) for e in endpoints)
+        self.routes: RouteTable[Endpoint] = RouteTable((e.route, e) for e in endpoints)
         self.channel: grpc.aio.Channel | None = None
         self._health: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
-        self._too_large = ApiError(
-            413,
-            f"The request body is too large: the limit is {options.max_body_bytes} bytes.",
-            code="request_too_large",
-        )
+        self._too_large = door_error(Reason.BODY_TOO_LARGE, limit=options.max_body_bytes)
 
     async def channel_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        """`cleanup_ctx`: opens the gRPC channel and binds every route to it."""
+        """`cleanup_ctx`: opens the gRPC channel and binds every endpoint to it."""
         opts = self.options
         channel_options = [
             ("grpc.max_send_message_length", opts.max_send_message_bytes),
@@ -163,18 +128,7 @@ class Gateway:
             )
         try:
             for endpoint in self._endpoints:
-                route = endpoint.route
-                endpoint.call = channel.unary_unary(
-                    route.grpc_path,
-                    request_serializer=route.request_class.SerializeToString,
-                    response_deserializer=route.response_class.FromString,
-                )
-                if route.twin is not None:
-                    endpoint.stream_call = channel.unary_stream(
-                        route.twin.grpc_path,
-                        request_serializer=route.twin.request_class.SerializeToString,
-                        response_deserializer=route.twin.response_class.FromString,
-                    )
+                endpoint.bind(channel)
             self._health = channel.unary_unary(
                 HEALTH_CHECK_PATH,
                 request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -186,8 +140,7 @@ class Gateway:
             self.channel = None
             self._health = None
             for endpoint in self._endpoints:
-                endpoint.call = None
-                endpoint.stream_call = None
+                endpoint.unbind()
             await channel.close(None)
 
     def _metadata(self, request: web.Request) -> list[tuple[str, str]]:
@@ -204,7 +157,7 @@ class Gateway:
         if not request.body_exists:
             return None
         if request.content_type != JSON:
-            raise _UNSUPPORTED_MEDIA
+            raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
         length = request.content_length
         if length is not None and length > self.options.max_body_bytes:
             raise self._too_large
@@ -217,7 +170,7 @@ class Gateway:
         except web.RequestPayloadError:
             # e.g. a body that does not match its Content-Encoding: the
             # client's mistake, not ours.
-            raise _UNREADABLE_BODY from None
+            raise door_error(Reason.UNREADABLE_BODY) from None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
@@ -227,113 +180,27 @@ class Gateway:
             body = await self._read_body(request) if decoder.uses_body else None
             query = request.query.items() if decoder.uses_query and request.query_string else None
             message = decoder.decode(body, path_vars, query)
-            route = endpoint.route
-            if route.twin is not None and getattr(message, route.twin.selector_field):
-                return await self._stream(request, endpoint, message)
-            call = endpoint.call
-            if call is None:
-                raise _NOT_RUNNING
-            if route.http_body:
-                return await self._raw_body(request, endpoint, message)
-            try:
-                response = await call(
-                    message, metadata=self._metadata(request), timeout=self.options.call_timeout
-                )
-            except grpc.aio.AioRpcError as err:
-                raise from_grpc_status(err.code(), err.details(), err.trailing_metadata()) from None
-            return web.Response(body=endpoint.encoder.encode(response), content_type=JSON)
-        except ApiError as error:
-            return _error_response(error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            _log.exception("unexpected error for %s %s", request.method, request.path)
-            return _error_response(_INTERNAL_ERROR)
+            return await endpoint.respond(request, message, self._metadata(request))
+        except Exception as exc:  # CancelledError is not an Exception: it propagates
+            return self.error_response(request, exc)
 
-    async def _response_headers(self, call: Any) -> dict[str, str]:
-        # Only on raw-body and streaming routes: JSON routes' headers are fixed
-        # by the contract, and skipping the lookup keeps their hot path lean.
-        wanted = self.options.forwarded_response_headers
-        headers: dict[str, str] = {}
-        for key, value in await call.initial_metadata() or ():
-            if key in wanted and isinstance(value, str) and value.isprintable():
-                headers[key] = value
-        return headers
+    def _http_error(self, request: web.Request, exc: Exception) -> HttpError:
+        return as_http_error(exc, f"{request.method} {request.path}")
 
-    async def _raw_body(
-        self, request: web.Request, endpoint: _Endpoint, message: Message
-    ) -> web.Response:
-        """A unary call whose `google.api.HttpBody` is the HTTP response itself."""
-        assert endpoint.call is not None
-        call = endpoint.call(
-            message, metadata=self._metadata(request), timeout=self.options.call_timeout
-        )
-        try:
-            response: Any = await call
-            headers = await self._response_headers(call)
-        except grpc.aio.AioRpcError as err:
-            raise from_grpc_status(err.code(), err.details(), err.trailing_metadata()) from None
-        field = endpoint.route.response_body
-        body = getattr(response, field) if field else response
-        headers["X-Content-Type-Options"] = "nosniff"
+    def error_response(self, request: web.Request, exc: Exception) -> web.Response:
+        """The HTTP response for anything raised while serving `request`."""
+        error = self._http_error(request, exc)
         return web.Response(
-            body=body.data,
-            headers={"Content-Type": body.content_type or "application/octet-stream", **headers},
+            status=error.http_status,
+            body=self.dialect.error_body(error),
+            content_type=self.dialect.content_type,
+            headers=error.headers,
         )
 
-    async def _stream(
-        self, request: web.Request, endpoint: _Endpoint, message: Message
-    ) -> web.StreamResponse:
-        """Calls the route's streaming twin and writes its messages as Server-Sent Events.
-
-        Errors before the first message are ordinary HTTP errors (the status
-        can still say what went wrong); later ones are an `error` event. A
-        client that goes away cancels the call, and so the work behind it.
-        """
-        twin, call_twin, encoder = (
-            endpoint.route.twin,
-            endpoint.stream_call,
-            endpoint.stream_encoder,
-        )
-        if call_twin is None:
-            raise _NOT_RUNNING
-        assert twin is not None and encoder is not None
-        twin_request = twin.request_class()
-        getattr(twin_request, twin.request_field).CopyFrom(message)
-        call: Any = call_twin(
-            twin_request, metadata=self._metadata(request), timeout=self.options.call_timeout
-        )
-        try:
-            try:
-                event = await call.read()
-                headers = await self._response_headers(call)
-            except grpc.aio.AioRpcError as err:
-                raise from_grpc_status(err.code(), err.details(), err.trailing_metadata()) from None
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": sse.CONTENT_TYPE,
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer
-                    **headers,
-                }
-            )
-            await response.prepare(request)
-            name_field = twin.event_field
-            try:
-                while event is not grpc.aio.EOF:
-                    name = getattr(event, name_field) if name_field else ""
-                    await response.write(sse.event_frame(name, encoder.encode(event)))
-                    event = await call.read()
-            except grpc.aio.AioRpcError as err:
-                error = from_grpc_status(err.code(), err.details(), err.trailing_metadata())
-                await response.write(sse.error_frame(error))
-            except ConnectionResetError:
-                _log.info("client left %s during a stream; cancelling the call", request.path)
-                return response
-            await response.write_eof()
-            return response
-        finally:
-            call.cancel()  # a no-op when the call has finished
+    def error_event(self, request: web.Request, exc: Exception) -> bytes:
+        """The Server-Sent Event for anything raised after a stream started."""
+        error = self._http_error(request, exc)
+        return sse.event_frame(self.dialect.stream_error_event, self.dialect.error_body(error))
 
     async def health(self, request: web.Request) -> web.Response:
         """`GET /healthz`: 200 when the core's gRPC health check says SERVING."""
@@ -363,14 +230,15 @@ def _status_body(status: str) -> bytes:
     return b'{"status":"' + status.encode("ascii") + b'"}'
 
 
-GATEWAY = web.AppKey("gateway_http.gateway", Gateway)
+TRANSCODER = web.AppKey("gateway_http.transcoder", Transcoder)
 
 
 def create_app(
     *,
     grpc_target: str,
     services: Iterable[ServiceDescriptor] | None = None,
-    proto_packages: Sequence[str | ModuleType] = (DEFAULT_PACKAGE,),
+    proto_packages: Sequence[str | ModuleType] = (),
+    dialect: Dialect = OPENAI,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
@@ -389,6 +257,7 @@ def create_app(
             `google.api.http` rules found in the `*_pb2` modules below
             `proto_packages`.
         proto_packages: Packages searched when `services` is None.
+        dialect: How errors read and look (default: OpenAI's envelope).
         max_body_bytes: Largest accepted request body; larger ones get 413
             without being read beyond the limit.
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
@@ -407,13 +276,16 @@ def create_app(
         The application (its channel opens at start-up).
 
     Raises:
-        ValueError: An option is invalid, or an http rule is malformed.
+        ValueError: An option is invalid, neither `services` nor
+            `proto_packages` is given, or an http rule is malformed.
     """
     if max_body_bytes <= 0:
         raise ValueError("max_body_bytes must be positive")
     if call_timeout is not None and call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
-    options = GatewayOptions(
+    if services is None and not proto_packages:
+        raise ValueError("give the services to expose, or the proto_packages to find them in")
+    options = TranscoderOptions(
         grpc_target=grpc_target,
         max_body_bytes=max_body_bytes,
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
@@ -429,11 +301,11 @@ def create_app(
     )
     if services is None:
         services = discover_services(proto_packages)
-    gateway = Gateway(options, build_routes(services))
+    transcoder = Transcoder(options, build_routes(services), dialect)
     # aiohttp enforces the limit while reading, so chunked bodies stop early too.
     app = web.Application(client_max_size=max_body_bytes)
-    app[GATEWAY] = gateway
-    app.cleanup_ctx.append(gateway.channel_ctx)
-    app.router.add_get("/healthz", gateway.health, allow_head=False)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    app[TRANSCODER] = transcoder
+    app.cleanup_ctx.append(transcoder.channel_ctx)
+    app.router.add_get("/healthz", transcoder.health, allow_head=False)
+    app.router.add_route("*", "/{tail:.*}", transcoder.handle)
     return app

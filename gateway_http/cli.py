@@ -1,4 +1,9 @@
-"""Command line: `gateway-http --grpc-target host:port [--host H] [--port P]`."""
+"""Command line: `gateway-http --grpc-target host:port [--host H] [--port P] [--proto-package P]`.
+
+The command serves the aqueduct product's services unless told otherwise:
+`DEFAULT_PROTO_PACKAGES` is the one place the door names a product, and only
+as a default of this command (the library takes the packages as arguments).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,12 @@ from aiohttp import web
 
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, create_app
 
-__all__ = ["build_parser", "main", "run"]
+__all__ = ["DEFAULT_PROTO_PACKAGES", "build_parser", "main", "run"]
 
 _log = logging.getLogger(__name__)
+
+# The generated package of the product this door ships with.
+DEFAULT_PROTO_PACKAGES: tuple[str, ...] = ("aqueduct",)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -32,6 +40,7 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8080,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    proto_packages: Sequence[str] = DEFAULT_PROTO_PACKAGES,
     access_log: bool = False,
     reuse_port: bool = False,
     **app_options: Any,
@@ -46,11 +55,17 @@ def run(
         host: Interface to listen on.
         port: TCP port to listen on.
         max_body_bytes: Largest accepted request body.
+        proto_packages: Packages whose services (with http rules) are served.
         access_log: Whether to write aiohttp's access log (costs throughput).
         reuse_port: Set SO_REUSEPORT so several processes share the port.
         **app_options: Further keyword arguments for `create_app`.
     """
-    app = create_app(grpc_target=grpc_target, max_body_bytes=max_body_bytes, **app_options)
+    app = create_app(
+        grpc_target=grpc_target,
+        max_body_bytes=max_body_bytes,
+        proto_packages=proto_packages,
+        **app_options,
+    )
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -94,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted request body (default: %(default)s)",
     )
     parser.add_argument(
+        "--proto-package",
+        action="append",
+        dest="proto_packages",
+        metavar="PACKAGE",
+        help="generated package whose services are served; repeatable "
+        f"(default: {', '.join(DEFAULT_PROTO_PACKAGES)})",
+    )
+    parser.add_argument(
         "--call-timeout", type=float, default=None, help="deadline of each gRPC call, seconds"
     )
     parser.add_argument("--access-log", action="store_true", help="write an access log")
@@ -118,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         max_body_bytes=args.max_body_bytes,
+        # argparse's "append" would add to a list default instead of replacing it.
+        proto_packages=args.proto_packages or DEFAULT_PROTO_PACKAGES,
         call_timeout=args.call_timeout,
         access_log=args.access_log,
         reuse_port=args.reuse_port,

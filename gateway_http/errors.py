@@ -1,33 +1,44 @@
-"""gRPC status -> HTTP status and the OpenAI error envelope.
+"""The door's errors: what went wrong, without the words a client reads.
 
-One table maps every gRPC code to an HTTP status and an OpenAI error `type`;
-`error_body()` shapes `{"error": {"message", "type", "param", "code"}}` and can
-never fail. `from_grpc_status()` reads the rich details the core attaches in
-`grpc-status-details-bin` (`google.rpc.Status`):
+An `HttpError` says what failed (HTTP status, the gRPC code of its kind, and
+either the core's message or the door's own `Reason` with its facts); a
+`gateway_http.dialect.Dialect` turns it into a body. Two places make them:
 
-* `ErrorInfo.reason` -> `code` (lower-cased), unless `metadata["code"]` is given
-  (verbatim; `""` means null); `metadata["param"]` -> `param`;
-  `metadata["http_status"]` -> the exact HTTP status; `metadata["type"]` -> `type`.
-* `BadRequest.field_violations[0].field` -> `param` when ErrorInfo gave none.
-* `RetryInfo.retry_delay` -> `Retry-After` (whole seconds, rounded up, >= 1).
+* the door itself refuses a request (bad JSON, no route, body too large):
+  `door_error(Reason..., **facts)`, its HTTP status from `REASON_STATUS`;
+* a gRPC call failed: `from_grpc_status()`, the one gRPC -> HTTP conversion,
+  with the status table `HTTP_STATUS` and the rich details the core attaches in
+  `grpc-status-details-bin` (`google.rpc.Status`):
+
+  * `ErrorInfo.reason` -> `code` (lower-cased), unless `metadata["code"]` is
+    given (verbatim; `""` means none); `metadata["param"]` -> `param`;
+    `metadata["http_status"]` -> the exact HTTP status; `metadata["type"]` ->
+    `type` (the dialect's error type, chosen by the core).
+  * `BadRequest.field_violations[0].field` -> `param` when ErrorInfo gave none.
+  * `RetryInfo.retry_delay` -> `Retry-After` (whole seconds, rounded up, >= 1).
+
+`as_http_error()` is what the error handler calls for any exception.
 """
 
 from __future__ import annotations
 
-import json
+import enum
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field
 
 import grpc
+import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
-    "STATUS_TABLE",
-    "ApiError",
-    "error_body",
+    "HTTP_STATUS",
+    "REASON_STATUS",
+    "HttpError",
+    "Reason",
+    "as_http_error",
+    "door_error",
     "from_grpc_status",
     "http_status_for",
 ]
@@ -36,129 +47,161 @@ _log = logging.getLogger(__name__)
 
 DETAILS_KEY = "grpc-status-details-bin"
 
-INVALID_REQUEST = "invalid_request_error"
-SERVER_ERROR = "server_error"
+C = grpc.StatusCode
 
-# gRPC code -> (HTTP status, OpenAI error type). Rows the design table does
-# not fix follow grpc-gateway's choices, with OpenAI's type names.
-STATUS_TABLE: Mapping[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, INVALID_REQUEST),
+# gRPC code -> HTTP status. Rows the design table does not fix follow
+# grpc-gateway's choices.
+HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
+    C.INVALID_ARGUMENT: 400,
     # A failed precondition is something the caller can fix, not a server fault.
-    grpc.StatusCode.FAILED_PRECONDITION: (400, INVALID_REQUEST),
-    grpc.StatusCode.OUT_OF_RANGE: (400, INVALID_REQUEST),
-    # OpenAI reports a bad API key as an invalid request, not a distinct type.
-    grpc.StatusCode.UNAUTHENTICATED: (401, INVALID_REQUEST),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied_error"),
-    grpc.StatusCode.NOT_FOUND: (404, "not_found_error"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "conflict_error"),
-    grpc.StatusCode.ABORTED: (409, "conflict_error"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    C.FAILED_PRECONDITION: 400,
+    C.OUT_OF_RANGE: 400,
+    C.UNAUTHENTICATED: 401,
+    C.PERMISSION_DENIED: 403,
+    C.NOT_FOUND: 404,
+    C.ALREADY_EXISTS: 409,
+    C.ABORTED: 409,
+    C.RESOURCE_EXHAUSTED: 429,
     # 499 is nginx's "client closed request": the caller gave up, not us.
-    grpc.StatusCode.CANCELLED: (499, INVALID_REQUEST),
-    grpc.StatusCode.UNKNOWN: (500, SERVER_ERROR),
-    grpc.StatusCode.INTERNAL: (500, SERVER_ERROR),
-    grpc.StatusCode.DATA_LOSS: (500, SERVER_ERROR),
-    grpc.StatusCode.UNIMPLEMENTED: (501, SERVER_ERROR),
-    grpc.StatusCode.UNAVAILABLE: (503, SERVER_ERROR),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout_error"),
+    C.CANCELLED: 499,
+    C.UNKNOWN: 500,
+    C.INTERNAL: 500,
+    C.DATA_LOSS: 500,
+    C.UNIMPLEMENTED: 501,
+    C.UNAVAILABLE: 503,
+    C.DEADLINE_EXCEEDED: 504,
 }
 
 # Codes whose message is meant for the caller even without rich details. For
 # the others, a status without details may come from the gRPC library itself
 # (e.g. "failed to connect to all addresses; ... ipv4:10.0.0.5:50051"), so the
-# message is replaced by a generic one and only logged.
+# message is dropped (the dialect words a generic one) and only logged.
 _CALLER_CODES = frozenset(
     {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        C.INVALID_ARGUMENT,
+        C.FAILED_PRECONDITION,
+        C.OUT_OF_RANGE,
+        C.UNAUTHENTICATED,
+        C.PERMISSION_DENIED,
+        C.NOT_FOUND,
+        C.ALREADY_EXISTS,
+        C.ABORTED,
+        C.RESOURCE_EXHAUSTED,
     }
 )
 
-_GENERIC_MESSAGES: Mapping[grpc.StatusCode, str] = {
-    grpc.StatusCode.CANCELLED: "The request was cancelled.",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "The request timed out.",
-    grpc.StatusCode.UNAVAILABLE: "The service is temporarily unavailable. Please retry.",
-    grpc.StatusCode.UNIMPLEMENTED: "This operation is not implemented.",
-}
-GENERIC_SERVER_MESSAGE = "The server had an error while processing your request."
 
-# Written when even the envelope cannot be serialized.
-FALLBACK_BODY = (
-    b'{"error":{"message":"The server had an error while processing your request.",'
-    b'"type":"server_error","param":null,"code":null}}'
-)
+class Reason(enum.Enum):
+    """Why the door itself refused or failed a request (the dialect words each).
+
+    The facts each one carries for the dialect's wording are listed; `param`
+    is always available too.
+    """
+
+    INVALID_JSON = "invalid_json"
+    NESTED_TOO_DEEPLY = "nested_too_deeply"
+    BODY_NOT_OBJECT = "body_not_object"  # got: what the body was ("an array")
+    INVALID_TYPE = "invalid_type"  # expected, got: noun phrases ("an integer")
+    INVALID_TYPE_IN_URL = "invalid_type_in_url"  # expected; text: what was sent
+    INVALID_VALUE = "invalid_value"  # why: one sentence
+    UNKNOWN_PARAMETER = "unknown_parameter"
+    NO_ROUTE = "no_route"  # method, path
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # method, path, allowed
+    BODY_TOO_LARGE = "body_too_large"  # limit: bytes
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNREADABLE_BODY = "unreadable_body"
+    NOT_RUNNING = "not_running"
+    INTERNAL = "internal"
+
+
+# Reason -> (HTTP status, gRPC code of its kind). The code picks the
+# dialect's error type, as for errors from the core.
+REASON_STATUS: Mapping[Reason, tuple[int, grpc.StatusCode]] = {
+    Reason.INVALID_JSON: (400, C.INVALID_ARGUMENT),
+    Reason.NESTED_TOO_DEEPLY: (400, C.INVALID_ARGUMENT),
+    Reason.BODY_NOT_OBJECT: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_TYPE: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_TYPE_IN_URL: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_VALUE: (400, C.INVALID_ARGUMENT),
+    Reason.UNKNOWN_PARAMETER: (400, C.INVALID_ARGUMENT),
+    # Routing errors are the caller's: an invalid request, not a missing resource.
+    Reason.NO_ROUTE: (404, C.INVALID_ARGUMENT),
+    Reason.METHOD_NOT_ALLOWED: (405, C.INVALID_ARGUMENT),
+    Reason.BODY_TOO_LARGE: (413, C.INVALID_ARGUMENT),
+    Reason.UNSUPPORTED_MEDIA_TYPE: (415, C.INVALID_ARGUMENT),
+    Reason.UNREADABLE_BODY: (400, C.INVALID_ARGUMENT),
+    Reason.NOT_RUNNING: (503, C.UNAVAILABLE),
+    Reason.INTERNAL: (500, C.INTERNAL),
+}
 
 
 @dataclass(slots=True)
-class ApiError(Exception):
-    """An error to send to the HTTP caller as an OpenAI envelope.
+class HttpError(Exception):
+    """An error to send to the HTTP caller, before a dialect words it.
 
     Attributes:
         http_status: The HTTP status code.
-        message: Human-readable text for the caller (never a stack trace).
-        type: OpenAI error type, e.g. `invalid_request_error`.
+        grpc_code: The kind of error, as a gRPC code (it picks the dialect's
+            error type when `type` is None).
+        reason: The door's own reason, or None for an error from the core.
+        facts: The values the dialect's wording of `reason` uses.
+        message: The core's message for the caller, or None (the dialect
+            words one for `reason`, or a generic one for `grpc_code`).
         param: The offending parameter, or None.
-        code: A machine-readable code such as `unknown_parameter`, or None.
+        code: A machine-readable code from the core (e.g. `model_not_found`),
+            or None. For door errors the dialect gives the code.
+        type: The dialect's error type when the core chose it, else None.
         headers: Extra response headers (e.g. `Retry-After`, `Allow`).
     """
 
     http_status: int
-    message: str
-    type: str = INVALID_REQUEST
+    _: KW_ONLY
+    grpc_code: grpc.StatusCode = C.INVALID_ARGUMENT
+    reason: Reason | None = None
+    facts: Mapping[str, object] = field(default_factory=dict)
+    message: str | None = None
     param: str | None = None
     code: str | None = None
+    type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{self.http_status} {self.type}: {self.message}"
-
-    def body(self) -> bytes:
-        """The serialized envelope."""
-        return error_body(self.message, self.type, self.param, self.code)
+        kind = self.reason.value if self.reason is not None else self.grpc_code.name
+        return f"{self.http_status} {kind}: {self.message or dict(self.facts)}"
 
 
-def error_body(message: Any, type_: Any, param: Any = None, code: Any = None) -> bytes:
-    """Serializes the OpenAI error envelope; never raises.
-
-    Args:
-        message: Text for the caller.
-        type_: OpenAI error type.
-        param: Offending parameter, or None (JSON null).
-        code: Machine-readable code, or None (JSON null).
-
-    Returns:
-        UTF-8 JSON bytes; a constant generic body if anything goes wrong.
-    """
-    try:
-        error = {
-            "message": str(message),
-            "type": str(type_),
-            "param": None if param is None else str(param),
-            "code": None if code is None else str(code),
-        }
-        return json.dumps({"error": error}, ensure_ascii=False).encode("utf-8")
-    except Exception:  # the one place where anything goes: the body must exist
-        _log.exception("could not serialize an error envelope")
-        return FALLBACK_BODY
-
-
-def http_status_for(code: grpc.StatusCode) -> tuple[int, str]:
-    """The HTTP status and OpenAI error type for a gRPC code.
+def door_error(
+    reason: Reason,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+    **facts: object,
+) -> HttpError:
+    """The error for one of the door's own refusals.
 
     Args:
-        code: The gRPC status code.
+        reason: What went wrong.
+        param: The offending parameter, or None.
+        headers: Extra response headers.
+        **facts: The values the wording of `reason` uses (see `Reason`).
 
     Returns:
-        `(http_status, type)`; `(500, "server_error")` for anything unknown.
+        The error, with its status from `REASON_STATUS`.
     """
-    return STATUS_TABLE.get(code, (500, SERVER_ERROR))
+    http_status, grpc_code = REASON_STATUS[reason]
+    return HttpError(
+        http_status,
+        grpc_code=grpc_code,
+        reason=reason,
+        facts=facts,
+        param=param,
+        headers=headers or {},
+    )
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    """The HTTP status for a gRPC code; 500 for anything unknown."""
+    return HTTP_STATUS.get(code, 500)
 
 
 def _parse_details(
@@ -186,8 +229,8 @@ def from_grpc_status(
     code: grpc.StatusCode,
     details: str | None,
     trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
-) -> ApiError:
-    """Builds the HTTP error for a failed gRPC call.
+) -> HttpError:
+    """Builds the HTTP error for a failed gRPC call: the one conversion.
 
     Args:
         code: The call's status code.
@@ -198,18 +241,15 @@ def from_grpc_status(
     Returns:
         The error to send; never raises on malformed details (they are ignored).
     """
-    http_status, type_ = http_status_for(code)
     rich = _parse_details(trailing_metadata)
-    message = details or ""
+    message = details or None
     if rich is None and code not in _CALLER_CODES:
         if message:
             _log.warning("gRPC %s without details: %s", code.name, message)
-        message = _GENERIC_MESSAGES.get(code, GENERIC_SERVER_MESSAGE)
-    elif not message:
-        message = (rich.message if rich else "") or _GENERIC_MESSAGES.get(
-            code, GENERIC_SERVER_MESSAGE if http_status >= 500 else "Invalid request."
-        )
-    error = ApiError(http_status, message, type_)
+        message = None
+    elif not message and rich is not None:
+        message = rich.message or None
+    error = HttpError(http_status_for(code), grpc_code=code, message=message)
     if rich is None:
         return error
 
@@ -243,3 +283,22 @@ def from_grpc_status(
     if error.param is None and bad_request.field_violations:
         error.param = bad_request.field_violations[0].field or None
     return error
+
+
+def as_http_error(exc: Exception, where: str = "") -> HttpError:
+    """The HTTP error for any exception met while serving a request.
+
+    Args:
+        exc: What was raised: the door's own error, a failed gRPC call, or a
+            bug (logged with its traceback, never shown to the caller).
+        where: What was being served, for the log (e.g. `POST /v1/x`).
+
+    Returns:
+        The error to send.
+    """
+    if isinstance(exc, HttpError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return from_grpc_status(exc.code(), exc.details(), exc.trailing_metadata())
+    _log.error("unexpected error for %s", where or "a request", exc_info=exc)
+    return door_error(Reason.INTERNAL)

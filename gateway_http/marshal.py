@@ -23,15 +23,17 @@ parameters when the body is not `"*"`, are then set by field path. Decisions:
 * `null` means unset.
 * A top-level key the message does not declare is rejected (`unknown_parameter`),
   unless the message has a `google.protobuf.Struct` field marked
-  `(aqueduct.api.v1.collects_unknown_fields) = true`: such keys are collected
+  `(gateway_http.api.v1.collects_unknown_fields) = true`: such keys are collected
   there, and the core decides. That field cannot be set by its own name.
+
+Refusals are raised as `HttpError`s carrying a `Reason` and its facts (the
+param, and noun phrases such as "an integer"); the dialect words them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import json
 import math
 import struct
@@ -43,24 +45,17 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway_http.errors import ApiError
+from gateway_http.api.v1 import annotations_pb2
+from gateway_http.errors import HttpError, Reason, door_error
 
 __all__ = ["Marshaler", "RequestDecoder", "ResponseEncoder"]
 
 _Conv = Callable[[Any], Any]
 _FD = FieldDescriptor
 
-# Imported by name: the .pyi protoc generates for an extension-only file does not
-# type-check (`ClassVar` at module level), and only the extension object is needed.
-_COLLECTS_UNKNOWN_FIELDS: Any = importlib.import_module(
-    "aqueduct.api.v1.annotations_pb2"
-).collects_unknown_fields
-
-_TOO_DEEP = "The JSON body of your request is nested too deeply."
-_INVALID_JSON = (
-    "We could not parse the JSON body of your request. The API expects a JSON "
-    "object in the request body; what was sent was not valid JSON."
-)
+# protoc's .pyi types an extension as a plain FieldDescriptor, which
+# types-protobuf's `Extensions[...]` refuses: used untyped.
+_COLLECTS_UNKNOWN_FIELDS: Any = annotations_pb2.collects_unknown_fields
 
 _INT_TYPES = frozenset(
     {_FD.CPPTYPE_INT32, _FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT32, _FD.CPPTYPE_UINT64}
@@ -107,7 +102,7 @@ def _is_map(fd: FieldDescriptor) -> bool:
 
 
 def _json_kind(value: Any) -> str:
-    """OpenAI's name for the JSON type of a decoded value."""
+    """The JSON type of a decoded value, as a noun phrase (a fact for the dialect)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -123,21 +118,16 @@ def _json_kind(value: Any) -> str:
     return "an object"
 
 
-def _invalid_type(param: str, expected: str, value: Any) -> ApiError:
-    return ApiError(
-        400,
-        f"Invalid type for '{param}': expected {expected}, but got {_json_kind(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
+def _invalid_type(param: str, expected: str, value: Any) -> HttpError:
+    return door_error(Reason.INVALID_TYPE, param=param, expected=expected, got=_json_kind(value))
 
 
-def _invalid_value(param: str, why: str) -> ApiError:
-    return ApiError(400, f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+def _invalid_value(param: str, why: str) -> HttpError:
+    return door_error(Reason.INVALID_VALUE, param=param, why=why)
 
 
-def _unknown_parameter(param: str) -> ApiError:
-    return ApiError(400, f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+def _unknown_parameter(param: str) -> HttpError:
+    return door_error(Reason.UNKNOWN_PARAMETER, param=param)
 
 
 # --------------------------------------------------------------------------- requests
@@ -209,7 +199,7 @@ class _MessagePlan:
             prefix: Dotted path of `msg` inside the request, for error `param`s.
 
         Raises:
-            ApiError: A 400 naming the offending key.
+            HttpError: A 400 naming the offending key.
         """
         fields = self.fields
         delegated: dict[str, Any] | None = None
@@ -310,12 +300,7 @@ def _from_text(fd: FieldDescriptor, text: str, param: str) -> Any:
         if cpp in _FLOAT_TYPES
         else kinds.get(cpp, "base64")
     )
-    raise ApiError(
-        400,
-        f"Invalid type for '{param}': expected {expected}, but got '{text[:100]}'.",
-        param=param,
-        code="invalid_type",
-    )
+    raise door_error(Reason.INVALID_TYPE_IN_URL, param=param, expected=expected, text=text[:100])
 
 
 def _resolve(descriptor: Descriptor, field_path: str) -> list[FieldDescriptor] | None:
@@ -427,20 +412,20 @@ class RequestDecoder:
             The request message.
 
         Raises:
-            ApiError: A 400 naming the problem.
+            HttpError: A 400 naming the problem.
         """
         msg = self._message_class()
         if body and self.uses_body:
             try:
                 value = json.loads(body)
             except ValueError:
-                raise ApiError(400, _INVALID_JSON) from None
+                raise door_error(Reason.INVALID_JSON) from None
             except RecursionError:  # a hostile body can nest past Python's stack
-                raise ApiError(400, _TOO_DEEP) from None
+                raise door_error(Reason.NESTED_TOO_DEEPLY) from None
             try:
                 self._fill_body(msg, value)
             except RecursionError:
-                raise ApiError(400, _TOO_DEEP) from None
+                raise door_error(Reason.NESTED_TOO_DEEPLY) from None
         if query is not None and self.uses_query:
             self._fill_query(msg, query)
         for var, text in path_vars.items():
@@ -451,11 +436,7 @@ class RequestDecoder:
         spec = self._body_field
         if spec is None:  # body "*"
             if type(value) is not dict:
-                raise ApiError(
-                    400,
-                    f"The request body must be a JSON object, but got {_json_kind(value)}.",
-                    code="invalid_type",
-                )
+                raise door_error(Reason.BODY_NOT_OBJECT, got=_json_kind(value))
             self._plan.fill(msg, value)
         elif value is None:
             return

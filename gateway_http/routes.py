@@ -2,14 +2,16 @@
 
 Nothing here knows a particular service: every method that carries a
 `google.api.http` rule (and each of its `additional_bindings`) becomes a
-`Route`. `discover_services()` imports every `*_pb2` module below a package
-(by default the generated `aqueduct` package), so a new proto file with http
-options appears on the HTTP door without any change to this code.
+`Route`. `discover_services()` imports every `*_pb2` module below the packages
+it is given, so a new proto file with http options appears on the HTTP door
+without any change to this code.
 
-Two more facts come from the descriptors: whether a route answers with a
-`google.api.HttpBody` (raw bytes with their content type), and whether its
-method has a server-streaming twin (`aqueduct.api.v1.streaming_twin`) that
-serves the request, as Server-Sent Events, when a flag field is true.
+Two more facts come from the descriptors, and fix each route's response mode
+(see `gateway_http.endpoints`): whether it answers with a `google.api.HttpBody`
+(raw bytes with their content type), and whether its method has a
+server-streaming twin (`gateway_http.api.v1.streaming_twin`, the door's own
+option) that serves the request, as Server-Sent Events, when a flag field is
+true.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, Servic
 from google.protobuf.message import Message
 
 from gateway_http import path_template
-from gateway_http.errors import ApiError
+from gateway_http.api.v1 import annotations_pb2
+from gateway_http.errors import Reason, door_error
 from gateway_http.path_template import PathTemplate
 
 __all__ = [
@@ -41,12 +44,11 @@ __all__ = [
     "http_rules",
 ]
 
-DEFAULT_PACKAGE = "aqueduct"
 HTTP_BODY = "google.api.HttpBody"
 
-# Imported by name: the .pyi protoc generates for an extension-only file does not
-# type-check (`ClassVar` at module level), and only the extension object is needed.
-_STREAMING_TWIN: Any = importlib.import_module("aqueduct.api.v1.annotations_pb2").streaming_twin
+# protoc's .pyi types an extension as a plain FieldDescriptor, which
+# types-protobuf's `HasExtension`/`Extensions[...]` refuse: used untyped.
+_STREAMING_TWIN: Any = annotations_pb2.streaming_twin
 
 T = TypeVar("T")
 
@@ -222,13 +224,12 @@ def _walk_modules(package: ModuleType) -> Iterable[ModuleType]:
             yield importlib.import_module(info.name)
 
 
-def discover_services(
-    packages: Iterable[str | ModuleType] = (DEFAULT_PACKAGE,),
-) -> list[ServiceDescriptor]:
+def discover_services(packages: Iterable[str | ModuleType]) -> list[ServiceDescriptor]:
     """Every service with at least one http rule in the `*_pb2` modules below `packages`.
 
     Args:
-        packages: Packages (names or modules) holding generated code.
+        packages: Packages (names or modules) holding generated code, e.g.
+            the product's generated package.
 
     Returns:
         The service descriptors, sorted by full name (deterministic routing).
@@ -307,7 +308,7 @@ class RouteTable(Generic[T]):
             `(value, variables)`.
 
         Raises:
-            ApiError: 404 when no template matches the path, 405 (with `Allow`)
+            HttpError: 404 when no template matches the path, 405 (with `Allow`)
                 when some do but not for this verb.
         """
         allowed: set[str] = set()
@@ -325,10 +326,14 @@ class RouteTable(Generic[T]):
             if value is not None:
                 return value, bound
             allowed.update(methods)
-        where = f"({http_method} {raw_path[:200]})"
+        path = raw_path[:200]
         if allowed:
             allow = ", ".join(sorted(allowed))
-            raise ApiError(
-                405, f"Method not allowed {where}. Allowed: {allow}.", headers={"Allow": allow}
+            raise door_error(
+                Reason.METHOD_NOT_ALLOWED,
+                headers={"Allow": allow},
+                method=http_method,
+                path=path,
+                allowed=allow,
             )
-        raise ApiError(404, f"Invalid URL {where}.")
+        raise door_error(Reason.NO_ROUTE, method=http_method, path=path)

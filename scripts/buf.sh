@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs buf (from the npm package @bufbuild/buf) on protos/: lint and a format check.
+# Runs buf (from the npm package @bufbuild/buf) on protos/ and gateway_http/protos/:
+# lint and a format check.
 # The googleapis protos we import are copied from the googleapis-common-protos
 # wheel into build/protodeps, so buf needs no network module dependency.
 set -euo pipefail
@@ -14,5 +15,7 @@ mkdir -p build/protodeps/google/api
 cp "$googleapis/annotations.proto" "$googleapis/http.proto" "$googleapis/httpbody.proto" \
   build/protodeps/google/api/
 build/buf/node_modules/.bin/buf lint
-build/buf/node_modules/.bin/buf format --diff --exit-code protos
+for root in protos gateway_http/protos; do
+  build/buf/node_modules/.bin/buf format --diff --exit-code "$root"
+done
 echo "buf lint and buf format: clean"

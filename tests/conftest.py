@@ -150,7 +150,9 @@ async def secret(gateway: Core) -> str:
 @pytest.fixture
 async def http_door(core: GrpcServer) -> AsyncIterator[str]:
     """The real HTTP app on a real loopback port, in front of the real core."""
-    runner = web.AppRunner(create_app(grpc_target=f"127.0.0.1:{core.port}"))
+    runner = web.AppRunner(
+        create_app(grpc_target=f"127.0.0.1:{core.port}", proto_packages=["aqueduct"])
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -7,6 +7,7 @@ details on demand), not the real core.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,7 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from gateway_http import GATEWAY, create_app
+from gateway_http import OPENAI, TRANSCODER, Reason, create_app
+from gateway_http.endpoints import UnaryEndpoint
 from tests.http import test_testproto as tp
 from tests.http.test_errors import STATUS_ROWS
 
@@ -155,10 +157,12 @@ async def test_list_models_both_bindings(client: TestClient[Any, Any], path: str
     }
 
 
-async def test_default_services_are_discovered(
+async def test_services_are_discovered_in_proto_packages(
     core: ImageCore, aiohttp_client: ClientFactory
 ) -> None:
-    client = await aiohttp_client(create_app(grpc_target=f"127.0.0.1:{core.port}"))
+    client = await aiohttp_client(
+        create_app(grpc_target=f"127.0.0.1:{core.port}", proto_packages=["aqueduct"])
+    )
     resp = await client.get("/v1/models")
     assert resp.status == 200
     assert (await resp.json())["object"] == "list"
@@ -412,10 +416,11 @@ async def test_front_exception_is_a_500_logged_not_sent(
         def encode(self, msg: Any) -> bytes:
             raise KeyError("front-internal-detail")
 
-    gateway = client.app[GATEWAY] if client.app is not None else None
-    assert gateway is not None
-    for endpoint in gateway.routes.values():
-        endpoint.encoder = Broken()  # type: ignore[assignment]
+    transcoder = client.app[TRANSCODER] if client.app is not None else None
+    assert transcoder is not None
+    for endpoint in transcoder.routes.values():
+        if isinstance(endpoint, UnaryEndpoint):
+            endpoint.encoder = Broken()  # type: ignore[assignment]
     resp = await client.get("/v1/models")
     text = await resp.text()
     error = await error_of(resp, 500)
@@ -439,6 +444,46 @@ async def test_unreachable_core_is_503_without_address(aiohttp_client: ClientFac
     assert (await client.get("/healthz")).status == 503
 
 
+# ------------------------------------------------------------------ dialect
+
+# Another envelope, content type and wording: what a dialect decides.
+PLAIN = dataclasses.replace(
+    OPENAI,
+    envelope=lambda f: {"failure": {"text": f.message, "kind": f.type, "field": f.param}},
+    messages={**OPENAI.messages, Reason.NO_ROUTE: "Nothing at {path}."},
+    type_names={**OPENAI.type_names, C.NOT_FOUND: "missing"},
+    content_type="application/problem+json",
+)
+
+
+async def test_a_custom_dialect_words_and_shapes_door_and_grpc_errors(
+    core: ImageCore, aiohttp_client: ClientFactory
+) -> None:
+    client = await aiohttp_client(
+        create_app(grpc_target=f"127.0.0.1:{core.port}", services=[IMAGES], dialect=PLAIN)
+    )
+    resp = await client.get("/v1/nothing")
+    assert (resp.status, resp.content_type) == (404, "application/problem+json")
+    assert await resp.json(content_type=None) == {
+        "failure": {
+            "text": "Nothing at /v1/nothing.",
+            "kind": "invalid_request_error",
+            "field": None,
+        }
+    }
+    resp = await client.post("/v1/images/generations", json={"prompt": "p", "nope": 1})
+    assert resp.status == 200  # the collector takes unknown keys: the core decides
+    resp = await client.post("/v1/images/generations", json={"prompt": 5})
+    assert (await resp.json(content_type=None))["failure"]["field"] == "prompt"
+
+    core.fail = abort_with(C.NOT_FOUND, "No such model.")
+    resp = await client.get("/v1/models")
+    assert (resp.status, resp.content_type) == (404, "application/problem+json")
+    assert await resp.json(content_type=None) == {
+        "failure": {"text": "No such model.", "kind": "missing", "field": None}
+    }
+
+
 # -------------------------------------------------------- health, lifecycle
 
 
@@ -454,25 +499,31 @@ async def test_healthz(client: TestClient[Any, Any], core: ImageCore) -> None:
 
 async def test_channel_lives_between_startup_and_cleanup(core: ImageCore) -> None:
     app = create_app(grpc_target=f"127.0.0.1:{core.port}", services=[IMAGES])
-    gateway = app[GATEWAY]
+    transcoder = app[TRANSCODER]
     runner = web.AppRunner(app)
-    assert gateway.channel is None
+    assert transcoder.channel is None
     await runner.setup()
     try:
-        assert gateway.channel is not None
-        assert all(e.call is not None for e in gateway.routes.values())
+        assert transcoder.channel is not None
+        assert all(e.bound for e in transcoder.routes.values())
     finally:
         await runner.cleanup()
-    assert gateway.channel is None
-    assert all(e.call is None for e in gateway.routes.values())
+    assert transcoder.channel is None
+    assert not any(e.bound for e in transcoder.routes.values())
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_body_bytes": 0}, {"call_timeout": 0}, {"call_timeout": -1.0}]
+    "kwargs",
+    [
+        {"max_body_bytes": 0},
+        {"call_timeout": 0},
+        {"call_timeout": -1.0},
+        {"services": None},  # and no proto_packages: nothing to serve
+    ],
 )
 def test_invalid_options_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        create_app(grpc_target="127.0.0.1:1", services=[IMAGES], **kwargs)
+        create_app(grpc_target="127.0.0.1:1", **{"services": [IMAGES], **kwargs})
 
 
 @pytest.mark.parametrize(

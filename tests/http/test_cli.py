@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from gateway_http import cli
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES
 from gateway_http.cli import build_parser
 
@@ -33,6 +37,22 @@ def test_options() -> None:
         ]
     )
     assert (args.port, args.max_body_bytes, args.call_timeout) == (9, 10, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "packages"),
+    [
+        ([], ("aqueduct",)),  # the command's default, not the library's
+        (["--proto-package", "a", "--proto-package", "b"], ["a", "b"]),  # replaces it
+    ],
+)
+def test_proto_packages_reach_the_app(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], packages: Any
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(cli, "run", lambda **kwargs: seen.update(kwargs))
+    cli.main(["--grpc-target", "core:1", *flags])
+    assert seen["proto_packages"] == packages
 
 
 def test_python_dash_m_entry_point() -> None:

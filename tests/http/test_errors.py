@@ -1,19 +1,21 @@
-"""Unit tests of gateway_http.errors: the status table, details, the envelope."""
+"""Unit tests of gateway_http.errors: the status table, rich details, door errors."""
 
 from __future__ import annotations
 
-import json
-
 import grpc
+import grpc.aio
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from gateway_http.dialect import OPENAI
 from gateway_http.errors import (
-    FALLBACK_BODY,
-    STATUS_TABLE,
-    ApiError,
-    error_body,
+    HTTP_STATUS,
+    REASON_STATUS,
+    HttpError,
+    Reason,
+    as_http_error,
+    door_error,
     from_grpc_status,
     http_status_for,
 )
@@ -44,18 +46,20 @@ STATUS_ROWS = [
 
 @pytest.mark.parametrize(("code", "http_status", "type_"), STATUS_ROWS)
 def test_status_table(code: grpc.StatusCode, http_status: int, type_: str) -> None:
-    assert http_status_for(code) == (http_status, type_)
+    assert http_status_for(code) == http_status
     error = from_grpc_status(code, "msg", ())
-    assert (error.http_status, error.type, error.param, error.code) == (
+    assert (error.http_status, error.grpc_code, error.param, error.code) == (
         http_status,
-        type_,
+        code,
         None,
         None,
     )
+    assert OPENAI.describe(error).type == type_
 
 
 def test_every_error_code_has_a_row() -> None:
-    assert set(STATUS_TABLE) == set(C) - {C.OK}
+    assert set(HTTP_STATUS) == set(C) - {C.OK}
+    assert set(REASON_STATUS) == set(Reason)
 
 
 def _trailers(*details: object, code: int = code_pb2.INVALID_ARGUMENT) -> list[tuple[str, bytes]]:
@@ -87,7 +91,7 @@ def test_error_info_metadata_overrides() -> None:
         },
     )
     error = from_grpc_status(C.INVALID_ARGUMENT, "rejected", _trailers(info))
-    assert (error.http_status, error.type, error.param, error.code) == (
+    assert (error.http_status, OPENAI.describe(error).type, error.param, error.code) == (
         422,
         "image_generation_user_error",
         "prompt",
@@ -143,8 +147,10 @@ def test_server_errors_without_details_do_not_leak_their_message() -> None:
     leaked = "failed to connect to all addresses; last error: ipv4:10.1.2.3:50051"
     error = from_grpc_status(C.UNAVAILABLE, leaked, ())
     assert error.http_status == 503
-    assert "10.1.2.3" not in error.message
-    assert error.message
+    assert error.message is None  # the dialect words a generic one
+    message = OPENAI.describe(error).message
+    assert "10.1.2.3" not in message
+    assert message
 
 
 def test_client_errors_without_details_keep_their_message() -> None:
@@ -159,29 +165,37 @@ def test_server_error_with_details_keeps_its_message() -> None:
     assert error.code == "upstream_unavailable"
 
 
-def test_error_body_shape() -> None:
-    body = json.loads(error_body("Unknown parameter: 'x'.", "invalid_request_error", "x", "c"))
-    assert body == {
-        "error": {
-            "message": "Unknown parameter: 'x'.",
-            "type": "invalid_request_error",
-            "param": "x",
-            "code": "c",
-        }
-    }
-    assert json.loads(error_body("m", "server_error"))["error"]["param"] is None
-    assert json.loads(error_body("m", "server_error"))["error"]["code"] is None
+def test_door_error_takes_its_status_from_the_reason_table() -> None:
+    error = door_error(Reason.METHOD_NOT_ALLOWED, headers={"Allow": "GET"}, method="PUT", path="/")
+    assert (error.http_status, error.grpc_code, error.reason) == (
+        405,
+        C.INVALID_ARGUMENT,
+        Reason.METHOD_NOT_ALLOWED,
+    )
+    assert (dict(error.facts), error.headers, error.message) == (
+        {"method": "PUT", "path": "/"},
+        {"Allow": "GET"},
+        None,
+    )
+    assert door_error(Reason.NOT_RUNNING).http_status == 503
 
 
-def test_error_body_never_fails() -> None:
-    class Hostile:
-        def __str__(self) -> str:
-            raise RuntimeError("boom")
+def test_any_exception_becomes_an_http_error(caplog: pytest.LogCaptureFixture) -> None:
+    own = door_error(Reason.INVALID_JSON)
+    assert as_http_error(own) is own
+    failed = grpc.aio.AioRpcError(
+        C.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), details="No such model."
+    )
+    call_error = as_http_error(failed)
+    assert (call_error.http_status, call_error.grpc_code, call_error.message) == (
+        404,
+        C.NOT_FOUND,
+        "No such model.",
+    )
+    bug = as_http_error(KeyError("front-internal-detail"), "GET /x")
+    assert (bug.http_status, bug.reason, bug.message) == (500, Reason.INTERNAL, None)
+    assert "front-internal-detail" in caplog.text and "GET /x" in caplog.text
 
-    assert error_body(Hostile(), "x") == FALLBACK_BODY
-    assert json.loads(FALLBACK_BODY)["error"]["type"] == "server_error"
 
-
-def test_api_error_body() -> None:
-    error = ApiError(413, "too big", code="request_too_large")
-    assert json.loads(error.body())["error"]["code"] == "request_too_large"
+def test_http_error_str_is_for_logs() -> None:
+    assert str(HttpError(404, grpc_code=C.NOT_FOUND, message="gone")) == "404 NOT_FOUND: gone"

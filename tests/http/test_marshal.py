@@ -12,7 +12,8 @@ from google.protobuf import json_format
 
 from aqueduct.images.v1 import images_pb2 as img
 from gateway_http import marshal
-from gateway_http.errors import ApiError
+from gateway_http.dialect import OPENAI, ErrorFields
+from gateway_http.errors import HttpError
 from gateway_http.marshal import Marshaler
 from tests.http import test_testproto as tp
 
@@ -174,11 +175,12 @@ def decode(m: Marshaler, cls: Any, body: bytes | None, body_rule: str = "*", **k
     return decoder.decode(body, path_vars, kw.pop("query", None))
 
 
-def bad(m: Marshaler, cls: Any, body: bytes | None, **kw: Any) -> ApiError:
-    with pytest.raises(ApiError) as info:
+def bad(m: Marshaler, cls: Any, body: bytes | None, **kw: Any) -> ErrorFields:
+    """The refusal of a request, as the OpenAI dialect words it."""
+    with pytest.raises(HttpError) as info:
         decode(m, cls, body, **kw)
     assert info.value.http_status == 400
-    return info.value
+    return OPENAI.describe(info.value)
 
 
 def test_decode_generate_request(m: Marshaler) -> None:

@@ -11,15 +11,16 @@ from google.api import annotations_pb2 as google_annotations
 from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2
 
 from aqueduct.images.v1 import images_pb2
-from gateway_http.errors import ApiError
+from gateway_http.dialect import OPENAI
+from gateway_http.errors import HttpError, Reason
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
 from tests.http import test_testproto as tp
 
 IMAGES = images_pb2.DESCRIPTOR.services_by_name["ImageService"]
 
 
-def test_default_discovery_finds_the_image_service() -> None:
-    services = discover_services()
+def test_discovery_finds_the_image_service() -> None:
+    services = discover_services(["aqueduct"])
     assert IMAGES.full_name in [s.full_name for s in services]
 
 
@@ -115,10 +116,10 @@ def test_match_literal_and_templated() -> None:
 
 
 def test_unknown_path_is_404() -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         _table().match("GET", "/v1/nothing")
-    assert info.value.http_status == 404
-    assert "GET /v1/nothing" in info.value.message
+    assert (info.value.http_status, info.value.reason) == (404, Reason.NO_ROUTE)
+    assert "GET /v1/nothing" in OPENAI.describe(info.value).message
 
 
 @pytest.mark.parametrize(
@@ -131,9 +132,9 @@ def test_unknown_path_is_404() -> None:
     ],
 )
 def test_wrong_method_is_405_with_allow(method: str, path: str, allow: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(HttpError) as info:
         _table().match(method, path)
-    assert info.value.http_status == 405
+    assert (info.value.http_status, info.value.reason) == (405, Reason.METHOD_NOT_ALLOWED)
     assert info.value.headers == {"Allow": allow}
 
 

@@ -1,14 +1,14 @@
 """The HTTP runtime's generic raw-body and streaming features, on a proto that is not about images.
 
 A `Ticker` service is built as a descriptor at import time: `Count` has a
-server-streaming twin `CountLive` declared with `aqueduct.api.v1.streaming_twin`,
+server-streaming twin `CountLive` declared with `gateway_http.api.v1.streaming_twin`,
 and `Download` returns a `google.api.HttpBody` directly. Nothing in the runtime
 knows these names: everything comes from the descriptors.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,11 +21,12 @@ from google.api import httpbody_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from gateway_http import create_app
+from gateway_http import OPENAI, create_app
+from gateway_http.api.v1 import annotations_pb2
 from gateway_http.routes import build_routes
 
 PACKAGE = "gatewayhttp.ticker.v1"
-STREAMING_TWIN: Any = importlib.import_module("aqueduct.api.v1.annotations_pb2").streaming_twin
+STREAMING_TWIN: Any = annotations_pb2.streaming_twin  # untyped: see gateway_http.routes
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -39,7 +40,7 @@ def _file(name: str, *, twin_method: str = "CountLive", selector: str = "live") 
         dependency=[
             "google/api/annotations.proto",
             "google/api/httpbody.proto",
-            "aqueduct/api/v1/annotations.proto",
+            "gateway_http/api/v1/annotations.proto",
         ],
     )
     count = fdp.message_type.add(name="CountRequest")
@@ -238,6 +239,18 @@ def test_routes_carry_the_twin_and_raw_body_facts() -> None:
     assert twin is not None and twin.grpc_path.endswith("/CountLive")
     assert twin.response_class.DESCRIPTOR.full_name == CountLiveResponse.DESCRIPTOR.full_name
     assert by_method["Download"].http_body and not by_method["Count"].http_body
+
+
+async def test_the_dialect_names_and_shapes_the_error_event(ticker, aiohttp_client) -> None:
+    dialect = dataclasses.replace(
+        OPENAI, stream_error_event="failure", envelope=lambda f: {"failed": f.message}
+    )
+    client = await aiohttp_client(
+        create_app(grpc_target=f"127.0.0.1:{ticker[1]}", services=[SERVICE], dialect=dialect)
+    )
+    resp = await client.post("/good/count", json={"upto": 5, "live": True, "fail_after": 1})
+    frames = (await resp.text()).split("\n\n")
+    assert frames[1:] == ['event: failure\ndata: {"failed": "Counted too far."}', ""]
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from aqueduct.api.v1 import annotations_pb2 as aqueduct_dot_api_dot_v1_dot_annotations__pb2
+from gateway_http.api.v1 import annotations_pb2 as gateway__http_dot_api_dot_v1_dot_annotations__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61queduct/images/v1/images.proto\x12\x12\x61queduct.images.v1\x1a!aqueduct/api/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xfa\x04\n\x15GenerateImagesRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\x05model\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01n\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\x04size\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x12\n\x05style\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x1c\n\x0fresponse_format\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x11\n\x04user\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x17\n\nbackground\x18\t \x01(\tH\x07\x88\x01\x01\x12\x17\n\nmoderation\x18\n \x01(\tH\x08\x88\x01\x01\x12\x1f\n\x12output_compression\x18\x0b \x01(\x05H\t\x88\x01\x01\x12\x1a\n\routput_format\x18\x0c \x01(\tH\n\x88\x01\x01\x12\x1e\n\x11safety_identifier\x18\r \x01(\tH\x0b\x88\x01\x01\x12\x13\n\x06stream\x18\x0e \x01(\x08H\x0c\x88\x01\x01\x12\x1b\n\x0epartial_images\x18\x0f \x01(\x05H\r\x88\x01\x01\x12\x37\n\x10\x65xtra_parameters\x18\x64 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\x88\xb5\x18\x01\x42\x08\n\x06_modelB\x04\n\x02_nB\x07\n\x05_sizeB\n\n\x08_qualityB\x08\n\x06_styleB\x12\n\x10_response_formatB\x07\n\x05_userB\r\n\x0b_backgroundB\r\n\x0b_moderationB\x15\n\x13_output_compressionB\x10\n\x0e_output_formatB\x14\n\x12_safety_identifierB\t\n\x07_streamB\x11\n\x0f_partial_images\"\x95\x02\n\x16GenerateImagesResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aqueduct.images.v1.Image\x12\x17\n\nbackground\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\routput_format\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x11\n\x04size\x18\x06 \x01(\tH\x03\x88\x01\x01\x12-\n\x05usage\x18\x07 \x01(\x0b\x32\x1e.aqueduct.images.v1.ImageUsageB\r\n\x0b_backgroundB\x10\n\x0e_output_formatB\n\n\x08_qualityB\x07\n\x05_size\"u\n\x05Image\x12\x15\n\x08\x62\x36\x34_json\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x10\n\x03url\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x0erevised_prompt\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\x0b\n\t_b64_jsonB\x06\n\x04_urlB\x11\n\x0f_revised_prompt\"\xd2\x01\n\nImageUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12?\n\x14input_tokens_details\x18\x04 \x01(\x0b\x32!.aqueduct.images.v1.TokensDetails\x12@\n\x15output_tokens_details\x18\x05 \x01(\x0b\x32!.aqueduct.images.v1.TokensDetails\":\n\rTokensDetails\x12\x14\n\x0cimage_tokens\x18\x01 \x01(\x03\x12\x13\n\x0btext_tokens\x18\x02 \x01(\x03\"Y\n\x1bStreamGenerateImagesRequest\x12:\n\x07request\x18\x01 \x01(\x0b\x32).aqueduct.images.v1.GenerateImagesRequest\"\xcf\x02\n\x1cStreamGenerateImagesResponse\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08\x62\x36\x34_json\x18\x02 \x01(\x0c\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x11\n\x04size\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nbackground\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\routput_format\x18\x07 \x01(\tH\x03\x88\x01\x01\x12 \n\x13partial_image_index\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12-\n\x05usage\x18\t \x01(\x0b\x32\x1e.aqueduct.images.v1.ImageUsageB\x07\n\x05_sizeB\n\n\x08_qualityB\r\n\x0b_backgroundB\x10\n\x0e_output_formatB\x16\n\x14_partial_image_index\"6\n\x13GetImageFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\":\n\x14GetImageFileResponse\x12\"\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x13\n\x11ListModelsRequest\"M\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aqueduct.images.v1.Model\"F\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\x10\n\x08owned_by\x18\x04 \x01(\t2\xea\x04\n\x0cImageService\x12\xd5\x01\n\x0eGenerateImages\x12).aqueduct.images.v1.GenerateImagesRequest\x1a*.aqueduct.images.v1.GenerateImagesResponse\"l\x92\xb5\x18-\n\x14StreamGenerateImages\x12\x06stream\x1a\x07request\"\x04type\x82\xd3\xe4\x93\x02\x35\"\x16/v1/images/generations:\x01*Z\x18\"\x13/images/generations:\x01*\x12{\n\x14StreamGenerateImages\x12/.aqueduct.images.v1.StreamGenerateImagesRequest\x1a\x30.aqueduct.images.v1.StreamGenerateImagesResponse0\x01\x12\x88\x01\n\x0cGetImageFile\x12\'.aqueduct.images.v1.GetImageFileRequest\x1a(.aqueduct.images.v1.GetImageFileResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x17/v1/images/files/{name}b\x04\x66ile\x12z\n\nListModels\x12%.aqueduct.images.v1.ListModelsRequest\x1a&.aqueduct.images.v1.ListModelsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\n/v1/modelsZ\t\x12\x07/modelsB\'\n\x16\x63om.aqueduct.images.v1B\x0bImagesProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61queduct/images/v1/images.proto\x12\x12\x61queduct.images.v1\x1a%gateway_http/api/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xfa\x04\n\x15GenerateImagesRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\x05model\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01n\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\x04size\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x12\n\x05style\x18\x06 \x01(\tH\x04\x88\x01\x01\x12\x1c\n\x0fresponse_format\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x11\n\x04user\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x17\n\nbackground\x18\t \x01(\tH\x07\x88\x01\x01\x12\x17\n\nmoderation\x18\n \x01(\tH\x08\x88\x01\x01\x12\x1f\n\x12output_compression\x18\x0b \x01(\x05H\t\x88\x01\x01\x12\x1a\n\routput_format\x18\x0c \x01(\tH\n\x88\x01\x01\x12\x1e\n\x11safety_identifier\x18\r \x01(\tH\x0b\x88\x01\x01\x12\x13\n\x06stream\x18\x0e \x01(\x08H\x0c\x88\x01\x01\x12\x1b\n\x0epartial_images\x18\x0f \x01(\x05H\r\x88\x01\x01\x12\x37\n\x10\x65xtra_parameters\x18\x64 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\x88\xb5\x18\x01\x42\x08\n\x06_modelB\x04\n\x02_nB\x07\n\x05_sizeB\n\n\x08_qualityB\x08\n\x06_styleB\x12\n\x10_response_formatB\x07\n\x05_userB\r\n\x0b_backgroundB\r\n\x0b_moderationB\x15\n\x13_output_compressionB\x10\n\x0e_output_formatB\x14\n\x12_safety_identifierB\t\n\x07_streamB\x11\n\x0f_partial_images\"\x95\x02\n\x16GenerateImagesResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aqueduct.images.v1.Image\x12\x17\n\nbackground\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\routput_format\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x11\n\x04size\x18\x06 \x01(\tH\x03\x88\x01\x01\x12-\n\x05usage\x18\x07 \x01(\x0b\x32\x1e.aqueduct.images.v1.ImageUsageB\r\n\x0b_backgroundB\x10\n\x0e_output_formatB\n\n\x08_qualityB\x07\n\x05_size\"u\n\x05Image\x12\x15\n\x08\x62\x36\x34_json\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x10\n\x03url\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x1b\n\x0erevised_prompt\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\x0b\n\t_b64_jsonB\x06\n\x04_urlB\x11\n\x0f_revised_prompt\"\xd2\x01\n\nImageUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12?\n\x14input_tokens_details\x18\x04 \x01(\x0b\x32!.aqueduct.images.v1.TokensDetails\x12@\n\x15output_tokens_details\x18\x05 \x01(\x0b\x32!.aqueduct.images.v1.TokensDetails\":\n\rTokensDetails\x12\x14\n\x0cimage_tokens\x18\x01 \x01(\x03\x12\x13\n\x0btext_tokens\x18\x02 \x01(\x03\"Y\n\x1bStreamGenerateImagesRequest\x12:\n\x07request\x18\x01 \x01(\x0b\x32).aqueduct.images.v1.GenerateImagesRequest\"\xcf\x02\n\x1cStreamGenerateImagesResponse\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x10\n\x08\x62\x36\x34_json\x18\x02 \x01(\x0c\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x11\n\x04size\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07quality\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nbackground\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\routput_format\x18\x07 \x01(\tH\x03\x88\x01\x01\x12 \n\x13partial_image_index\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12-\n\x05usage\x18\t \x01(\x0b\x32\x1e.aqueduct.images.v1.ImageUsageB\x07\n\x05_sizeB\n\n\x08_qualityB\r\n\x0b_backgroundB\x10\n\x0e_output_formatB\x16\n\x14_partial_image_index\"6\n\x13GetImageFileRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\":\n\x14GetImageFileResponse\x12\"\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x13\n\x11ListModelsRequest\"M\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x19.aqueduct.images.v1.Model\"F\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\x10\n\x08owned_by\x18\x04 \x01(\t2\xea\x04\n\x0cImageService\x12\xd5\x01\n\x0eGenerateImages\x12).aqueduct.images.v1.GenerateImagesRequest\x1a*.aqueduct.images.v1.GenerateImagesResponse\"l\x92\xb5\x18-\n\x14StreamGenerateImages\x12\x06stream\x1a\x07request\"\x04type\x82\xd3\xe4\x93\x02\x35\"\x16/v1/images/generations:\x01*Z\x18\"\x13/images/generations:\x01*\x12{\n\x14StreamGenerateImages\x12/.aqueduct.images.v1.StreamGenerateImagesRequest\x1a\x30.aqueduct.images.v1.StreamGenerateImagesResponse0\x01\x12\x88\x01\n\x0cGetImageFile\x12\'.aqueduct.images.v1.GetImageFileRequest\x1a(.aqueduct.images.v1.GetImageFileResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x17/v1/images/files/{name}b\x04\x66ile\x12z\n\nListModels\x12%.aqueduct.images.v1.ListModelsRequest\x1a&.aqueduct.images.v1.ListModelsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\n/v1/modelsZ\t\x12\x07/modelsB\'\n\x16\x63om.aqueduct.images.v1B\x0bImagesProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,30 +44,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGESERVICE'].methods_by_name['GetImageFile']._serialized_options = b'\202\323\344\223\002\037\022\027/v1/images/files/{name}b\004file'
   _globals['_IMAGESERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_IMAGESERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\027\022\n/v1/modelsZ\t\022\007/models'
-  _globals['_GENERATEIMAGESREQUEST']._serialized_start=178
-  _globals['_GENERATEIMAGESREQUEST']._serialized_end=812
-  _globals['_GENERATEIMAGESRESPONSE']._serialized_start=815
-  _globals['_GENERATEIMAGESRESPONSE']._serialized_end=1092
-  _globals['_IMAGE']._serialized_start=1094
-  _globals['_IMAGE']._serialized_end=1211
-  _globals['_IMAGEUSAGE']._serialized_start=1214
-  _globals['_IMAGEUSAGE']._serialized_end=1424
-  _globals['_TOKENSDETAILS']._serialized_start=1426
-  _globals['_TOKENSDETAILS']._serialized_end=1484
-  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_start=1486
-  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_end=1575
-  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_start=1578
-  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_end=1913
-  _globals['_GETIMAGEFILEREQUEST']._serialized_start=1915
-  _globals['_GETIMAGEFILEREQUEST']._serialized_end=1969
-  _globals['_GETIMAGEFILERESPONSE']._serialized_start=1971
-  _globals['_GETIMAGEFILERESPONSE']._serialized_end=2029
-  _globals['_LISTMODELSREQUEST']._serialized_start=2031
-  _globals['_LISTMODELSREQUEST']._serialized_end=2050
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2052
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2129
-  _globals['_MODEL']._serialized_start=2131
-  _globals['_MODEL']._serialized_end=2201
-  _globals['_IMAGESERVICE']._serialized_start=2204
-  _globals['_IMAGESERVICE']._serialized_end=2822
+  _globals['_GENERATEIMAGESREQUEST']._serialized_start=182
+  _globals['_GENERATEIMAGESREQUEST']._serialized_end=816
+  _globals['_GENERATEIMAGESRESPONSE']._serialized_start=819
+  _globals['_GENERATEIMAGESRESPONSE']._serialized_end=1096
+  _globals['_IMAGE']._serialized_start=1098
+  _globals['_IMAGE']._serialized_end=1215
+  _globals['_IMAGEUSAGE']._serialized_start=1218
+  _globals['_IMAGEUSAGE']._serialized_end=1428
+  _globals['_TOKENSDETAILS']._serialized_start=1430
+  _globals['_TOKENSDETAILS']._serialized_end=1488
+  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_start=1490
+  _globals['_STREAMGENERATEIMAGESREQUEST']._serialized_end=1579
+  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_start=1582
+  _globals['_STREAMGENERATEIMAGESRESPONSE']._serialized_end=1917
+  _globals['_GETIMAGEFILEREQUEST']._serialized_start=1919
+  _globals['_GETIMAGEFILEREQUEST']._serialized_end=1973
+  _globals['_GETIMAGEFILERESPONSE']._serialized_start=1975
+  _globals['_GETIMAGEFILERESPONSE']._serialized_end=2033
+  _globals['_LISTMODELSREQUEST']._serialized_start=2035
+  _globals['_LISTMODELSREQUEST']._serialized_end=2054
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2056
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2133
+  _globals['_MODEL']._serialized_start=2135
+  _globals['_MODEL']._serialized_end=2205
+  _globals['_IMAGESERVICE']._serialized_start=2208
+  _globals['_IMAGESERVICE']._serialized_end=2826
 # @@protoc_insertion_point(module_scope)

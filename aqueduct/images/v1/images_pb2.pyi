@@ -1,4 +1,4 @@
-from aqueduct.api.v1 import annotations_pb2 as _annotations_pb2
+from gateway_http.api.v1 import annotations_pb2 as _annotations_pb2
 from google.api import annotations_pb2 as _annotations_pb2_1
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import struct_pb2 as _struct_pb2

@@ -1,0 +1,346 @@
+"""A route's response mode, chosen once when the routes are built.
+
+One small class per mode, each holding what it needs for every request:
+
+* `UnaryEndpoint`: a unary call, answered with the response's JSON;
+* `HttpBodyEndpoint`: a unary call whose `google.api.HttpBody` (the response,
+  or its `response_body` field) is the HTTP response itself: raw bytes with
+  their content type, plus the response metadata the app forwards;
+* `StreamTwinEndpoint`: a method with a server-streaming twin
+  (`gateway_http.api.v1.streaming_twin`): when the request sets the twin's
+  flag, the twin is called and its messages written as Server-Sent Events;
+  otherwise the unary mode it wraps answers.
+
+`build_endpoint()` picks the mode from the route. Endpoints raise errors
+(`HttpError`, `grpc.aio.AioRpcError`) and leave them to the app's one error
+handler, except once a stream has started: the status line is sent by then,
+so the error is written as an event, through the `error_event` callback.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from aiohttp import web
+from google.protobuf.message import Message
+
+from gateway_http import sse
+from gateway_http.errors import HttpError, Reason, door_error
+from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
+from gateway_http.routes import Route, StreamTwin
+
+__all__ = [
+    "Endpoint",
+    "ErrorEvent",
+    "HttpBodyEndpoint",
+    "Metadata",
+    "StreamTwinEndpoint",
+    "UnaryEndpoint",
+    "build_endpoint",
+]
+
+_log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+Metadata = Sequence[tuple[str, str]]
+# Builds the error event for a failure after a stream started.
+ErrorEvent = Callable[[web.Request, Exception], bytes]
+
+
+def _not_running() -> HttpError:
+    """The channel is not open: the app is starting or stopping."""
+    return door_error(Reason.NOT_RUNNING)
+
+
+async def _response_headers(call: Any, wanted: tuple[str, ...]) -> dict[str, str]:
+    """The call's response metadata named in `wanted`, as HTTP headers."""
+    # Only on raw-body and streaming routes: JSON routes' headers are fixed by
+    # the contract, and skipping the lookup keeps their hot path lean.
+    headers: dict[str, str] = {}
+    for key, value in await call.initial_metadata() or ():
+        if key in wanted and isinstance(value, str) and value.isprintable():
+            headers[key] = value
+    return headers
+
+
+class Endpoint(abc.ABC):
+    """One route in one response mode; bound to the gRPC channel while the app runs.
+
+    Attributes:
+        route: The route.
+        decoder: Builds the request message from the HTTP request.
+    """
+
+    __slots__ = ("decoder", "route")
+
+    def __init__(self, route: Route, decoder: RequestDecoder) -> None:
+        self.route = route
+        self.decoder = decoder
+
+    @property
+    @abc.abstractmethod
+    def bound(self) -> bool:
+        """Whether the endpoint holds its multicallables (the channel is open)."""
+
+    @abc.abstractmethod
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        """Creates the endpoint's multicallables on `channel`."""
+
+    @abc.abstractmethod
+    def unbind(self) -> None:
+        """Drops the multicallables (the channel is closing)."""
+
+    @abc.abstractmethod
+    async def respond(
+        self, request: web.Request, message: Message, metadata: Metadata
+    ) -> web.StreamResponse:
+        """Calls the core with the decoded request and writes the answer.
+
+        Args:
+            request: The HTTP request.
+            message: The decoded request message.
+            metadata: The gRPC metadata to send.
+
+        Returns:
+            The HTTP response.
+
+        Raises:
+            HttpError: The door refuses or cannot serve the request.
+            grpc.aio.AioRpcError: The call failed.
+        """
+
+
+class _UnaryCallEndpoint(Endpoint):
+    """The part the unary modes share: one unary multicallable and its deadline."""
+
+    __slots__ = ("_call", "_timeout")
+
+    def __init__(self, route: Route, decoder: RequestDecoder, *, timeout: float | None) -> None:
+        super().__init__(route, decoder)
+        self._timeout = timeout
+        self._call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self._call is not None
+
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        self._call = channel.unary_unary(
+            self.route.grpc_path,
+            request_serializer=self.route.request_class.SerializeToString,
+            response_deserializer=self.route.response_class.FromString,
+        )
+
+    def unbind(self) -> None:
+        self._call = None
+
+
+class UnaryEndpoint(_UnaryCallEndpoint):
+    """A unary call answered with its response's JSON.
+
+    Attributes:
+        encoder: Serializes the response (or its `response_body` field).
+    """
+
+    __slots__ = ("encoder",)
+
+    def __init__(
+        self,
+        route: Route,
+        decoder: RequestDecoder,
+        encoder: ResponseEncoder,
+        *,
+        timeout: float | None,
+    ) -> None:
+        super().__init__(route, decoder, timeout=timeout)
+        self.encoder = encoder
+
+    async def respond(
+        self, request: web.Request, message: Message, metadata: Metadata
+    ) -> web.StreamResponse:
+        call = self._call
+        if call is None:
+            raise _not_running()
+        response = await call(message, metadata=metadata, timeout=self._timeout)
+        return web.Response(body=self.encoder.encode(response), content_type=JSON)
+
+
+class HttpBodyEndpoint(_UnaryCallEndpoint):
+    """A unary call whose `google.api.HttpBody` is the HTTP response itself."""
+
+    __slots__ = ("_response_headers",)
+
+    def __init__(
+        self,
+        route: Route,
+        decoder: RequestDecoder,
+        *,
+        timeout: float | None,
+        response_headers: tuple[str, ...],
+    ) -> None:
+        super().__init__(route, decoder, timeout=timeout)
+        self._response_headers = response_headers
+
+    async def respond(
+        self, request: web.Request, message: Message, metadata: Metadata
+    ) -> web.StreamResponse:
+        if self._call is None:
+            raise _not_running()
+        call = self._call(message, metadata=metadata, timeout=self._timeout)
+        response: Any = await call
+        headers = await _response_headers(call, self._response_headers)
+        field = self.route.response_body
+        body = getattr(response, field) if field else response
+        headers["X-Content-Type-Options"] = "nosniff"
+        return web.Response(
+            body=body.data,
+            headers={"Content-Type": body.content_type or "application/octet-stream", **headers},
+        )
+
+
+class StreamTwinEndpoint(Endpoint):
+    """A route whose method has a server-streaming twin, selected by a request flag.
+
+    With the flag unset the wrapped unary endpoint answers. With it set, the
+    twin's messages are written as Server-Sent Events. Errors before the
+    first message are ordinary HTTP errors (the status can still say what
+    went wrong); later ones are an error event. A client that goes away
+    cancels the call, and so the work behind it.
+
+    Attributes:
+        unary: The endpoint that answers when the flag is unset.
+        twin: The streaming twin.
+        event_encoder: Serializes each streamed message (an event's data).
+    """
+
+    __slots__ = (
+        "_error_event",
+        "_response_headers",
+        "_stream",
+        "_timeout",
+        "event_encoder",
+        "twin",
+        "unary",
+    )
+
+    def __init__(
+        self,
+        unary: Endpoint,
+        twin: StreamTwin,
+        encoder: ResponseEncoder,
+        *,
+        timeout: float | None,
+        response_headers: tuple[str, ...],
+        error_event: ErrorEvent,
+    ) -> None:
+        super().__init__(unary.route, unary.decoder)
+        self.unary = unary
+        self.twin = twin
+        self.event_encoder = encoder
+        self._timeout = timeout
+        self._response_headers = response_headers
+        self._error_event = error_event
+        self._stream: grpc.aio.UnaryStreamMultiCallable[Message, Message] | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self._stream is not None and self.unary.bound
+
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        self.unary.bind(channel)
+        self._stream = channel.unary_stream(
+            self.twin.grpc_path,
+            request_serializer=self.twin.request_class.SerializeToString,
+            response_deserializer=self.twin.response_class.FromString,
+        )
+
+    def unbind(self) -> None:
+        self.unary.unbind()
+        self._stream = None
+
+    async def respond(
+        self, request: web.Request, message: Message, metadata: Metadata
+    ) -> web.StreamResponse:
+        twin = self.twin
+        if not getattr(message, twin.selector_field):
+            return await self.unary.respond(request, message, metadata)
+        if self._stream is None:
+            raise _not_running()
+        twin_request = twin.request_class()
+        getattr(twin_request, twin.request_field).CopyFrom(message)
+        call: Any = self._stream(twin_request, metadata=metadata, timeout=self._timeout)
+        try:
+            event = await call.read()
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": sse.CONTENT_TYPE,
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer
+                    **await _response_headers(call, self._response_headers),
+                }
+            )
+            await response.prepare(request)
+            name_field = twin.event_field
+            try:
+                while event is not grpc.aio.EOF:
+                    name = getattr(event, name_field) if name_field else ""
+                    await response.write(sse.event_frame(name, self.event_encoder.encode(event)))
+                    event = await call.read()
+            except ConnectionResetError:
+                _log.info("client left %s during a stream; cancelling the call", request.path)
+                return response
+            except Exception as exc:  # the status line is sent: the error becomes an event
+                await response.write(self._error_event(request, exc))
+            await response.write_eof()
+            return response
+        finally:
+            call.cancel()  # a no-op when the call has finished
+
+
+def build_endpoint(
+    route: Route,
+    marshaler: Marshaler,
+    *,
+    timeout: float | None,
+    response_headers: tuple[str, ...],
+    error_event: ErrorEvent,
+) -> Endpoint:
+    """The endpoint of `route`, in the response mode its descriptors give.
+
+    Args:
+        route: The route.
+        marshaler: Owner of the marshaling tables.
+        timeout: Deadline in seconds of each gRPC call; None for none.
+        response_headers: Response metadata keys copied to HTTP headers on
+            raw-body and streaming responses.
+        error_event: Builds the event for an error after a stream started.
+
+    Returns:
+        The endpoint.
+
+    Raises:
+        ValueError: The route's body or response fields do not fit its messages.
+    """
+    decoder = marshaler.request_decoder(route.request_class, route.body, route.template.variables)
+    unary: Endpoint
+    if route.http_body:
+        unary = HttpBodyEndpoint(route, decoder, timeout=timeout, response_headers=response_headers)
+    else:
+        encoder = marshaler.response_encoder(route.response_class, route.response_body)
+        unary = UnaryEndpoint(route, decoder, encoder, timeout=timeout)
+    if route.twin is None:
+        return unary
+    return StreamTwinEndpoint(
+        unary,
+        route.twin,
+        marshaler.response_encoder(route.twin.response_class),
+        timeout=timeout,
+        response_headers=response_headers,
+        error_event=error_event,
+    )
