@@ -62,6 +62,7 @@ def wrong_answer(raw: bytes, expected: bytes) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
+    """The JSON-ready result of the closed-loop load run ``args`` describes."""
     request = build_request(json.loads(args.body))
     expected = png_image(args.image_bytes, 0)  # n is 1: the fake's image at index 0
     metadata = (("authorization", f"Bearer {args.token}"),)
@@ -128,6 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> None:
+    """The command line: runs the load and writes its result as one JSON line on stdout."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="host:port of the gRPC door")
     parser.add_argument("--token", required=True)

@@ -58,6 +58,8 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
+    """One load: the size and delay of the fake's images and the number of connections."""
+
     name: str
     description: str
     image_bytes: int
@@ -83,6 +85,13 @@ class Processes:
     """Starts children in their own process groups and kills every group on close."""
 
     def __init__(self, log_dir: Path, cwd: Path) -> None:
+        """Start with no children.
+
+        Args:
+            log_dir: The folder for each child's stderr (``<name>.log``).
+            cwd: The working directory of every child; not the repository, so that a
+                ``python -m`` child imports what its interpreter has installed.
+        """
         self.log_dir = log_dir
         # Not the repository: a `python -m` child (the fake, the gateway's HTTP door) would
         # import the working tree from its cwd instead of what its interpreter has installed,
@@ -93,6 +102,7 @@ class Processes:
     def start(
         self, name: str, argv: list[str], *, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in its own process group, stderr to ``<name>.log``, stdout piped."""
         with open(self.log_dir / f"{name}.log", "wb") as log:  # the child keeps its own copy
             child = subprocess.Popen(
                 argv,
@@ -125,6 +135,7 @@ class Processes:
             self.children.remove(child)
 
     def close(self) -> None:
+        """Stop every child still running, the last started first."""
         for child in reversed(list(self.children)):
             self.stop(child, timeout=5.0)
 
@@ -137,6 +148,7 @@ def free_port() -> int:
 
 
 def log_tail(log_dir: Path, name: str, lines: int = 30) -> str:
+    """The last ``lines`` lines of the child ``name``'s log, or "" when there is no log."""
     path = log_dir / f"{name}.log"
     if not path.exists():
         return ""
@@ -206,6 +218,12 @@ class TreeMonitor:
     """Samples peak RSS (VmHWM) and CPU time of a process and its descendants in a thread."""
 
     def __init__(self, roots: dict[str, int], interval: float = 0.25) -> None:
+        """Prepare the sampling thread (it starts on ``__enter__``).
+
+        Args:
+            roots: The pids to watch, by name; each pid's tree is counted under its name.
+            interval: Seconds between two samples.
+        """
         self.roots = roots
         self.interval = interval
         self.peak_kb: dict[str, dict[str, int]] = {name: {} for name in roots}
@@ -231,23 +249,28 @@ class TreeMonitor:
             self._sample()
 
     def __enter__(self) -> TreeMonitor:
+        """Take a first sample, then keep sampling in the thread."""
         self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop the thread and take a last sample."""
         self._stop.set()
         self._thread.join()
         self._sample()
 
     def cpu_seconds(self, name: str) -> float:
+        """CPU seconds the processes of ``name`` used between their first and last samples."""
         start, last = self.cpu_start[name], self.cpu_last[name]
         return sum(last[pid] - start[pid] for pid in last)
 
     def peak_mb(self, name: str) -> float:
+        """The sum of the peak RSS of the processes of ``name``, in MB."""
         return sum(self.peak_kb[name].values()) / 1024
 
     def peak_detail(self, name: str) -> dict[str, float]:
+        """The peak RSS in MB of each process of ``name``, by pid and command."""
         return {label: round(kb / 1024, 1) for label, kb in self.peak_kb[name].items()}
 
 
@@ -256,6 +279,8 @@ class TreeMonitor:
 
 @dataclasses.dataclass
 class LoadResult:
+    """What one load run measured: requests, successes, latencies, errors and bytes."""
+
     requests: int  # completed responses, errors included
     ok: int
     duration_s: float
@@ -275,8 +300,11 @@ class LoadResult:
 
 
 def children_cpu() -> float:
-    """CPU seconds of all reaped children so far; a difference around one load run is the
-    load driver's own, since the gateway and the fake are reaped only later."""
+    """CPU seconds of all reaped children so far.
+
+    A difference around one load run is the load driver's own, since the gateway and the fake
+    are reaped only later.
+    """
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -292,6 +320,7 @@ def run_wrk(
     timeout: float,
     threads: int,
 ) -> LoadResult:
+    """Run wrk with ``post.lua``, POSTing ``body_file`` to ``url``; return what it measured."""
     before = children_cpu()
     argv = [
         "wrk",
@@ -351,6 +380,7 @@ def run_grpc_load(
     processes: int,
     channels: int,
 ) -> LoadResult:
+    """Run grpc_load.py in ``processes`` processes against ``target``; merge their results."""
     before = children_cpu()
     processes = max(1, min(processes, connections))
     start_at = time.time() + 3.0  # all driver processes connect first, then start together
@@ -443,12 +473,15 @@ def start_fake(procs: Processes, workload: Workload, api_key: str) -> tuple[int,
 
 @dataclasses.dataclass
 class Gateway:
+    """A started gateway: its process and the addresses of its HTTP and gRPC doors."""
+
     child: subprocess.Popen[bytes]
     http_url: str
     grpc_target: str
 
 
 def gateway_env(upstream_key: str) -> dict[str, str]:
+    """This process's environment plus the upstream key the config reads, output unbuffered."""
     env = dict(os.environ)
     env["BENCH_UPSTREAM_KEY"] = upstream_key
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -456,6 +489,7 @@ def gateway_env(upstream_key: str) -> dict[str, str]:
 
 
 def write_config(path: Path, upstream_port: int, timeout: float) -> None:
+    """Write a gateway config serving ``MODEL`` from the fake upstream on ``upstream_port``."""
     config = {
         "model_list": [
             {
@@ -474,6 +508,7 @@ def write_config(path: Path, upstream_port: int, timeout: float) -> None:
 
 
 def create_token(gateway_cmd: list[str], data_dir: Path, env: dict[str, str]) -> str:
+    """Create an API token with the gateway's CLI; return the token."""
     argv = [*gateway_cmd, "tokens", "create", "--name", "bench", "--data-dir", str(data_dir)]
     done = subprocess.run(
         argv, cwd=data_dir.parent, env=env, capture_output=True, text=True, timeout=60
@@ -493,6 +528,7 @@ def start_gateway(
     env: dict[str, str],
     name: str,
 ) -> Gateway:
+    """Start ``gateway_cmd serve`` on two free ports, without waiting (see ``wait_ready``)."""
     grpc_port, http_port = free_port(), free_port()
     argv = [
         *gateway_cmd,
@@ -606,6 +642,7 @@ def check_http(url: str, token: str, body: dict[str, Any], image_bytes: int) -> 
 
 
 def check_grpc(target: str, token: str, body: dict[str, Any], image_bytes: int) -> None:
+    """One gRPC call; checks that its answer is the one image the fake serves."""
     request = images_pb2.GenerateImagesRequest(**body)
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     with grpc.insecure_channel(target, options=options) as channel:
@@ -700,6 +737,8 @@ def verify(row: Row, *, answered: int, response_bytes: int | None) -> None:
 
 @dataclasses.dataclass
 class Row:
+    """One row of the report: a workload on one target, its result and its checks."""
+
     workload: str
     target: str
     result: LoadResult | None
@@ -715,6 +754,7 @@ class Row:
 
 
 def raise_fd_limit(needed: int) -> None:
+    """Raise the open-files soft limit to the hard one if below ``needed``; warn if still short."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         target = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
@@ -810,6 +850,7 @@ class GatewayTarget:
         duration: float,
         call_timeout: float,
     ) -> None:
+        """Start a gateway, check one answer, load its ``row.target`` door and fill in ``row``."""
         args, procs = self.args, self.procs
         body = {"model": MODEL, "prompt": PROMPT, "n": 1}
         config = self.work / f"config-{workload.name}.yaml"
@@ -869,6 +910,7 @@ class GatewayTarget:
 
 
 def report(rows: list[Row]) -> str:
+    """The results table, its legend, and each row's checks, errors and peak RSS by process."""
     direct = {
         r.workload: r.result for r in rows if r.target == "direct" and r.result and not r.error
     }
@@ -938,6 +980,8 @@ def _percent(cpu_s: float | None, duration_s: float) -> str:
 
 
 def environment() -> dict[str, Any]:
+    """Where the run ran: CPU count, Python, platform, wrk version and git commit."""
+
     def version(argv: list[str]) -> str:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=ROOT)
@@ -959,6 +1003,7 @@ def environment() -> dict[str, Any]:
 
 
 def parse_duration(text: str) -> float:
+    """The seconds in a duration such as ``10s``, ``500ms`` or ``1m`` (a bare number is seconds)."""
     text = text.strip().lower()
     units = {"ms": 0.001, "s": 1.0, "m": 60.0}
     for suffix in ("ms", "s", "m"):
@@ -968,6 +1013,7 @@ def parse_duration(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with ``duration_s`` added and the workloads, targets and command split."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--duration", default="10s", help="per target and workload (10s, 500ms, 1m)"
@@ -1015,6 +1061,7 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the report and write the results JSON; return the exit status."""
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")

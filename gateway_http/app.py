@@ -93,6 +93,17 @@ class Transcoder:
     def __init__(
         self, options: TranscoderOptions, routes: Iterable[Route], dialect: Dialect = OPENAI
     ) -> None:
+        """Creates the Transcoder, with an endpoint for each route and no channel yet.
+
+        Args:
+            options: The application's validated options.
+            routes: The routes to serve.
+            dialect: How errors read and look.
+
+        Raises:
+            ValueError: A route does not fit its messages, or two routes bind the
+                same verb to the same template.
+        """
         self.options = options
         self.dialect = dialect
         marshaler = Marshaler()

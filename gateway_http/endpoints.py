@@ -80,6 +80,12 @@ class Endpoint(abc.ABC):
     __slots__ = ("decoder", "route")
 
     def __init__(self, route: Route, decoder: RequestDecoder) -> None:
+        """Sets what every mode has: the route and its request decoder.
+
+        Args:
+            route: The route.
+            decoder: Builds the request message from the HTTP request.
+        """
         self.route = route
         self.decoder = decoder
 
@@ -128,6 +134,7 @@ class _UnaryCallEndpoint(Endpoint):
 
     @property
     def bound(self) -> bool:
+        """Whether the unary multicallable exists (the channel is open)."""
         return self._call is not None
 
     def bind(self, channel: grpc.aio.Channel) -> None:
@@ -158,12 +165,21 @@ class UnaryEndpoint(_UnaryCallEndpoint):
         *,
         timeout: float | None,
     ) -> None:
+        """Creates the UnaryEndpoint, unbound.
+
+        Args:
+            route: The route.
+            decoder: Builds the request message from the HTTP request.
+            encoder: Serializes the response (or its `response_body` field).
+            timeout: Deadline in seconds of each gRPC call; None for none.
+        """
         super().__init__(route, decoder, timeout=timeout)
         self.encoder = encoder
 
     async def respond(
         self, request: web.Request, message: Message, metadata: Metadata
     ) -> web.StreamResponse:
+        """Calls the core and answers with the response's JSON."""
         call = self._call
         if call is None:
             raise _not_running()
@@ -184,12 +200,21 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
         timeout: float | None,
         response_headers: tuple[str, ...],
     ) -> None:
+        """Creates the HttpBodyEndpoint, unbound.
+
+        Args:
+            route: The route.
+            decoder: Builds the request message from the HTTP request.
+            timeout: Deadline in seconds of each gRPC call; None for none.
+            response_headers: Response metadata keys copied to HTTP headers.
+        """
         super().__init__(route, decoder, timeout=timeout)
         self._response_headers = response_headers
 
     async def respond(
         self, request: web.Request, message: Message, metadata: Metadata
     ) -> web.StreamResponse:
+        """Calls the core and answers with the `HttpBody`'s data and content type."""
         if self._call is None:
             raise _not_running()
         call = self._call(message, metadata=metadata, timeout=self._timeout)
@@ -239,6 +264,18 @@ class StreamTwinEndpoint(Endpoint):
         response_headers: tuple[str, ...],
         error_event: ErrorEvent,
     ) -> None:
+        """Creates the StreamTwinEndpoint, unbound.
+
+        Args:
+            unary: The endpoint that answers when the flag is unset; its route and
+                decoder are this endpoint's.
+            twin: The streaming twin.
+            encoder: Serializes each streamed message (an event's data).
+            timeout: Deadline in seconds of each streaming call; None for none.
+            response_headers: Response metadata keys copied to the stream's HTTP
+                headers.
+            error_event: Builds the event for an error after the stream started.
+        """
         super().__init__(unary.route, unary.decoder)
         self.unary = unary
         self.twin = twin
@@ -250,9 +287,11 @@ class StreamTwinEndpoint(Endpoint):
 
     @property
     def bound(self) -> bool:
+        """Whether both the twin's multicallable and the unary endpoint are bound."""
         return self._stream is not None and self.unary.bound
 
     def bind(self, channel: grpc.aio.Channel) -> None:
+        """Binds the unary endpoint and creates the twin's multicallable on `channel`."""
         self.unary.bind(channel)
         self._stream = channel.unary_stream(
             self.twin.grpc_path,
@@ -261,12 +300,14 @@ class StreamTwinEndpoint(Endpoint):
         )
 
     def unbind(self) -> None:
+        """Unbinds the unary endpoint and drops the twin's multicallable."""
         self.unary.unbind()
         self._stream = None
 
     async def respond(
         self, request: web.Request, message: Message, metadata: Metadata
     ) -> web.StreamResponse:
+        """Streams the twin's messages as events if the flag is set; else `unary` answers."""
         twin = self.twin
         if not getattr(message, twin.selector_field):
             return await self.unary.respond(request, message, metadata)

@@ -166,6 +166,7 @@ class HttpError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        """The status, the reason (or gRPC code) and the message (or facts), on one line."""
         kind = self.reason.value if self.reason is not None else self.grpc_code.name
         return f"{self.http_status} {kind}: {self.message or dict(self.facts)}"
 

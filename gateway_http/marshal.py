@@ -601,6 +601,7 @@ class Marshaler:
     """Owns the per-message-type tables (built once, reused by every route)."""
 
     def __init__(self) -> None:
+        """Starts with empty tables."""
         self._plans: dict[str, _MessagePlan] = {}
         self._converters: dict[str, _Conv] = {}
         self.dumps: Callable[[Any], str] = json.JSONEncoder(

@@ -93,6 +93,7 @@ def generate(out: pathlib.Path) -> None:
 
 
 def main() -> None:
+    """Parses the command line and generates every package below `--out`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT)
     generate(parser.parse_args().out)

@@ -169,5 +169,5 @@ async def client(http_door: str, secret: str) -> AsyncIterator[openai.AsyncOpenA
 
 
 def bearer(secret: str) -> list[tuple[str, str]]:
-    """gRPC metadata carrying the token."""
+    """The gRPC metadata carrying the token."""
     return [("authorization", f"Bearer {secret}")]

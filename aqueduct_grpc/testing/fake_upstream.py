@@ -279,21 +279,6 @@ class RecordedRequest:
 class FakeUpstream:
     """A fake OpenAI image API (``POST {base_url}/images/generations``) on 127.0.0.1.
 
-    Args:
-        image_bytes: Approximate size of each PNG (``TINY_IMAGE_BYTES`` by default;
-            1_500_000 for large images).
-        delay: Seconds every default reply waits (the default ``Succeed`` behaviour).
-        response_format: ``"b64_json"`` or ``"url"`` for default replies.
-        revised_prompt: Added to each image of default replies when set.
-        usage: Include the gpt-image-1 ``usage`` block in replies.
-        api_key: When set, requests without ``Authorization: Bearer <api_key>`` get OpenAI's
-            401 ``invalid_api_key`` error (recorded, and not consuming a planned behaviour).
-        record: Keep every request in ``requests`` (turn off for long benchmark runs).
-        streaming: Answer ``"stream": true`` with Server-Sent Events; when False, such
-            requests get OpenAI's 400 for a model that cannot stream.
-        host: Address to bind; loopback only.
-        port: Port to bind; 0 lets the OS choose.
-
     Attributes:
         default: The behaviour used when nothing is planned; assign to change it.
         requests: Every ``RecordedRequest`` received, in arrival order.
@@ -321,6 +306,26 @@ class FakeUpstream:
         port: int = 0,
         streaming: bool = True,
     ) -> None:
+        """Create the fake; it serves only after ``start()``.
+
+        Args:
+            image_bytes: Approximate size of each PNG (``TINY_IMAGE_BYTES`` by default;
+                1_500_000 for large images).
+            delay: Seconds every default reply waits (the default ``Succeed`` behaviour).
+            response_format: ``"b64_json"`` or ``"url"`` for default replies.
+            revised_prompt: Added to each image of default replies when set.
+            usage: Include the gpt-image-1 ``usage`` block in replies.
+            api_key: When set, requests without ``Authorization: Bearer <api_key>`` get
+                OpenAI's 401 ``invalid_api_key`` error.
+            record: Keep every request in ``requests``.
+            host: Address to bind; loopback only.
+            port: Port to bind; 0 lets the OS choose.
+            streaming: Answer ``"stream": true`` with Server-Sent Events; when False, such
+                requests get OpenAI's 400 for a model that cannot stream.
+
+        Raises:
+            ValueError: ``host`` is not a loopback address.
+        """
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"FakeUpstream only binds loopback, not {host!r}")
         self.image_bytes = image_bytes
@@ -376,10 +381,12 @@ class FakeUpstream:
             await runner.cleanup()
 
     async def __aenter__(self) -> FakeUpstream:
+        """Start serving (see ``start``) and return the fake."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop serving (see ``stop``)."""
         await self.stop()
 
     @property
