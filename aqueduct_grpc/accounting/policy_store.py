@@ -30,7 +30,7 @@ from aqueduct_grpc.auth.tokens import TokenNotFound
 from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
 
-__all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound"]
+__all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound", "check_policy"]
 
 
 class TeamNotFound(GatewayError):
@@ -147,7 +147,7 @@ class PolicyStore:
         """Creates a team; raises TeamExists when the name is taken."""
         limits = limits or Limits()
         budgets = budgets or Budgets()
-        _check(limits, budgets)
+        check_policy(limits, budgets)
         if not name.strip():
             raise invalid_argument("a team needs a name", "name")
         team = TeamPolicy(
@@ -191,7 +191,7 @@ class PolicyStore:
         self, id_or_name: str, *, limits: Limits, budgets: Budgets
     ) -> TeamPolicy:
         """Replaces a team's limits and budgets."""
-        _check(limits, budgets)
+        check_policy(limits, budgets)
         team = await self.find_team(id_or_name)
         async with self._engine.begin() as connection:
             await connection.execute(
@@ -214,7 +214,7 @@ class PolicyStore:
 
     async def set_token_policy(self, policy: TokenPolicy) -> TokenPolicy:
         """Stores a token's whole policy (team id, admin scope, overrides)."""
-        _check(policy.limits, policy.budgets)
+        check_policy(policy.limits, policy.budgets)
         async with self._engine.begin() as connection:
             exists = await connection.scalar(
                 sa.select(tokens_table.c.id).where(tokens_table.c.id == policy.token_id)
@@ -240,7 +240,7 @@ class PolicyStore:
         return policy
 
 
-def _check(limits: Limits, budgets: Budgets) -> None:
+def check_policy(limits: Limits, budgets: Budgets) -> None:
     """Refuses values that loading would refuse (negative, NaN): raises INVALID_ARGUMENT.
 
     Checked on the way in, so a bad value never reaches the database, where it

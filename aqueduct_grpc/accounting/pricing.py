@@ -64,7 +64,7 @@ def parse_prices(info: Mapping[str, Any], where: str) -> ModelPrices | None:
         for size, by_quality in raw_images.items():
             if isinstance(by_quality, int | float) and not isinstance(by_quality, bool):
                 by_quality = {ANY: by_quality}  # one price for every quality
-            if not isinstance(by_quality, dict):
+            if not isinstance(by_quality, dict) or not by_quality:
                 raise ValueError(f"{where}.cost_per_image.{size} must map qualities to prices")
             per_image[str(size)] = {
                 str(q): _price(p, f"{where}.cost_per_image.{size}.{q}")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
-from aqueduct_grpc.accounting.policy_store import PolicyStore
+from aqueduct_grpc.accounting.policy_store import PolicyStore, check_policy
 from aqueduct_grpc.accounting.usage_report import UsageGroup, parse_moment, usage_report
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
 from aqueduct_grpc.storage.database import open_engine
@@ -43,6 +43,8 @@ async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
                 [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
             )
             policy = await _token_policy(args, policies)
+            # Checked before the token exists: a refused policy leaves no token behind.
+            check_policy(policy.limits, policy.budgets)
             token, secret = await store.create(args.name, expires_in=args.expires_in, models=models)
             await policies.set_token_policy(dataclasses.replace(policy, token_id=token.id))
             print(

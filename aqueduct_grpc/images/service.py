@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -39,6 +40,8 @@ GET_IMAGE_FILE = "/{}/GetImageFile".format(
     images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
 )
 """The gRPC path of GetImageFile, which the auth interceptor lets through."""
+
+log = logging.getLogger(__name__)
 
 
 class ImageService(images_pb2_grpc.ImageServiceServicer):
@@ -77,15 +80,15 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         """Generates images: one answer with all of them."""
         token = current_token()
         row = _usage_row(token, request)
-        async with self._accounted(row):
+        async with self._accounted(row) as held:
             model = self._resolved(request, token, row, streaming=False)
             base_url = None
             if request.response_format == "url":
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
-            with await self._admitted(token, model, row):
-                response = await self._dispatcher.generate(model, request, _deadline(context))
+            held.enter_context(await self._admitted(token, model, row))
+            response = await self._dispatcher.generate(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
                 urls = await asyncio.gather(
@@ -105,13 +108,13 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         row = _usage_row(token, inner)
         # One usage row per stream, however it ends; a caller that goes away
         # cancels the upstream call with us, and what was streamed is accounted.
-        async with self._accounted(row):
+        async with self._accounted(row) as held:
             model = self._resolved(inner, token, row, streaming=True)
-            with await self._admitted(token, model, row):  # held as long as the stream
-                async for event in self._dispatcher.stream(model, inner, _deadline(context)):
-                    if event.type == COMPLETED:
-                        _account_completed(row, event)
-                    yield event
+            held.enter_context(await self._admitted(token, model, row))
+            async for event in self._dispatcher.stream(model, inner, _deadline(context)):
+                if event.type == COMPLETED:
+                    _account_completed(row, event)
+                yield event
 
     def _resolved(
         self,
@@ -139,27 +142,36 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         )
 
     @contextlib.asynccontextmanager
-    async def _accounted(self, row: UsageRecord) -> AsyncIterator[None]:
-        """Runs a request: notes how it ended, then prices and records its usage row."""
+    async def _accounted(self, row: UsageRecord) -> AsyncIterator[contextlib.ExitStack]:
+        """Runs a request: notes how it ended, prices it, then records its usage row.
+
+        What the request holds (its `Reservation`) goes on the stack this
+        yields, which is unwound only once the request's cost is charged: at
+        no moment may neither the hold nor the cost count against a budget.
+        """
         started = time.perf_counter()
-        try:
-            yield
-        except GatewayError as error:
-            row.status, row.error_reason = error.code.name, error.reason
-            row.http_status = error.http_status
-            raise
-        except Exception:
-            row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
-            raise
-        except BaseException:
-            # Cancelled by the caller (disconnect or deadline): still accounted.
-            row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
-            raise
-        finally:
-            row.latency_ms = (time.perf_counter() - started) * 1000
+        with contextlib.ExitStack() as held:
             try:
-                self._ledger.charge(row)  # the money: the row's team and cost, and the spend
+                yield held
+            except GatewayError as error:
+                row.status, row.error_reason = error.code.name, error.reason
+                row.http_status = error.http_status
+                raise
+            except Exception:
+                row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
+                raise
+            except BaseException:
+                # Cancelled by the caller (disconnect or deadline): still accounted.
+                row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
+                raise
             finally:
+                row.latency_ms = (time.perf_counter() - started) * 1000
+                try:
+                    self._ledger.charge(row)  # the money: the row's team and cost, and the spend
+                except Exception:
+                    # The answer stands; its row is kept, without a cost.
+                    log.exception("could not price a usage row; it is recorded without cost")
+                held.close()
                 self._usage.record(row)
 
     async def GetImageFile(

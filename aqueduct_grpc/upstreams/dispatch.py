@@ -28,6 +28,8 @@ from aqueduct_grpc.errors import GatewayError
 
 __all__ = ["Dispatcher", "ImageBackend"]
 
+_DEADLINE_MARGIN_SECONDS = 0.05
+
 _DEADLINE_PASSED = GatewayError(
     grpc.StatusCode.DEADLINE_EXCEEDED,
     "The request's deadline passed before an upstream could answer.",
@@ -83,10 +85,13 @@ class Dispatcher:
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
             backend = self._backends[deployment.provider]
+            bound = asyncio.timeout(timeout)
             try:
-                async with asyncio.timeout(timeout):
+                async with bound:
                     return await backend.generate(request, deployment)
             except TimeoutError:
+                if not bound.expired():
+                    raise  # the backend's own, a bug: not the caller's timeout
                 raise _timed_out(f"did not answer within {timeout:.1f} s") from None
             except GatewayError as error:
                 if error.code != grpc.StatusCode.UNAVAILABLE:
@@ -109,11 +114,16 @@ class Dispatcher:
             started = False
             try:
                 while True:
+                    bound = asyncio.timeout_at(ends_at)
                     try:
-                        async with asyncio.timeout_at(ends_at):
+                        async with bound:
                             event = await anext(events, None)
                     except TimeoutError:
-                        raise _timed_out(f"did not finish within {timeout:.1f} s") from None
+                        if not bound.expired():
+                            raise
+                        raise _timed_out(
+                            f"did not finish streaming within {timeout:.1f} s"
+                        ) from None
                     if event is None:
                         return
                     started = True
@@ -136,7 +146,10 @@ class Dispatcher:
             deployment = deployments[(start + offset) % len(deployments)]
             timeout = deployment.timeout
             if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
+                # A little before the caller's deadline: the core then answers
+                # (and accounts) the timeout itself, rather than racing gRPC's
+                # cancellation of the call at the deadline.
+                timeout = min(timeout, deadline - time.monotonic() - _DEADLINE_MARGIN_SECONDS)
                 if timeout <= 0:
                     return
             yield deployment, timeout

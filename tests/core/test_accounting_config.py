@@ -63,6 +63,8 @@ def test_limits_budgets_and_prices_are_read():
         ({"model_info": {"request_limit_multiplier": 0}}, "request_limit_multiplier"),
         ({"model_info": {"cost_per_image": {"1024x1024": {"hd": -2}}}}, "non-negative"),
         ({"model_info": {"input_cost_per_token": 1e-6}}, "both"),
+        # A size with no price at all would fail every request of that size.
+        ({"model_info": {"cost_per_image": {"1024x1024": {}}}}, "map qualities to prices"),
     ],
 )
 def test_bad_accounting_config_is_refused(sections, message):

@@ -399,3 +399,32 @@ async def test_a_refused_request_releases_its_budget_hold(stub, gateway: Core, u
     assert await grpc_generate(stub, secret, **fields) == grpc.StatusCode.OK
     assert gateway.ledger.spent("token", token.id, "day") == pytest.approx(IMAGE_PRICE * 2)
     assert upstream.request_count == 2
+
+
+async def test_images_by_url_cannot_overspend_the_budget(stub, gateway: Core, upstream):
+    # Storing the images for their URLs takes time after the upstream answered:
+    # the budget hold must last until the cost is charged, or concurrent
+    # requests slip through the gap (8 of 20 were admitted against room for 5).
+    budget = IMAGE_PRICE * 5
+    secret = await token_with(gateway, "urls", budgets=Budgets(per_month_usd=budget))
+    fields = {
+        "model": "priced-image",
+        "size": "1024x1024",
+        "quality": "standard",
+        "response_format": "url",
+    }
+    metadata = [*bearer(secret), ("host", "gw.example")]
+
+    async def one() -> grpc.StatusCode:
+        request = images_pb2.GenerateImagesRequest(prompt="x", **fields)
+        try:
+            await stub.GenerateImages(request, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    codes = await asyncio.gather(*(one() for _ in range(20)))
+    assert codes.count(grpc.StatusCode.OK) == 5
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 15
+    token = next(t for t in await gateway.tokens.list() if t.name == "urls")
+    assert gateway.ledger.spent("token", token.id, "month") == pytest.approx(budget)
