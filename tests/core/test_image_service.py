@@ -13,6 +13,7 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, InvalidJson, Succeed
@@ -32,6 +33,19 @@ async def usage_rows(gateway: Core) -> list[sa.Row]:  # type: ignore[type-arg]
     await gateway.usage.flush()
     async with gateway.engine.connect() as connection:
         return list(await connection.execute(usage_table.select().order_by(usage_table.c.id)))
+
+
+def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
+    recorded = asyncio.Event()
+    record = gateway.usage.record
+
+    def record_and_signal(row: UsageRecord) -> None:
+        record(row)
+        recorded.set()
+
+    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
+    return recorded
 
 
 async def test_generate_returns_what_the_upstream_sent(stub, secret, upstream: FakeUpstream):
@@ -244,14 +258,27 @@ async def test_unreachable_upstream_is_unavailable(stub, secret, upstream):
     assert "127.0.0.1" not in found.message
 
 
-async def test_caller_deadline_bounds_and_cancels_the_upstream_call(stub, secret, upstream):
-    upstream.plan(Succeed(delay=30))
-    found = await call_error(stub, Request(model="gpt-image-1", prompt="x"), secret, timeout=2)
+async def test_caller_deadline_bounds_and_cancels_the_upstream_call(
+    stub, secret, gateway, upstream, monkeypatch
+):
+    # The upstream would answer after 120 s and the model's own timeout is 30 s: only the
+    # caller's deadline, passed down to the upstream call, ends it. The caller's own
+    # DEADLINE_EXCEEDED proves nothing (its gRPC client raises it by itself).
+    recorded = usage_recorded(gateway, monkeypatch)
+    upstream.plan(Succeed(delay=120))
+    found = await call_error(stub, Request(model="gpt-image-1", prompt="x"), secret, timeout=1)
     assert found.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(20):
+        await recorded.wait()
         await upstream.wait_until(
             lambda: bool(upstream.requests) and upstream.requests[0].outcome == "cancelled"
         )
+    # Bounded by the deadline: the upstream saw its client go away, and the row is an
+    # upstream timeout. Without the deadline only gRPC cancels the handler: CANCELLED.
+    assert [r.outcome for r in upstream.requests] == ["cancelled"]
+    assert [(r.status, r.error_reason, r.images) for r in await usage_rows(gateway)] == [
+        ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", 0)
+    ]
 
 
 async def test_large_images_pass_intact(stub, secret, upstream):
@@ -305,15 +332,20 @@ async def test_usage_rows_are_written_for_successes_and_failures(stub, secret, g
     )
 
 
-async def test_concurrent_requests_all_succeed_and_are_all_accounted(stub, secret, gateway):
+async def test_concurrent_requests_all_succeed_and_are_all_accounted(
+    stub, secret, gateway, upstream: FakeUpstream
+):
     calls = [
         stub.GenerateImages(Request(model="gpt-image-1", prompt=f"p{i}"), metadata=bearer(secret))
         for i in range(200)
     ]
     results = await asyncio.gather(*calls)
-    assert len(results) == 200
+    # Each call got its one image, byte for byte, from its own upstream request.
+    assert [[image.b64_json for image in r.data] for r in results] == [[upstream.image(0)]] * 200
+    prompts = sorted(r.json["prompt"] for r in upstream.requests)
+    assert prompts == sorted(f"p{i}" for i in range(200))
     rows = await usage_rows(gateway)
-    assert len(rows) == 200 and {row.status for row in rows} == {"OK"}
+    assert [(row.status, row.images) for row in rows] == [("OK", 1)] * 200
 
 
 async def test_model_timeout_is_deadline_exceeded(stub, secret, upstream):

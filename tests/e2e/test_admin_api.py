@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import pathlib
 from typing import Any
@@ -192,7 +191,7 @@ async def test_usage_query_over_http_and_grpc_agree(door, admin, admin_stub, gat
 
 
 async def test_cli_and_admin_api_give_the_same_results(
-    config: GatewayConfig, tmp_path: pathlib.Path, capsys
+    config: GatewayConfig, upstream: FakeUpstream, tmp_path: pathlib.Path, capsys
 ):
     data_dir = str(tmp_path / "shared")
 
@@ -212,12 +211,19 @@ async def test_cli_and_admin_api_give_the_same_results(
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 admin_stub = admin_pb2_grpc.AdminServiceStub(channel)
                 images = images_pb2_grpc.ImageServiceStub(channel)
-                for model in ("priced-image", "gpt-image-1", "dall-e-9"):
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        await images.GenerateImages(
-                            images_pb2.GenerateImagesRequest(prompt="x", model=model),
-                            metadata=bearer(secret),
-                        )
+                # Exactly two answers and one refusal: the usage report below counts them.
+                for model in ("priced-image", "gpt-image-1"):
+                    answer = await images.GenerateImages(
+                        images_pb2.GenerateImagesRequest(prompt="x", model=model),
+                        metadata=bearer(secret),
+                    )
+                    assert [image.b64_json for image in answer.data] == [upstream.image(0)]
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await images.GenerateImages(
+                        images_pb2.GenerateImagesRequest(prompt="x", model="dall-e-9"),
+                        metadata=bearer(secret),
+                    )
+                assert refused.value.code() == grpc.StatusCode.NOT_FOUND
                 tokens = await admin_stub.ListTokens(
                     admin_pb2.ListTokensRequest(), metadata=bearer(secret)
                 )
@@ -239,7 +245,7 @@ async def test_cli_and_admin_api_give_the_same_results(
         assert lines[name][-1] == ("yes" if token.admin else "no")
     assert by_name["worker"].limits.images_per_day == 3
     assert [(t.name, t.limits.requests_per_minute) for t in teams.teams] == [("ops", 7)]
-    assert sum(g.requests for g in usage.groups) == 3
+    assert [(g.name, g.requests, g.images, g.failures) for g in usage.groups] == [("boss", 3, 2, 1)]
     cli_usage = json.loads(
         await asyncio.to_thread(run, "usage", "--since", "1d", "--format", "json")
     )
@@ -270,6 +276,7 @@ async def test_admin_service_is_discovered_and_reflected(channel):
             name="inf", budgets=admin_pb2.Budgets(per_day_usd=float("inf"))
         ),
         admin_pb2.CreateTokenRequest(name="forever", expires_in_seconds=2**62),
+        admin_pb2.CreateTokenRequest(name="negative", limits=admin_pb2.Limits(images_per_day=-1)),
     ],
 )
 async def test_values_that_cannot_be_enforced_are_refused(admin_stub, admin, request_):
@@ -281,9 +288,11 @@ async def test_values_that_cannot_be_enforced_are_refused(admin_stub, admin, req
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await method(request_, metadata=bearer(admin))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # Nothing half-made: listings still work.
-    await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(admin))
-    await admin_stub.ListTokens(admin_pb2.ListTokensRequest(), metadata=bearer(admin))
+    # Nothing half-made: the refused team or token does not exist (only the admin's token).
+    teams = await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(admin))
+    tokens = await admin_stub.ListTokens(admin_pb2.ListTokensRequest(), metadata=bearer(admin))
+    assert [t.name for t in teams.teams] == []
+    assert [t.name for t in tokens.tokens] == ["root"]
 
 
 @pytest.mark.parametrize(
@@ -300,10 +309,14 @@ def test_cli_refuses_values_that_would_break_the_policies(argv, tmp_path: pathli
     with pytest.raises(SystemExit) as caught:
         cli.main([*argv, *data])
     assert caught.value.code not in (0, None)
-    cli.main(["teams", "list", *data])
-    cli.main(["tokens", "list", *data])
-    listing = capsys.readouterr().out
-    assert "neg" not in listing and "nan" not in listing and "forever" not in listing
+    capsys.readouterr()
+
+    def names(kind: str) -> list[str]:
+        cli.main([kind, "list", *data])
+        return [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
+
+    # Nothing half-made: the refused team or token does not exist, not even inactive.
+    assert (names("teams"), names("tokens")) == ([], [])
 
 
 def test_cli_refuses_an_unknown_log_level(tmp_path: pathlib.Path, capsys):

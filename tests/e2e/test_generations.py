@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.server import Core, GrpcServer
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, Succeed
@@ -304,12 +306,46 @@ async def test_http_door_health(http, core: GrpcServer):
         assert resp.status == 503
 
 
-async def test_grpc_deadline_from_the_caller_is_kept(stub, secret, upstream):
-    upstream.plan(Succeed(delay=30))
+def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
+    recorded = asyncio.Event()
+    record = gateway.usage.record
+
+    def record_and_signal(row: UsageRecord) -> None:
+        record(row)
+        recorded.set()
+
+    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
+    return recorded
+
+
+async def test_grpc_deadline_from_the_caller_is_kept(
+    stub, secret, gateway: Core, upstream: FakeUpstream, monkeypatch
+):
+    # The upstream would answer after 120 s and the model's own timeout is 30 s: only the
+    # caller's deadline, passed down to the upstream call, can end this call early. (The
+    # caller's DEADLINE_EXCEEDED alone proves nothing: its gRPC client raises it by itself.)
+    recorded = usage_recorded(gateway, monkeypatch)
+    upstream.plan(Succeed(delay=120))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GenerateImages(
             images_pb2.GenerateImagesRequest(model="gpt-image-1", prompt="x"),
             metadata=bearer(secret),
-            timeout=0.3,
+            timeout=0.5,
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    async with asyncio.timeout(20):
+        await recorded.wait()
+        await upstream.wait_until(
+            lambda: bool(upstream.requests) and upstream.requests[0].outcome == "cancelled"
+        )
+    # The core's upstream call was cut off by the caller's deadline: the upstream saw its
+    # client go away, and the core accounted an upstream timeout. A core that dropped the
+    # deadline is only cancelled by gRPC, and its row says CANCELLED.
+    assert [r.outcome for r in upstream.requests] == ["cancelled"]
+    await gateway.usage.flush()
+    async with gateway.engine.connect() as connection:
+        rows = list(await connection.execute(sa.select(usage_table)))
+    assert [(r.status, r.error_reason, r.model, r.images) for r in rows] == [
+        ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", "gpt-image-1", 0)
+    ]
