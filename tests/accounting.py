@@ -1,10 +1,14 @@
-"""Helpers for the accounting tests: a priced config and tokens with policies."""
+"""Helpers for the accounting tests: a priced config, tokens with policies, usage rows."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
+from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
@@ -68,3 +72,16 @@ async def token_with(
         )
     )
     return secret
+
+
+def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
+    recorded = asyncio.Event()
+    record = gateway.usage.record
+
+    def record_and_signal(row: UsageRecord) -> None:
+        record(row)
+        recorded.set()
+
+    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
+    return recorded

@@ -13,10 +13,10 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, InvalidJson, Succeed
+from tests.accounting import usage_recorded
 from tests.conftest import UPSTREAM_KEY, bearer
 from tests.grpc_errors import details_of
 
@@ -33,19 +33,6 @@ async def usage_rows(gateway: Core) -> list[sa.Row]:  # type: ignore[type-arg]
     await gateway.usage.flush()
     async with gateway.engine.connect() as connection:
         return list(await connection.execute(usage_table.select().order_by(usage_table.c.id)))
-
-
-def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
-    recorded = asyncio.Event()
-    record = gateway.usage.record
-
-    def record_and_signal(row: UsageRecord) -> None:
-        record(row)
-        recorded.set()
-
-    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
-    return recorded
 
 
 async def test_generate_returns_what_the_upstream_sent(stub, secret, upstream: FakeUpstream):

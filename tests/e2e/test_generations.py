@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.accounting.usage_log import UsageRecord
 from aqueduct_grpc.server import Core, GrpcServer
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, Succeed
+from tests.accounting import usage_recorded
 from tests.conftest import UPSTREAM_KEY, bearer
 
 
@@ -304,19 +304,6 @@ async def test_http_door_health(http, core: GrpcServer):
     await core.health.enter_graceful_shutdown()
     async with http.get("/healthz") as resp:
         assert resp.status == 503
-
-
-def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
-    recorded = asyncio.Event()
-    record = gateway.usage.record
-
-    def record_and_signal(row: UsageRecord) -> None:
-        record(row)
-        recorded.set()
-
-    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
-    return recorded
 
 
 async def test_grpc_deadline_from_the_caller_is_kept(
