@@ -121,7 +121,6 @@ class Transcoder:
         self.routes: RouteTable[Endpoint] = RouteTable((e.route, e) for e in endpoints)
         self.channel: grpc.aio.Channel | None = None
         self._health: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
-        self._too_large = door_error(Reason.BODY_TOO_LARGE, limit=options.max_body_bytes)
 
     async def channel_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """`cleanup_ctx`: opens the gRPC channel and binds every endpoint to it."""
@@ -164,6 +163,11 @@ class Transcoder:
                     metadata.append((name, value))
         return metadata
 
+    def _too_large(self) -> HttpError:
+        # A fresh error each time: one raised again and again would keep every
+        # request's frames alive in its growing traceback.
+        return door_error(Reason.BODY_TOO_LARGE, limit=self.options.max_body_bytes)
+
     async def _read_body(self, request: web.Request) -> bytes | None:
         if not request.body_exists:
             return None
@@ -171,13 +175,13 @@ class Transcoder:
             raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
         length = request.content_length
         if length is not None and length > self.options.max_body_bytes:
-            raise self._too_large
+            raise self._too_large()
         try:
             # The app's client_max_size is max_body_bytes: aiohttp stops reading
             # (and raises) as soon as a chunked body passes the limit.
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise self._too_large from None
+            raise self._too_large() from None
         except web.RequestPayloadError:
             # e.g. a body that does not match its Content-Encoding: the
             # client's mistake, not ours.

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, create_app
+from gateway_http.routes import discover_services
 
 __all__ = ["DEFAULT_PROTO_PACKAGES", "build_parser", "main", "run"]
 
@@ -77,7 +79,7 @@ def run(
             print=_announce,
             reuse_port=reuse_port or None,
             # A caller that hangs up cancels its gRPC call, and through it the
-            # core's upstream request: nobody pays for an image nobody reads.
+            # core's own work: nobody pays for an answer nobody reads.
             handler_cancellation=True,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
         )
@@ -97,7 +99,8 @@ def _announce(text: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gateway-http`."""
     parser = argparse.ArgumentParser(
-        prog="gateway-http", description="HTTP/JSON front for the aqueduct gRPC core."
+        prog="gateway-http",
+        description="HTTP/JSON front for gRPC services, routed by their google.api.http options.",
     )
     parser.add_argument("--grpc-target", required=True, help="gRPC core address, host:port")
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
@@ -135,14 +138,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # argparse's "append" would add to a list default instead of replacing it.
+    packages = args.proto_packages or DEFAULT_PROTO_PACKAGES
+    # Checked before serving: a mistyped package is a clear exit, not a traceback
+    # or a door that answers 404 to everything.
+    try:
+        found = discover_services(packages)
+    except ModuleNotFoundError as error:
+        sys.exit(f"gateway-http: no generated package {error.name!r} (--proto-package)")
+    if not found:
+        sys.exit(f"gateway-http: no service with google.api.http rules in {', '.join(packages)}")
     _log.info("HTTP front on %s:%d -> gRPC %s", args.host, args.port, args.grpc_target)
     run(
         grpc_target=args.grpc_target,
         host=args.host,
         port=args.port,
         max_body_bytes=args.max_body_bytes,
-        # argparse's "append" would add to a list default instead of replacing it.
-        proto_packages=args.proto_packages or DEFAULT_PROTO_PACKAGES,
+        proto_packages=packages,
         call_timeout=args.call_timeout,
         access_log=args.access_log,
         reuse_port=args.reuse_port,

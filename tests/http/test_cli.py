@@ -43,7 +43,10 @@ def test_options() -> None:
     ("flags", "packages"),
     [
         ([], ("aqueduct",)),  # the command's default, not the library's
-        (["--proto-package", "a", "--proto-package", "b"], ["a", "b"]),  # replaces it
+        (
+            ["--proto-package", "aqueduct.images", "--proto-package", "aqueduct.admin"],
+            ["aqueduct.images", "aqueduct.admin"],
+        ),  # replaces it
     ],
 )
 def test_proto_packages_reach_the_app(
@@ -53,6 +56,22 @@ def test_proto_packages_reach_the_app(
     monkeypatch.setattr(cli, "run", lambda **kwargs: seen.update(kwargs))
     cli.main(["--grpc-target", "core:1", *flags])
     assert seen["proto_packages"] == packages
+
+
+@pytest.mark.parametrize(
+    ("package", "complaint"),
+    [
+        ("no_such_package", "no generated package 'no_such_package'"),
+        ("json", "no service with google.api.http rules in json"),
+    ],
+)
+def test_a_package_with_nothing_to_serve_is_a_clear_exit(
+    monkeypatch: pytest.MonkeyPatch, package: str, complaint: str
+) -> None:
+    monkeypatch.setattr(cli, "run", lambda **kwargs: pytest.fail("must not serve"))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--grpc-target", "core:1", "--proto-package", package])
+    assert complaint in str(exited.value.code)
 
 
 def test_python_dash_m_entry_point() -> None:
