@@ -11,6 +11,7 @@ import grpc
 import openai
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 
 from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.config import GatewayConfig, parse_config
@@ -20,6 +21,18 @@ from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http import create_app
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
+
+# Property-based suites: bounded by default (CI), longer on demand with
+# `pytest --hypothesis-profile=long`. No deadline: examples go through real
+# servers, whose timing is not what these tests are about.
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=2000)
+settings.load_profile("ci")
 
 
 def closed_port() -> int:
