@@ -1,14 +1,16 @@
 """Gateway configuration: a YAML file in LiteLLM's router format plus a `gateway` section.
 
 An existing Aqueduct/LiteLLM router config works unchanged: entries of
-`model_list` whose `model_info.mode` is `image_generation` (or unset) become
-image models; others (chat, embeddings) are skipped. `api_key`/`api_base`
+`model_list` whose `model_info.mode` is `image_generation` (LiteLLM's
+spelling), `image_generations` (Aqueduct's) or unset become image models;
+others (chat, embeddings) are skipped. `api_key`/`api_base`
 values of the form `os.environ/NAME` are read from the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import time
@@ -22,6 +24,7 @@ from aqueduct_grpc.accounting.pricing import ModelPrices, parse_prices
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
+    "IMAGE_MODES",
     "ConfigError",
     "Deployment",
     "GatewayConfig",
@@ -47,6 +50,10 @@ model_list:
 """
 
 MIB = 1024 * 1024
+
+# `model_info.mode` of an image model: LiteLLM writes the singular, Aqueduct's
+# router configs (its example_router_config.yaml) the plural.
+IMAGE_MODES = ("image_generation", "image_generations")
 
 
 class ConfigError(ValueError):
@@ -75,11 +82,17 @@ class ModelConfig:
     unknown_parameters: UnknownParameters = "reject"
     owned_by: str = "aqueduct"
     created: int = 0
-    # How much one request/image counts toward limits (Aqueduct's request_limit_multiplier).
-    limit_weight: float = 1.0
+    # Aqueduct's meaning: this model gets N times the limits, so each of its
+    # requests (and images) counts 1/N toward them.
+    request_limit_multiplier: float = 1.0
     prices: ModelPrices | None = None
     # Whether the upstream can stream partial images (gpt-image models can).
     supports_streaming: bool = False
+
+    @property
+    def limit_weight(self) -> float:
+        """What one request or image of this model counts toward the limits (1/multiplier)."""
+        return 1.0 / self.request_limit_multiplier
 
 
 @dataclass(frozen=True)
@@ -134,14 +147,17 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
         info = entry.get("model_info") or {}
         if not isinstance(info, dict):
             raise ConfigError(f"{where}: model_info must be a mapping")
-        if info.get("mode", "image_generation") != "image_generation":
+        if info.get("mode", "image_generation") not in IMAGE_MODES:
             continue
         name = entry["model_name"]
         group = grouped.setdefault(name, {"deployments": [], "info": {}})
         group["deployments"].append(_deployment(entry.get("litellm_params"), where, env))
         group["info"].update(info)
     if not grouped:
-        raise ConfigError(f"{source}: model_list has no image_generation model")
+        raise ConfigError(
+            f"{source}: model_list has no image_generation model "
+            "(model_info.mode image_generation, image_generations or unset)"
+        )
     models = tuple(_model(name, g["deployments"], g["info"], source) for name, g in grouped.items())
     _check_names_unique(models, source)
     settings = raw.get("gateway") or {}
@@ -229,9 +245,15 @@ def _model(
     if unknown not in ("reject", "forward"):
         raise ConfigError(f"{source}: model {name!r}: unknown_parameters must be reject or forward")
     builtin = any(d.provider == "builtin" for d in deployments)
-    weight = info.get("request_limit_multiplier", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-        raise ConfigError(f"{source}: model {name!r}: request_limit_multiplier must be positive")
+    multiplier = info.get("request_limit_multiplier", 1)
+    if (
+        isinstance(multiplier, bool)
+        or not isinstance(multiplier, int | float)
+        or not 0 < multiplier < math.inf  # NaN fails this too
+    ):
+        raise ConfigError(
+            f"{source}: model {name!r}: request_limit_multiplier must be a positive, finite number"
+        )
     try:
         prices = parse_prices(info, f"{source}: model {name!r}")
     except ValueError as error:
@@ -247,7 +269,7 @@ def _model(
         owned_by=str(info.get("owned_by", "aqueduct" if builtin else deployments[0].provider)),
         # OpenAI lists a creation time; without one configured, the load time.
         created=int(info.get("created", time.time())),
-        limit_weight=float(weight),
+        request_limit_multiplier=float(multiplier),
         prices=prices,
         supports_streaming=streaming,
     )

@@ -5,6 +5,11 @@ The HTTP door reads the details (README, "Errors"): `ErrorInfo.reason`
 becomes the OpenAI `code`, its metadata carries `param`, `http_status`,
 `type` and `code` when they must be exact, and `RetryInfo` becomes
 `Retry-After`.
+
+Every caller value a message quotes goes through `quoted`, so that one long
+value cannot make an error long; `to_status` still caps what it sends, since
+gRPC refuses a status whose trailers exceed its metadata limit (8 KiB by
+default) and the caller then sees a transport error instead of ours.
 """
 
 from __future__ import annotations
@@ -16,9 +21,57 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-__all__ = ["DOMAIN", "INTERNAL_ERROR", "GatewayError", "invalid_argument"]
+__all__ = [
+    "DOMAIN",
+    "INTERNAL_ERROR",
+    "MAX_MESSAGE_BYTES",
+    "MAX_METADATA_CHARS",
+    "QUOTED_CHARS",
+    "GatewayError",
+    "clipped",
+    "invalid_argument",
+    "quoted",
+]
 
 DOMAIN = "aqueduct.gateway"
+
+QUOTED_CHARS = 64
+"""The most characters of a caller's value an error message quotes."""
+
+# The message travels three times in the trailers (grpc-message, and the
+# status and its field violation in grpc-status-details-bin, base64): 1,000
+# UTF-8 bytes keep them well under gRPC's 8 KiB metadata limit.
+MAX_MESSAGE_BYTES = 1_000
+MAX_METADATA_CHARS = 256
+"""The most characters of one ErrorInfo metadata value (`param`, `type`, `code`)."""
+
+_ELLIPSIS = "…"
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, the last one `…` when it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
+
+
+def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
+    """`value` in single quotes for an error message: `'abc…'` when longer than `limit`.
+
+    Characters that do not print (newlines, controls) are shown escaped, so a
+    quoted value never breaks a message or a log line.
+    """
+    # One character more than fits is enough to know the value was cut.
+    text = str(value)[: limit + 1]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return f"'{clipped(text, limit)}'"
+
+
+def _clipped_bytes(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    # Cut at a character boundary, leaving room for the ellipsis (3 bytes).
+    return encoded[: limit - 3].decode(errors="ignore") + _ELLIPSIS
 
 
 class GatewayError(Exception):
@@ -60,6 +113,7 @@ class GatewayError(Exception):
 
     def to_status(self) -> grpc.Status:
         """The status with `google.rpc` details, ready for `abort_with_status`."""
+        message = _clipped_bytes(self.message, MAX_MESSAGE_BYTES)
         metadata: dict[str, str] = {}
         if self.param is not None:
             metadata["param"] = self.param
@@ -69,12 +123,13 @@ class GatewayError(Exception):
             metadata["type"] = self.error_type
         if self.openai_code is not None:
             metadata["code"] = self.openai_code
+        metadata = {key: clipped(value, MAX_METADATA_CHARS) for key, value in metadata.items()}
         details = [
             _pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata))
         ]
         if self.param is not None and self.code == grpc.StatusCode.INVALID_ARGUMENT:
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=self.param, description=self.message
+                field=metadata["param"], description=message
             )
             details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
         if self.retry_after is not None:
@@ -82,7 +137,7 @@ class GatewayError(Exception):
             retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
             details.append(_pack(retry))
         status = status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=details
+            code=getattr(code_pb2, self.code.name), message=message, details=details
         )
         return rpc_status.to_status(status)
 

@@ -23,15 +23,28 @@ _KINDS = (
 
 
 def wrap_behaviour(
-    handler: grpc.RpcMethodHandler, single: SingleWrapper, stream: StreamWrapper
+    handler: grpc.RpcMethodHandler,
+    single: SingleWrapper,
+    stream: StreamWrapper,
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler:
-    """`handler` with its behaviour wrapped: `single` for a single response, else `stream`."""
+    """`handler` with its behaviour wrapped: `single` for a single response, else `stream`.
+
+    Args:
+        handler: the handler to wrap.
+        single: wraps a behaviour that answers with one message.
+        stream: wraps a behaviour that answers with a stream.
+        request_deserializer: replaces the handler's (grpc runs it before any
+            behaviour); None keeps the handler's.
+    """
+    deserializer = request_deserializer or handler.request_deserializer
     for kind, build, streams in _KINDS:
         behaviour = getattr(handler, kind)
         if behaviour is not None:
             return build(  # type: ignore[no-any-return]
                 stream(behaviour) if streams else single(behaviour),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
     raise TypeError(f"unsupported handler {handler!r}")

@@ -21,7 +21,7 @@ OUTPUT_TOKEN_PRICE = 0.00004
 
 
 def priced_config(upstream: FakeUpstream, **sections: Any) -> GatewayConfig:
-    """The router config plus prices, weighted models and the given top-level sections."""
+    """The router config plus prices, models with limit multipliers and the given sections."""
     raw = router_config(upstream)
     gpt = raw["model_list"][0]
     gpt["model_info"].update(
@@ -44,8 +44,9 @@ def priced_config(upstream: FakeUpstream, **sections: Any) -> GatewayConfig:
             "priced-image",
             cost_per_image={"1024x1024": {"standard": IMAGE_PRICE, "hd": HD_PRICE}},
         ),
-        model("heavy-image", request_limit_multiplier=2),
-        model("light-image", request_limit_multiplier=0.5),
+        # Aqueduct's meaning: N times the limits (each request counts 1/N).
+        model("roomy-image", request_limit_multiplier=2),
+        model("tight-image", request_limit_multiplier=0.5),
     ]
     raw.update(sections)
     return parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})

@@ -97,12 +97,14 @@ class Admission:
         Args:
             token: the caller.
             model: the resolved model's name (its prices).
-            weight: what one request or image of the model counts toward limits.
+            weight: what one request or image of the model counts toward limits:
+                1/`request_limit_multiplier` (a model with multiplier 2 gets twice
+                the limits, so each request counts 0.5), counted in hundredths.
             n: images asked for (already validated).
             size: the requested size, if any.
             quality: the requested quality, if any.
         """
-        snapshot = await self._policies.snapshot()
+        snapshot = await self._policies.snapshot(knowing=(token.id,))
         policy = snapshot.token(token.id)
         team = snapshot.team(policy.team_id)
         owners = [("token", token.id, policy.budgets.over(self._default_budgets))]

@@ -3,7 +3,10 @@
 The hot path reads a snapshot of every team and token policy (dict lookups);
 it is reloaded when older than `cache_seconds`, so changes made by another
 process (the CLI) take effect within that time, and at once for changes made
-through this store.
+through this store. A token created since the snapshot was loaded (by another
+process) is never taken for one without a policy: the snapshot knows which
+tokens existed when it was loaded, and one asked for a token it never saw is
+reloaded first (`snapshot(knowing=…)`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import grpc
@@ -61,13 +64,24 @@ class TeamExists(GatewayError):
 
 @dataclass(frozen=True)
 class PolicySnapshot:
-    """Every team and token policy at one moment."""
+    """Every team and token policy at one moment, and which tokens existed then."""
 
     teams: dict[str, TeamPolicy] = field(default_factory=dict)
     tokens: dict[str, TokenPolicy] = field(default_factory=dict)
+    # Every token id in the database at that moment: a token in here without a
+    # policy row has the defaults; one not in here was not loaded yet.
+    token_ids: frozenset[str] = frozenset()
+
+    def knows(self, token_id: str) -> bool:
+        """Whether the token existed when the snapshot was loaded."""
+        return token_id in self.token_ids or token_id in self.tokens
 
     def token(self, token_id: str) -> TokenPolicy:
-        """The token's policy (the defaults when it has none)."""
+        """The token's policy (the defaults when it has none).
+
+        Only meaningful for a token the snapshot `knows`: get the snapshot
+        with `PolicyStore.snapshot(knowing=[token_id])`.
+        """
         return self.tokens.get(token_id) or TokenPolicy(token_id=token_id)
 
     def team(self, team_id: str | None) -> TeamPolicy | None:
@@ -102,23 +116,54 @@ class PolicyStore:
         # must not mark its (possibly older) snapshot fresh.
         self._generation = 0
         self._loading_generation = 0
+        # Loads started so far, and the ordinal of the one in flight: a load
+        # that started after a moment sees every token that existed then.
+        self._loads_started = 0
+        self._loading_ordinal = 0
 
     @property
     def latest(self) -> PolicySnapshot:
         """The last snapshot loaded, without waiting (for bookkeeping after a request)."""
         return self._snapshot
 
-    async def snapshot(self) -> PolicySnapshot:
-        """A snapshot at most `cache_seconds` old."""
+    async def snapshot(self, *, knowing: Collection[str] = ()) -> PolicySnapshot:
+        """A snapshot at most `cache_seconds` old that knows every token in `knowing`.
+
+        Args:
+            knowing: ids of tokens whose policies the caller will read. One the
+                snapshot never saw (created since, e.g. by the CLI) makes it
+                reload before it answers, so the token runs with its own
+                policy at once, never with the defaults.
+        """
         if self._clock() < self._fresh_until:
-            return self._snapshot
-        # One load at a time: a burst of calls after expiry waits for the same
-        # query. A load that began before the latest change is not waited for.
+            snapshot = self._snapshot
+        else:
+            snapshot = await asyncio.shield(self._shared_load())
+        # Every load that starts from here on sees every token that exists now.
+        mark = self._loads_started
+        while not all(snapshot.knows(token_id) for token_id in knowing):
+            # Concurrent calls for new tokens share one load. One that was
+            # already running may predate the token: then another follows.
+            loading = self._shared_load()
+            ordinal = self._loading_ordinal
+            snapshot = await asyncio.shield(loading)
+            if ordinal > mark:
+                break  # loaded since we looked: a token still unknown does not exist
+        return snapshot
+
+    def _shared_load(self) -> asyncio.Future[PolicySnapshot]:
+        """The load in flight, or a new one.
+
+        One load at a time: a burst of calls waits for the same query. A load
+        that began before the latest change made here is not reused.
+        """
         if self._loading is None or self._loading_generation != self._generation:
             loading = asyncio.ensure_future(self._load())
+            self._loads_started += 1
             self._loading, self._loading_generation = loading, self._generation
+            self._loading_ordinal = self._loads_started
             loading.add_done_callback(self._loaded)
-        return await asyncio.shield(self._loading)
+        return self._loading
 
     def _loaded(self, loading: asyncio.Future[PolicySnapshot]) -> None:
         if self._loading is loading:
@@ -128,10 +173,14 @@ class PolicyStore:
         started = self._clock()
         generation = self._generation
         async with self._engine.connect() as connection:
+            # Token ids first: a token created between the two reads is then
+            # unknown to this snapshot (and reloaded when asked for), never
+            # known without its policy.
+            token_ids = frozenset(await connection.scalars(sa.select(tokens_table.c.id)))
             teams = {t.id: t for t in await _teams(connection)}
             rows = await connection.execute(token_policies_table.select())
             tokens = {row.token_id: _token_policy(row) for row in rows}
-        snapshot = PolicySnapshot(teams=teams, tokens=tokens)
+        snapshot = PolicySnapshot(teams=teams, tokens=tokens, token_ids=token_ids)
         if generation == self._generation:  # else a change overlapped: not current
             self._snapshot = snapshot
             self._fresh_until = started + self._cache_seconds

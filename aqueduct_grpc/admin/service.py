@@ -20,7 +20,7 @@ from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.auth.tokens import Token, TokenStore
-from aqueduct_grpc.errors import GatewayError, invalid_argument
+from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
 
 __all__ = ["ADMIN_SERVICE", "AdminService", "budgets_from", "limits_from"]
 
@@ -75,7 +75,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self._usage = usage
 
     async def _require_admin(self) -> None:
-        snapshot = await self._policies.snapshot()
+        snapshot = await self._policies.snapshot(knowing=(current_token().id,))
         if not snapshot.token(current_token().id).admin:
             raise _NOT_ADMIN
 
@@ -177,7 +177,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             why = "no token has" if not matches else "several tokens have"
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
-                f"{why} id or name {id_or_name!r}",
+                f"{why} id or name {quoted(id_or_name)}",
                 reason="TOKEN_NOT_FOUND",
                 param="token",
             )

@@ -30,7 +30,7 @@ from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks
-from aqueduct_grpc.images.validation import validate
+from aqueduct_grpc.images.validation import storable, validate
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
 from aqueduct_grpc.upstreams.openai.wire import COMPLETED
 
@@ -208,17 +208,20 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 def _usage_row(token: Token, request: images_pb2.GenerateImagesRequest) -> UsageRecord:
+    def kept(field: str, column: str) -> str | None:
+        # The row is made before the request is validated, and a refused
+        # request is accounted too: so no more than its column holds.
+        return storable(getattr(request, field), column) if request.HasField(field) else None
+
     return UsageRecord(
         created_at=time.time(),
         token_id=token.id,
-        requested_model=request.model if request.HasField("model") else None,
+        requested_model=kept("model", "requested_model"),
         n=request.n if request.HasField("n") else 1,
-        size=request.size if request.HasField("size") else None,
-        quality=request.quality if request.HasField("quality") else None,
-        end_user=request.user if request.HasField("user") else None,
-        safety_identifier=(
-            request.safety_identifier if request.HasField("safety_identifier") else None
-        ),
+        size=kept("size", "size"),
+        quality=kept("quality", "quality"),
+        end_user=kept("user", "end_user"),
+        safety_identifier=kept("safety_identifier", "safety_identifier"),
     )
 
 

@@ -218,6 +218,7 @@ class FailMidStream:
         message: ``error.message``.
         type: ``error.type``.
         code: ``error.code``.
+        param: ``error.param`` (JSON null when unset).
         error_event: When False, the stream just ends there (cleanly, with no error event
             and no ``completed`` event).
         delay: Seconds to wait first.
@@ -227,6 +228,7 @@ class FailMidStream:
     message: str = "The image generation failed midway."
     type: str = "server_error"
     code: str | None = "generation_failed"
+    param: str | None = None
     error_event: bool = True
     delay: float = 0.0
 
@@ -519,7 +521,7 @@ class FakeUpstream:
                         "error": {
                             "message": behaviour.message,
                             "type": behaviour.type,
-                            "param": None,
+                            "param": behaviour.param,
                             "code": behaviour.code,
                         },
                     }

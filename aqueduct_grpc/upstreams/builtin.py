@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
-from aqueduct_grpc.errors import invalid_argument
+from aqueduct_grpc.errors import invalid_argument, quoted
 from aqueduct_grpc.upstreams.openai.wire import COMPLETED, PARTIAL_IMAGE
 
 __all__ = ["SIZES", "BuiltinImageBackend"]
@@ -121,7 +121,7 @@ def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
         size_name = "1024x1024"
     if size_name not in SIZES:
         raise invalid_argument(
-            f"Invalid value: '{size_name}'. Supported values are: "
+            f"Invalid value: {quoted(size_name)}. Supported values are: "
             + ", ".join(f"'{s}'" for s in ["auto", *SIZES])
             + ".",
             "size",
@@ -129,7 +129,8 @@ def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
     output_format = given("output_format", "png")
     if output_format not in _FORMATS:
         raise invalid_argument(
-            f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg' and 'webp'.",
+            f"Invalid value: {quoted(output_format)}. "
+            "Supported values are: 'png', 'jpeg' and 'webp'.",
             "output_format",
         )
     background = given("background", "auto")

@@ -47,7 +47,8 @@ def test_limits_budgets_and_prices_are_read():
     assert config.budgets == Budgets(per_month_usd=100.0)
     assert config.rate_limit_storage == "async+redis://127.0.0.1:6379"
     model = config.models[0]
-    assert model.limit_weight == 0.5
+    # Aqueduct's meaning: half the limits, so each request counts 2 toward them.
+    assert (model.request_limit_multiplier, model.limit_weight) == (0.5, 2.0)
     assert model.prices is not None and model.prices.image_price("1024x1024", "hd") == 0.08
     assert model.prices.image_price("512x512", None) == 0.1  # "*" covers the rest
 
@@ -61,6 +62,9 @@ def test_limits_budgets_and_prices_are_read():
         ({"limits": {"images_per_day": -1}}, "non-negative"),
         ({"budgets": {"per_day_usd": "ten"}}, "non-negative"),
         ({"model_info": {"request_limit_multiplier": 0}}, "request_limit_multiplier"),
+        ({"model_info": {"request_limit_multiplier": float("nan")}}, "request_limit_multiplier"),
+        ({"model_info": {"request_limit_multiplier": float("inf")}}, "request_limit_multiplier"),
+        ({"model_info": {"request_limit_multiplier": "2"}}, "request_limit_multiplier"),
         ({"model_info": {"cost_per_image": {"1024x1024": {"hd": -2}}}}, "non-negative"),
         ({"model_info": {"input_cost_per_token": 1e-6}}, "both"),
         # A size with no price at all would fail every request of that size.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -11,13 +14,17 @@ import grpc
 import openai
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.util import await_only
 
+from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
+from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.usage_log import UsageRecord
+from aqueduct_grpc.auth.tokens import TokenStore
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import Core, open_core, start_grpc_server
-from aqueduct_grpc.storage.database import sqlite_url, usage_table
+from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.accounting import (
     HD_PRICE,
@@ -159,12 +166,41 @@ async def test_team_limit_is_exact_under_concurrency(gateway, stub, upstream):
     assert upstream.request_count == 6
 
 
-@pytest.mark.parametrize(("model", "allowed"), [("heavy-image", 2), ("light-image", 8)])
-async def test_model_weight_scales_the_limits(gateway, stub, upstream, model, allowed):
+@pytest.mark.parametrize(
+    ("model", "allowed"), [("roomy-image", 8), ("gpt-image-1", 4), ("tight-image", 2)]
+)
+async def test_a_models_limit_multiplier_gives_it_that_many_times_the_limits(
+    gateway, stub, upstream, model, allowed
+):
+    # Aqueduct's request_limit_multiplier: 2 → twice the requests, 0.5 → half.
     secret = await token_with(gateway, "weighted", limits=Limits(requests_per_minute=4))
     codes = [await grpc_generate(stub, secret, model=model) for _ in range(allowed + 2)]
     assert codes == [grpc.StatusCode.OK] * allowed + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
     assert upstream.request_count == allowed
+
+
+async def test_models_with_different_multipliers_share_the_tokens_limits(gateway, stub, upstream):
+    secret = await token_with(gateway, "mixed", limits=Limits(requests_per_minute=2))
+    # 0.5 + 0.5 + 1 = 2: full; another roomy request (0.5) no longer fits.
+    for model in ("roomy-image", "roomy-image", "gpt-image-1"):
+        assert await grpc_generate(stub, secret, model=model) == grpc.StatusCode.OK
+    assert await grpc_generate(stub, secret, model="roomy-image") == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+
+
+async def test_the_multiplier_applies_to_image_limits_too(gateway, stub, upstream):
+    secret = await token_with(gateway, "images", limits=Limits(images_per_minute=2))
+    # n=4 on a model with twice the limits counts 2: it fits; n=5 (2.5) never can.
+    assert await grpc_generate(stub, secret, model="roomy-image", n=4) == grpc.StatusCode.OK
+    other = await token_with(gateway, "images-2", limits=Limits(images_per_minute=2))
+    assert await grpc_generate(stub, other, model="roomy-image", n=5) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert await grpc_generate(stub, other, model="tight-image", n=1) == grpc.StatusCode.OK
+    assert await grpc_generate(stub, other, model="tight-image", n=1) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
 
 
 async def test_config_defaults_apply_and_token_overrides_win(upstream, tmp_path):
@@ -197,7 +233,7 @@ async def test_cost_is_recorded_never_guessed_never_free(gateway, stub, upstream
     await grpc_generate(stub, secret, model="gpt-image-1", n=1)
     # A size the table does not list: its highest price, never free.
     await grpc_generate(stub, secret, model="priced-image", size="512x512")
-    await grpc_generate(stub, secret, model="heavy-image")  # no prices at all
+    await grpc_generate(stub, secret, model="roomy-image")  # no prices at all
     recorded = await rows(gateway)
     sent = upstream.requests[1].reply_json["usage"]
     expected_tokens = (
@@ -207,7 +243,7 @@ async def test_cost_is_recorded_never_guessed_never_free(gateway, stub, upstream
         "priced-image",
         "gpt-image-1",
         "priced-image",
-        "heavy-image",
+        "roomy-image",
     ]
     assert recorded[0].cost == pytest.approx(2 * HD_PRICE)
     assert recorded[1].cost == pytest.approx(expected_tokens)
@@ -428,3 +464,121 @@ async def test_images_by_url_cannot_overspend_the_budget(stub, gateway: Core, up
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 15
     token = next(t for t in await gateway.tokens.list() if t.name == "urls")
     assert gateway.ledger.spent("token", token.id, "month") == pytest.approx(budget)
+
+
+@contextlib.asynccontextmanager
+async def long_cached_core(config: GatewayConfig, database_url: str) -> AsyncIterator[Any]:
+    """A core whose policy snapshot would be reused for an hour, and a stub on it."""
+    cached = dataclasses.replace(config, token_cache_seconds=3600.0)
+    async with open_core(cached, database_url=database_url) as gateway:
+        server = await start_grpc_server(gateway, port=0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                yield gateway, channel
+        finally:
+            await server.stop(0)
+
+
+async def created_elsewhere(database_url: str, policy: TokenPolicy) -> tuple[str, str]:
+    """A token made with its policy by another process's stores (as the CLI does): id, secret."""
+    engine = await open_engine(database_url)
+    try:
+        token, secret = await TokenStore(engine).create("from-the-cli")
+        await PolicyStore(engine).set_token_policy(dataclasses.replace(policy, token_id=token.id))
+    finally:
+        await engine.dispose()
+    return token.id, secret
+
+
+async def test_a_token_created_by_another_process_has_its_policy_at_once(
+    config, upstream, tmp_path
+):
+    url = sqlite_url(tmp_path)
+    async with long_cached_core(config, url) as (gateway, channel):
+        stub = images_pb2_grpc.ImageServiceStub(channel)
+        first = await token_with(gateway, "first")
+        assert await grpc_generate(stub, first) == grpc.StatusCode.OK  # the snapshot is loaded
+        limited = TokenPolicy(token_id="", limits=Limits(requests_per_minute=5))
+        _, secret = await created_elsewhere(url, limited)
+        codes = await asyncio.gather(*(grpc_generate(stub, secret) for _ in range(50)))
+        assert codes.count(grpc.StatusCode.OK) == 5
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 45
+        assert upstream.request_count == 1 + 5
+
+
+async def test_an_admin_token_created_by_another_process_is_admitted_at_once(
+    config, upstream, tmp_path
+):
+    url = sqlite_url(tmp_path)
+    async with long_cached_core(config, url) as (gateway, channel):
+        admin_stub = admin_pb2_grpc.AdminServiceStub(channel)
+        before = await token_with(gateway, "root", admin=True)
+        await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(before))
+        _, secret = await created_elsewhere(url, TokenPolicy(token_id="", admin=True))
+        listed = await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(secret))
+        assert list(listed.teams) == []
+
+
+async def test_new_tokens_share_one_reload_and_tokens_without_a_policy_keep_the_defaults(
+    tmp_path,
+):
+    engine = await open_engine(sqlite_url(tmp_path))
+    try:
+        store = PolicyStore(engine, cache_seconds=3600.0)
+        plain, _ = await TokenStore(engine).create("no-policy-row")
+        assert (await store.snapshot(knowing=[plain.id])).token(plain.id) == TokenPolicy(plain.id)
+        loads = count_policy_loads(engine)
+        # Known without a row: the defaults, with no reload.
+        assert (await store.snapshot(knowing=[plain.id])).token(plain.id) == TokenPolicy(plain.id)
+        assert loads == []
+        new, _ = await created_elsewhere(sqlite_url(tmp_path), TokenPolicy("", admin=True))
+        snapshots = await asyncio.gather(*(store.snapshot(knowing=[new]) for _ in range(50)))
+        assert all(s.token(new).admin for s in snapshots)
+        assert len(loads) == 1
+        assert store.latest.token(new).admin  # kept for the bookkeeping after a request
+    finally:
+        await engine.dispose()
+
+
+def count_policy_loads(engine: Any) -> list[str]:
+    """The policy loads run on `engine` from now on (each reads the token_policies table)."""
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM token_policies" in statement:
+            seen.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", before)
+    return seen
+
+
+async def test_a_reload_already_running_before_a_token_existed_is_not_its_answer(tmp_path):
+    url = sqlite_url(tmp_path)
+    engine = await open_engine(url)
+    try:
+        store = PolicyStore(engine, cache_seconds=3600.0)
+        await store.snapshot()
+        # The reload for token x is held once it has read everything (the
+        # listener runs in SQLAlchemy's greenlet, so it can await); token y is
+        # made meanwhile, so that reload cannot know it.
+        read_ids, release = asyncio.Event(), asyncio.Event()
+
+        def hold(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "FROM token_policies" in statement and not read_ids.is_set():
+                read_ids.set()
+                await_only(release.wait())
+
+        sa.event.listen(engine.sync_engine, "after_cursor_execute", hold)
+        x, _ = await created_elsewhere(url, TokenPolicy("", admin=True))
+        for_x = asyncio.ensure_future(store.snapshot(knowing=[x]))
+        async with asyncio.timeout(30):
+            await read_ids.wait()
+        y, _ = await created_elsewhere(url, TokenPolicy("", admin=True))
+        for_y = asyncio.ensure_future(store.snapshot(knowing=[y]))
+        await asyncio.sleep(0)  # for_y now waits for the reload that began before y
+        release.set()
+        assert (await for_x).token(x).admin
+        assert (await for_y).token(y).admin
+    finally:
+        release.set()
+        await engine.dispose()

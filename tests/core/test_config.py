@@ -67,6 +67,43 @@ def test_router_config_image_models_work_unchanged(tmp_path: pathlib.Path, monke
     assert config.default_model == "gpt-image-1"
 
 
+# As Aqueduct's own router configs (example_router_config.yaml) write image models.
+AQUEDUCT_CONFIG = textwrap.dedent(
+    """
+    model_list:
+      - model_name: Qwen-Chat
+        litellm_params: {model: openai/qwen, api_base: http://vllm:8000/v1}
+        model_info: {mode: chat}
+      - model_name: dall-e-3
+        litellm_params:
+          model: openai/dall-e-3
+          api_key: os.environ/OPENAI_API_KEY
+        model_info:
+          mode: image_generations
+          request_limit_multiplier: 2
+      - model_name: gpt-image-1
+        litellm_params:
+          model: openai/gpt-image-1
+          api_key: os.environ/OPENAI_API_KEY
+        model_info: {mode: image_generation}
+    """
+)
+
+
+def test_aqueducts_plural_image_mode_is_an_image_model(tmp_path: pathlib.Path, monkeypatch):
+    path = tmp_path / "aqueduct.yaml"
+    path.write_text(AQUEDUCT_CONFIG)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    config = load_config(path)  # what `serve --config` does
+    assert [m.name for m in config.models] == ["dall-e-3", "gpt-image-1"]
+    assert config.models[0].request_limit_multiplier == 2
+    assert config.default_model == "dall-e-3"
+    # A config whose only image models use the plural is served, not refused.
+    only_plural = AQUEDUCT_CONFIG.split("  - model_name: gpt-image-1")[0]
+    path.write_text(only_plural)
+    assert [m.name for m in load_config(path).models] == ["dall-e-3"]
+
+
 def test_api_keys_are_not_in_the_repr():
     config = parse_config(
         {

@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 
+import aiohttp
 import grpc
 import pytest
 import sqlalchemy as sa
@@ -13,10 +14,11 @@ from google.protobuf import struct_pb2
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct_grpc.accounting.policy import Limits
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, InvalidJson, Succeed
-from tests.accounting import usage_recorded
+from tests.accounting import token_with, usage_recorded
 from tests.conftest import UPSTREAM_KEY, bearer
 from tests.grpc_errors import details_of
 
@@ -176,14 +178,29 @@ async def test_unknown_parameters_are_rejected_by_default(stub, secret, upstream
 
 async def test_unknown_parameters_are_forwarded_when_the_model_says_so(stub, secret, upstream):
     extras = struct_pb2.Struct()
-    extras.update({"input_fidelity": "high", "model": "sneaky", "extra": {"a": [1, "b"]}})
+    extras.update({"input_fidelity": "high", "extra": {"a": [1, "b"]}})
     await stub.GenerateImages(
         Request(model="forwarding-image", prompt="x", extra_parameters=extras),
         metadata=bearer(secret),
     )
     sent = upstream.requests[0].json
     assert sent["input_fidelity"] == "high" and sent["extra"] == {"a": [1, "b"]}
-    assert sent["model"] == "gpt-image-1-mini"  # a forwarded key cannot override a declared one
+    assert sent["model"] == "gpt-image-1-mini"
+
+
+@pytest.mark.parametrize(("name", "value"), [("model", "sneaky"), ("n", 1000), ("stream", True)])
+async def test_a_declared_parameter_cannot_be_forwarded_as_an_unknown_one(
+    stub, secret, upstream, name, value
+):
+    # Only a gRPC caller can put one there; forwarded, it would skip validation
+    # (an n of 1,000 charged as one image, a stream the answer is not read as).
+    extras = struct_pb2.Struct()
+    extras.update({"input_fidelity": "high", name: value})
+    found = await call_error(
+        stub, Request(model="forwarding-image", prompt="x", extra_parameters=extras), secret
+    )
+    assert (found.code, found.metadata["param"]) == (grpc.StatusCode.INVALID_ARGUMENT, name)
+    assert upstream.request_count == 0
 
 
 @pytest.mark.parametrize(
@@ -350,3 +367,117 @@ async def test_unreachable_deployment_fails_over_to_the_next(stub, secret, upstr
         )
         assert len(response.data) == 1
     assert [r.json["model"] for r in upstream.requests] == ["alive"] * 4
+
+
+# The usage column that keeps each bounded request field.
+STORED_FIELDS = {
+    "model": "requested_model",
+    "size": "size",
+    "quality": "quality",
+    "user": "end_user",
+    "safety_identifier": "safety_identifier",
+}
+
+
+@pytest.mark.parametrize("field", list(STORED_FIELDS))
+async def test_an_over_long_stored_string_is_refused_before_admission_and_accounted_cut(
+    stub, gateway: Core, upstream, field
+):
+    # One request a minute: a refusal that used it up would make the next call a 429.
+    secret = await token_with(gateway, "one-a-minute", limits=Limits(requests_per_minute=1))
+    found = await call_error(
+        stub, Request(prompt="x", **{"model": "gpt-image-1", field: "v" * 300_000}), secret
+    )
+    assert found.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (found.reason, found.metadata["param"]) == ("STRING_ABOVE_MAX_LENGTH", field)
+    assert upstream.request_count == 0
+    await stub.GenerateImages(Request(model="gpt-image-1", prompt="x"), metadata=bearer(secret))
+    refused, served = await usage_rows(gateway)
+    assert (refused.status, served.status) == ("INVALID_ARGUMENT", "OK")
+    kept = getattr(refused, STORED_FIELDS[field])
+    assert kept.startswith("vvv") and kept.endswith("…")
+    assert len(kept) == usage_table.c[STORED_FIELDS[field]].type.length
+
+
+async def test_caller_values_echoed_in_errors_are_quoted_short(stub, secret, upstream):
+    extras = struct_pb2.Struct()
+    extras.update({"k" * 9_000: 1})
+    refusals = [
+        # Each would have overflowed gRPC's trailers (the caller saw a transport error).
+        (Request(model="gpt-image-1", prompt="x", extra_parameters=extras), "UNKNOWN_PARAMETER"),
+        (Request(model="demo", prompt="x", output_format="f" * 9_000), "INVALID_VALUE"),
+        (Request(model="gpt-image-1", prompt="x", response_format="r" * 9_000), "INVALID_VALUE"),
+        (Request(model="m" * 120, prompt="x"), "MODEL_NOT_FOUND"),
+    ]
+    for request, reason in refusals:
+        found = await call_error(stub, request, secret)
+        assert found.reason == reason
+        assert len(found.message) < 200 and "…'" in found.message
+        assert all(len(value) <= 64 for value in found.metadata.values())
+    assert upstream.request_count == 0
+
+
+async def test_forwarded_parameters_that_json_cannot_carry_are_refused(stub, secret, upstream):
+    extras = struct_pb2.Struct()
+    extras.update({"strength": float("nan")})
+    found = await call_error(
+        stub, Request(model="forwarding-image", prompt="x", extra_parameters=extras), secret
+    )
+    assert (found.code, found.metadata["param"]) == (grpc.StatusCode.INVALID_ARGUMENT, "strength")
+    assert upstream.request_count == 0
+
+
+@pytest.mark.parametrize(
+    "method", ["GenerateImages", "StreamGenerateImages", "ListModels", "GetImageFile"]
+)
+@pytest.mark.parametrize("with_token", [True, False])
+async def test_a_message_that_does_not_parse_is_invalid_argument_logged_once(
+    channel, secret, upstream, caplog, method, with_token
+):
+    caplog.set_level(logging.DEBUG)
+    path = f"/aqueduct.images.v1.ImageService/{method}"
+    metadata = bearer(secret) if with_token else None
+    # A truncated varint, a truncated fixed32 and (where field 1 is a string or a
+    # message) bad UTF-8; ListModelsRequest has no field, so bytes there are unknown.
+    garbage = [b"\x18\xff", b"\x0d\x00"]
+    if method != "ListModels":
+        garbage.append(b"\x0a\x02\xff\xfe")
+    streams = method == "StreamGenerateImages"
+    for data in garbage:
+        call = (channel.unary_stream if streams else channel.unary_unary)(path)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            answer = call(data, metadata=metadata)
+            if streams:
+                async for _ in answer:  # type: ignore[attr-defined]
+                    pass
+            else:
+                await answer  # type: ignore[misc]
+        found = details_of(caught.value)
+        assert (found.code, found.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_MESSAGE")
+        assert "DecodeError" not in found.message and "class" not in found.message
+    records = [(r.levelno, r.name) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert records == [(logging.WARNING, "aqueduct_grpc.error_exit")]
+    assert upstream.request_count == 0
+
+
+async def test_the_http_door_tells_a_missing_prompt_from_an_empty_one(http_door, secret):
+    bodies = {"missing": {}, "null": {"prompt": None}, "empty": {"prompt": ""}}
+    answers = {}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as session:
+        for name, body in bodies.items():
+            async with session.post(f"{http_door}/v1/images/generations", json=body) as answer:
+                assert answer.status == 400
+                answers[name] = (await answer.json())["error"]
+    missing = {
+        "message": "Missing required parameter: 'prompt'.",
+        "type": "invalid_request_error",
+        "param": "prompt",
+        "code": "missing_required_parameter",
+    }
+    assert answers["missing"] == answers["null"] == missing
+    assert answers["empty"] == {
+        "message": "Invalid 'prompt': empty string.",
+        "type": "invalid_request_error",
+        "param": "prompt",
+        "code": "empty_string",
+    }

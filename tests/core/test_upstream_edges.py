@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ import aiohttp
 import grpc
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
@@ -22,6 +25,8 @@ from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.testing.fake_upstream import png_image
 from aqueduct_grpc.upstreams.openai.backend import OpenAIBackend
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
+from aqueduct_grpc.upstreams.openai.scrubbing import REDACTED, KeyScrubber
+from tests.key_forms import assert_no_key, key_forms
 
 Handler = Callable[[web.Request], Any]
 
@@ -59,6 +64,7 @@ async def backend() -> AsyncIterator[OpenAIBackend]:
 
 
 PROMPT = images_pb2.GenerateImagesRequest(prompt="x")
+KEY = "sk-must-stay-home"
 
 
 def deployment(base: str, provider: str = "openai") -> Deployment:
@@ -66,7 +72,7 @@ def deployment(base: str, provider: str = "openai") -> Deployment:
         provider=provider,  # type: ignore[arg-type]
         upstream_model="m",
         api_base=f"{base}/v1",
-        api_key="sk-must-stay-home",
+        api_key=KEY,
         api_version="2025-04-01-preview" if provider == "azure" else None,
         timeout=10,
     )
@@ -159,3 +165,99 @@ async def test_sse_reader_handles_one_big_event_in_tiny_chunks():
 
     events = [e async for e in read_events(chunks(), max_event_bytes=1_000_000)]
     assert [(e.event, e.data) for e in events] == [("big", image), ("message", "tail")]
+
+
+async def test_stream_event_texts_are_scrubbed_of_the_key(serve, backend):
+    forms = key_forms(KEY)
+    event = json.loads(completed())
+    event.update(size=forms[0], quality=forms[3], background=forms[6], output_format=forms[10])
+    body = sse(("image_generation.completed", json.dumps(event)))
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/event-stream")
+
+    upstream, _ = await serve(answer)
+    [message] = [m async for m in backend.stream(PROMPT, deployment(upstream))]
+    texts = (message.size, message.quality, message.background, message.output_format)
+    assert all("***" in text for text in texts)
+    assert_no_key(" ".join(texts), KEY)
+    assert message.b64_json == png_image(300, 0)
+
+
+async def test_answer_texts_are_scrubbed_and_an_upstream_url_is_never_passed_on(serve, backend):
+    image = base64.b64encode(png_image(300, 0)).decode()
+
+    async def answer(request: web.Request) -> web.Response:
+        item = {"b64_json": image, "url": f"http://x/{KEY}.png", "revised_prompt": f"k={KEY}"}
+        return web.json_response({"created": 1, "data": [item], "size": KEY.upper()})
+
+    upstream, _ = await serve(answer)
+    response = await backend.generate(PROMPT, deployment(upstream))
+    assert (response.data[0].revised_prompt, response.size) == ("k=***", "***")
+    assert not response.data[0].HasField("url")
+    assert response.data[0].b64_json == png_image(300, 0)
+
+
+async def test_unknown_event_types_are_logged_without_the_key(serve, backend, caplog):
+    caplog.set_level(logging.DEBUG)
+    unknown = json.dumps({"type": f"image_generation.{KEY}"})
+    body = sse(("x", unknown), ("image_generation.completed", completed()))
+    assert await stream_types(serve, backend, body) == ["image_generation.completed"]
+    assert "skipping upstream stream event" in caplog.text
+    assert_no_key(caplog.text, KEY)
+
+
+async def test_an_error_body_of_any_size_fits_a_trailer(serve, backend):
+    error = {"message": "m" * 100_000 + KEY, "type": "t" * 5_000, "param": "p" * 5_000, "code": 7}
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"error": error}, status=400)
+
+    upstream, _ = await serve(answer)
+    with pytest.raises(GatewayError) as caught:
+        await backend.generate(PROMPT, deployment(upstream))
+    found = caught.value
+    assert found.message.startswith("mmm") and len(found.message) <= 1_000
+    assert found.param is not None and found.error_type is not None
+    assert len(found.param) <= 200 and len(found.error_type) <= 200 and found.openai_code == "7"
+    assert len(found.to_status().trailing_metadata[0][1]) < 4_096
+
+
+def test_a_key_cut_in_two_by_the_scan_limit_is_not_half_kept():
+    key = "sk-" + "k" * 60
+    scrub = KeyScrubber(key)
+    for at in range(64 * 1024 - len(key), 64 * 1024 + 1, 7):
+        text = "a" * at + key + "b" * 10
+        clean = scrub.bounded(text, 100_000)
+        assert "sk-kkkkk" not in clean and "kkkkk" not in clean
+
+
+# API keys are printable ASCII; what surrounds them may be anything.
+_keys = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="*"),
+    min_size=12,
+    max_size=48,
+)
+_around = st.binary(max_size=8)
+
+
+@given(key=_keys, before=_around, after=_around, which=st.integers(0, 100), words=st.text())
+def test_every_spelling_of_any_key_is_scrubbed_wherever_it_sits(key, before, after, which, words):
+    raw = key.encode()
+    wrapped = before + raw + after
+    spellings = [
+        *key_forms(key),
+        base64.b64encode(wrapped).decode(),
+        base64.urlsafe_b64encode(wrapped).decode().rstrip("="),
+    ]
+    form = spellings[which % len(spellings)]
+    clean = KeyScrubber(key)(f"{words} {form} {words}")
+    assert REDACTED in clean
+    assert_no_key(clean, key)
+
+
+@given(key=_keys, text=st.text(max_size=300), limit=st.integers(1, 400))
+def test_bounded_texts_are_short_and_clean(key, text, limit):
+    clean = KeyScrubber(key).bounded(text + key + text, limit)
+    assert len(clean) <= limit
+    assert_no_key(clean, key)

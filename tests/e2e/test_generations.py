@@ -21,6 +21,8 @@ from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Drop, Fail, FakeUpstream, Succeed
 from tests.accounting import usage_recorded
 from tests.conftest import UPSTREAM_KEY, bearer
+from tests.grpc_errors import details_of
+from tests.key_forms import assert_no_key, key_forms
 
 
 @pytest.fixture
@@ -336,3 +338,77 @@ async def test_grpc_deadline_from_the_caller_is_kept(
     assert [(r.status, r.error_reason, r.model, r.images) for r in rows] == [
         ("DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT", "gpt-image-1", 0)
     ]
+
+
+def failure_echoing(form: str) -> Fail:
+    """An upstream 400 whose every field echoes our key in one spelling."""
+    return Fail(
+        400,
+        message=f"Incorrect API key provided: {form}.",
+        type=f"invalid_request_error {form}",
+        param=f"key {form}",
+        code=f"bad_key:{form}",
+    )
+
+
+@pytest.mark.parametrize("form", key_forms(UPSTREAM_KEY))
+async def test_the_upstream_key_never_reaches_a_caller_from_an_upstream_error(
+    client, stub, secret, upstream: FakeUpstream, form
+):
+    upstream.plan(failure_echoing(form), failure_echoing(form))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.images.generate(model="gpt-image-1", prompt="x")
+    assert_no_key(caught.value.response.text, UPSTREAM_KEY)
+    error = caught.value.response.json()["error"]
+    # What is not the key stays (a Basic credential keeps its user name's part).
+    for field, kept in (("message", "Incorrect API key provided: "), ("param", "key ")):
+        assert error[field].startswith(kept) and "***" in error[field]
+    assert error["code"].startswith("bad_key:") and "***" in error["code"]
+    with pytest.raises(grpc.aio.AioRpcError) as grpc_caught:
+        await stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(model="gpt-image-1", prompt="x"),
+            metadata=bearer(secret),
+        )
+    found = details_of(grpc_caught.value)
+    assert found.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert_no_key(f"{found.message} {found.metadata} {found.bad_fields}", UPSTREAM_KEY)
+    assert_no_key(str(grpc_caught.value), UPSTREAM_KEY)
+    assert found.metadata["type"].startswith("invalid_request_error ")
+
+
+@pytest.mark.parametrize("form", key_forms(UPSTREAM_KEY))
+async def test_the_upstream_key_never_reaches_a_caller_from_a_revised_prompt(
+    client, stub, secret, upstream: FakeUpstream, form
+):
+    upstream.plan(*[Succeed(revised_prompt=f"A lighthouse; key {form} at dusk")] * 2)
+    raw = await client.images.with_raw_response.generate(model="gpt-image-1", prompt="x")
+    assert_no_key(raw.content.decode(), UPSTREAM_KEY)
+    revised = raw.parse().data[0].revised_prompt or ""
+    assert revised.startswith("A lighthouse; key ") and revised.endswith("*** at dusk")
+    response = await stub.GenerateImages(
+        images_pb2.GenerateImagesRequest(model="gpt-image-1", prompt="x"), metadata=bearer(secret)
+    )
+    assert response.data[0].revised_prompt == revised
+    assert_no_key(response.data[0].revised_prompt, UPSTREAM_KEY)
+    assert response.data[0].b64_json == upstream.image(0)  # the image itself is untouched
+
+
+async def test_a_huge_upstream_message_is_cut_and_keeps_its_status(
+    client, stub, secret, upstream: FakeUpstream
+):
+    # Long enough to overflow gRPC's trailers if it were passed on whole.
+    message = "The prompt was rejected. " + "x" * 20_000 + UPSTREAM_KEY
+    upstream.plan(Fail(400, message=message), Fail(400, message=message))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.images.generate(model="gpt-image-1", prompt="x")
+    error = error_of(caught)
+    assert error["message"].startswith("The prompt was rejected. xxx")
+    assert len(error["message"]) <= 1_000 and error["type"] == "invalid_request_error"
+    with pytest.raises(grpc.aio.AioRpcError) as grpc_caught:
+        await stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(model="gpt-image-1", prompt="x"),
+            metadata=bearer(secret),
+        )
+    found = details_of(grpc_caught.value)
+    assert found.code == grpc.StatusCode.INVALID_ARGUMENT and found.reason == "UPSTREAM_ERROR"
+    assert len(found.message) <= 1_000 and found.metadata["http_status"] == "400"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,8 @@ from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FailMidStream, FakeUpstream, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
+from tests.grpc_errors import details_of
+from tests.key_forms import assert_no_key, key_forms
 
 PARTIAL = "image_generation.partial_image"
 COMPLETED = "image_generation.completed"
@@ -250,3 +253,52 @@ async def test_grpc_cancel_cancels_the_upstream(stub, secret, upstream: FakeUpst
         await upstream.wait_until(lambda: upstream.requests[0].outcome == "cancelled")
     rows = await first_usage_rows(gateway)
     assert [r.status for r in rows] == ["CANCELLED"]
+
+
+def mid_stream_failure_echoing(form: str) -> FailMidStream:
+    """An upstream stream that fails after one event, every error field echoing our key."""
+    return FailMidStream(
+        after=1,
+        message=f"Incorrect API key provided: {form}.",
+        type=f"server_error {form}",
+        code=f"bad_key:{form}",
+        param=f"key {form}",
+    )
+
+
+@pytest.mark.parametrize("form", key_forms(UPSTREAM_KEY))
+async def test_the_upstream_key_never_reaches_a_caller_from_a_stream_error(
+    http_door, stub, secret, upstream: FakeUpstream, form
+):
+    upstream.plan(mid_stream_failure_echoing(form), mid_stream_failure_echoing(form))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{http_door}/v1/images/generations",
+            json={"model": "gpt-image-1", "prompt": "x", "stream": True, "partial_images": 1},
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as resp:
+            assert resp.status == 200
+            text = (await resp.read()).decode()
+    frames = text.split("\n\n")
+    assert frames[0].startswith(f"event: {PARTIAL}\n") and frames[1].startswith("event: error\n")
+    assert_no_key(frames[1], UPSTREAM_KEY)
+    error = json.loads(frames[1].partition("data: ")[2])["error"]
+    assert error["message"].startswith("Incorrect API key provided: ") and "***" in error["message"]
+    assert error["param"].startswith("key ") and error["code"].startswith("bad_key:")
+    call = stub.StreamGenerateImages(
+        images_pb2.StreamGenerateImagesRequest(
+            request=images_pb2.GenerateImagesRequest(
+                model="gpt-image-1", prompt="x", partial_images=1
+            )
+        ),
+        metadata=bearer(secret),
+    )
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in call:
+            received.append(event.type)
+    assert received == [PARTIAL]
+    found = details_of(caught.value)
+    assert_no_key(f"{found.message} {found.metadata} {found.bad_fields}", UPSTREAM_KEY)
+    assert_no_key(str(caught.value), UPSTREAM_KEY)
+    assert found.reason == "UPSTREAM_ERROR" and "***" in found.message

@@ -6,7 +6,9 @@ are handled in one place (`_connection_errors`); the dispatcher bounds time.
 
 An upstream that answers with image URLs (legacy models) has them fetched
 here, only from its own origin, so callers never see an upstream URL.
-Streaming answers (Server-Sent Events) are relayed event by event.
+Streaming answers (Server-Sent Events) are relayed event by event. Every
+text an upstream sends back is scrubbed of the deployment's key
+(`scrubbing`), in answers, events and errors alike.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.upstreams.openai import status_mapping as failed
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
 from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
+from aqueduct_grpc.upstreams.openai.scrubbing import scrubber_for
 from aqueduct_grpc.upstreams.openai.wire import (
     COMPLETED,
     RELAYED_EVENTS,
@@ -72,13 +75,14 @@ class OpenAIBackend:
                         response.status, raw, response.headers.get("Retry-After"), deployment
                     )
             try:
-                parsed = response_from_json(parse_images_response(raw))
+                parsed = response_from_json(parse_images_response(raw), scrubber_for(deployment))
             except _MALFORMED:
                 raise failed.invalid_response(deployment) from None
             for image in parsed.data:
-                if image.HasField("url") and not image.HasField("b64_json"):
-                    image.b64_json = await self._download(image.url, deployment)
-                    image.ClearField("url")
+                if image.HasField("url"):
+                    if not image.HasField("b64_json"):
+                        image.b64_json = await self._download(image.url, deployment)
+                    image.ClearField("url")  # an upstream URL is never passed on
             return parsed
 
     async def stream(
@@ -179,15 +183,17 @@ def _stream_event(
         raise failed.invalid_response(deployment)
     if name == "error" or "error" in document:
         error = document.get("error")
-        # An error after the stream started: same shape as an HTTP error body.
+        # An error after the stream started: same shape as an HTTP error body,
+        # and through the same mapping (which scrubs every text of it).
         raise failed.upstream_error(500, json.dumps({"error": error}).encode(), None, deployment)
+    scrub = scrubber_for(deployment)
     if document.get("type") not in RELAYED_EVENTS:
         # OpenAI adds event types over time; one we do not know must not
         # break a stream that still delivers the ones we do.
-        log.info("skipping upstream stream event %r", str(document.get("type"))[:80])
+        log.info("skipping upstream stream event %r", scrub.bounded(str(document.get("type")), 80))
         return None
     try:
-        return stream_event_from_json(document)
+        return stream_event_from_json(document, scrub)
     except _MALFORMED:
         raise failed.invalid_response(deployment) from None
 

@@ -1,9 +1,10 @@
 """What an OpenAI-compatible upstream's failures mean to our caller, as `GatewayError`s.
 
-An upstream's HTTP error keeps its status, type, code and message (with our
-key scrubbed), carried beside the gRPC code so that the HTTP door restores
-it exactly (e.g. 422). Our own key being refused is the gateway's fault, not
-the caller's. None of these messages names an upstream address.
+An upstream's HTTP error keeps its status, type, code, param and message
+(each with our key scrubbed, in any of its forms, and cut to a length that
+fits a gRPC trailer), carried beside the gRPC code so that the HTTP door
+restores it exactly (e.g. 422). Our own key being refused is the gateway's
+fault, not the caller's. None of these messages names an upstream address.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import grpc
 
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.upstreams.openai.scrubbing import scrubber_for
 
 __all__ = [
     "image_unavailable",
@@ -29,6 +31,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# An upstream's texts are passed on cut to these lengths: with the rest of the
+# status they must fit gRPC's trailers (8 KiB by default), whatever was sent.
+MESSAGE_CHARS = 1_000
+NAME_CHARS = 200
 
 # Upstream HTTP status -> the gRPC code our caller sees. The exact status is
 # carried beside it, so the HTTP door restores it (e.g. 422).
@@ -100,9 +107,11 @@ def upstream_error(
             error = parsed["error"]
     except ValueError:
         pass
-    message = str(error.get("message") or f"The upstream image service answered {status}.")
-    if deployment.api_key:
-        message = message.replace(deployment.api_key, "***")
+    scrub = scrubber_for(deployment)
+    message = scrub.bounded(
+        str(error.get("message") or f"The upstream image service answered {status}."),
+        MESSAGE_CHARS,
+    )
     if status == 401:
         # Our key was refused: the caller's own token is fine, so a 401 would
         # mislead them. Tell them the gateway is misconfigured instead.
@@ -128,10 +137,10 @@ def upstream_error(
         code,
         message,
         reason="UPSTREAM_ERROR",
-        param=param if isinstance(param, str) else None,
+        param=scrub.bounded(param, NAME_CHARS) if isinstance(param, str) else None,
         http_status=status,
-        error_type=str(error["type"]) if error.get("type") else None,
-        openai_code=str(openai_code) if openai_code is not None else "",
+        error_type=scrub.bounded(str(error["type"]), NAME_CHARS) if error.get("type") else None,
+        openai_code="" if openai_code is None else scrub.bounded(str(openai_code), NAME_CHARS),
         retry_after=delay,
     )
 

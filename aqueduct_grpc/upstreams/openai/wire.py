@@ -2,13 +2,15 @@
 
 The one place that knows OpenAI's JSON shapes. `request_body` builds what an
 OpenAI-compatible upstream receives from a typed request; `response_from_json`
-and `stream_event_from_json` turn its answers into the contract's messages.
+and `stream_event_from_json` turn its answers into the contract's messages,
+every text in them scrubbed of the deployment's key.
 The event type names are OpenAI's, which the contract adopts as they are.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pybase64
@@ -20,10 +22,14 @@ __all__ = [
     "COMPLETED",
     "PARTIAL_IMAGE",
     "RELAYED_EVENTS",
+    "Scrub",
     "request_body",
     "response_from_json",
     "stream_event_from_json",
 ]
+
+# What every upstream text goes through before it is put in a message.
+Scrub = Callable[[str], str]
 
 PARTIAL_IMAGE = "image_generation.partial_image"
 COMPLETED = "image_generation.completed"
@@ -71,8 +77,15 @@ def request_body(
     return body
 
 
-def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerateImagesResponse:
-    """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message."""
+def stream_event_from_json(
+    document: dict[str, Any], scrub: Scrub
+) -> images_pb2.StreamGenerateImagesResponse:
+    """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message.
+
+    Args:
+        document: the event's parsed JSON.
+        scrub: cleans every text the upstream sent (the deployment's key scrubber).
+    """
     kind = document["type"]
     if kind not in RELAYED_EVENTS:
         raise ValueError(f"unknown image stream event {kind!r}")
@@ -83,7 +96,7 @@ def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerat
     )
     for name in ("size", "quality", "background", "output_format"):
         if document.get(name) is not None:
-            setattr(event, name, str(document[name]))
+            setattr(event, name, scrub(str(document[name])))
     if document.get("partial_image_index") is not None:
         event.partial_image_index = int(document["partial_image_index"])
     if isinstance(document.get("usage"), dict):
@@ -91,8 +104,14 @@ def stream_event_from_json(document: dict[str, Any]) -> images_pb2.StreamGenerat
     return event
 
 
-def response_from_json(document: dict[str, Any]) -> images_pb2.GenerateImagesResponse:
-    """Converts a parsed `ImagesResponse` (`b64_json` already decoded) to the message."""
+def response_from_json(document: dict[str, Any], scrub: Scrub) -> images_pb2.GenerateImagesResponse:
+    """Converts a parsed `ImagesResponse` (`b64_json` already decoded) to the message.
+
+    Args:
+        document: the parsed answer.
+        scrub: cleans every text the upstream sent (the deployment's key scrubber);
+            an image `url` is kept as sent, for the backend to fetch and drop.
+    """
     response = images_pb2.GenerateImagesResponse(
         created=int(document.get("created") or time.time())
     )
@@ -103,10 +122,10 @@ def response_from_json(document: dict[str, Any]) -> images_pb2.GenerateImagesRes
         if item.get("url") is not None:
             image.url = item["url"]
         if item.get("revised_prompt") is not None:
-            image.revised_prompt = item["revised_prompt"]
+            image.revised_prompt = scrub(item["revised_prompt"])
     for name in ("background", "output_format", "quality", "size"):
         if document.get(name) is not None:
-            setattr(response, name, document[name])
+            setattr(response, name, scrub(document[name]))
     usage = document.get("usage")
     if isinstance(usage, dict):
         _usage_from_json(usage, response.usage)
