@@ -17,7 +17,7 @@ __all__ = ["Budgets", "Limits", "TeamPolicy", "TokenPolicy", "parse_budgets", "p
 
 @dataclass(frozen=True)
 class Limits:
-    """Rate limits; `n` counts toward the image limits, all scaled by the model's weight."""
+    """Rate limits; `n` counts toward the image limits, each divided by the model's multiplier."""
 
     requests_per_minute: int | None = None
     images_per_minute: int | None = None

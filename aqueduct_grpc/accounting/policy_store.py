@@ -30,7 +30,7 @@ from aqueduct_grpc.accounting.policy import (
     parse_limits,
 )
 from aqueduct_grpc.auth.tokens import TokenNotFound
-from aqueduct_grpc.errors import GatewayError, invalid_argument
+from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
 from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
 
 __all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound", "check_policy"]
@@ -211,7 +211,7 @@ class PolicyStore:
                 sa.select(teams_table.c.id).where(teams_table.c.name == team.name)
             )
             if taken is not None:
-                raise TeamExists(f"a team named {team.name!r} exists already")
+                raise TeamExists(f"a team named {quoted(team.name)} exists already")
             await connection.execute(
                 teams_table.insert().values(
                     id=team.id,
@@ -234,7 +234,7 @@ class PolicyStore:
         for team in await self.list_teams():
             if id_or_name in (team.id, team.name):
                 return team
-        raise TeamNotFound(f"no team has id or name {id_or_name!r}")
+        raise TeamNotFound(f"no team has id or name {quoted(id_or_name)}")
 
     async def set_team_policy(
         self, id_or_name: str, *, limits: Limits, budgets: Budgets

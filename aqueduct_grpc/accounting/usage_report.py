@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aqueduct_grpc.errors import quoted
 from aqueduct_grpc.storage.database import teams_table, tokens_table, usage_table
 
 __all__ = ["GROUPINGS", "UsageGroup", "parse_moment", "usage_report"]
@@ -37,13 +38,15 @@ def parse_moment(text: str, now: float) -> float:
     if match:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
         if seconds > _MAX_LOOKBACK_SECONDS:
-            raise ValueError(f"not a period bound: {text!r} reaches back more than 1000 years")
+            raise ValueError(
+                f"not a period bound: {quoted(text)} reaches back more than 1000 years"
+            )
         return now - seconds
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"not a period bound: {text!r} (use 7d, 12h, 2026-11-01 or 2026-11-01T12:00)"
+            f"not a period bound: {quoted(text)} (use 7d, 12h, 2026-11-01 or 2026-11-01T12:00)"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)

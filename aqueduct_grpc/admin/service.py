@@ -97,9 +97,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListTokensResponse:
         """Every token with its policy, never a secret."""
         await self._require_admin()
-        snapshot = await self._policies.snapshot()
+        tokens = await self._tokens.list()
+        # Knowing every listed token: one made by the CLI shows its own policy at once.
+        snapshot = await self._policies.snapshot(knowing=[t.id for t in tokens])
         return admin_pb2.ListTokensResponse(
-            tokens=[_token(t, snapshot.token(t.id)) for t in await self._tokens.list()]
+            tokens=[_token(t, snapshot.token(t.id)) for t in tokens]
         )
 
     async def RevokeToken(

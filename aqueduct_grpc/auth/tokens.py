@@ -21,7 +21,7 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.errors import GatewayError, invalid_argument
+from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
 from aqueduct_grpc.storage.database import tokens_table
 
 __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
@@ -159,9 +159,11 @@ class TokenStore:
                 )
             ).all()
             if not rows:
-                raise TokenNotFound(f"no token has id or name {id_or_name!r}")
+                raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
             if len(rows) > 1:
-                raise TokenNotFound(f"several tokens are named {id_or_name!r}: revoke one by id")
+                raise TokenNotFound(
+                    f"several tokens are named {quoted(id_or_name)}: revoke one by id"
+                )
             row = rows[0]
             revoked_at = row.revoked_at if row.revoked_at is not None else self._clock()
             await connection.execute(
