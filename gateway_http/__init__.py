@@ -11,12 +11,14 @@ from gateway_http.app import TRANSCODER, Transcoder, create_app
 from gateway_http.dialect import OPENAI, Dialect, ErrorFields
 from gateway_http.errors import HTTP_STATUS, HttpError, Reason, from_grpc_status
 from gateway_http.routes import Route, build_routes, discover_services
+from gateway_http.server import DoorRunner, serve
 
 __all__ = [
     "HTTP_STATUS",
     "OPENAI",
     "TRANSCODER",
     "Dialect",
+    "DoorRunner",
     "ErrorFields",
     "HttpError",
     "Reason",
@@ -26,4 +28,5 @@ __all__ = [
     "create_app",
     "discover_services",
     "from_grpc_status",
+    "serve",
 ]

@@ -9,13 +9,20 @@ start-up (binding every endpoint to it), closed at clean-up.
 Every error leaves through one handler, `Transcoder.error_response` (or, once
 a stream has started, `Transcoder.error_event`): the exception becomes an
 `HttpError` in one function (`errors.as_http_error`) and the dialect shapes
-its body.
+its body. Requests aiohttp refuses before any handler runs reach it too when
+the app is served by `gateway_http.server.DoorRunner`.
+
+Request bodies are decoded by the door, not by aiohttp: `Content-Encoding`
+gzip or deflate, within the same size limit after decompression; any other
+coding (br, zstd) is a 415 naming the supported ones, whatever optional
+decompressors happen to be installed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -60,8 +67,20 @@ DEFAULT_FORWARDED_HEADERS: tuple[str, ...] = (
 )
 # Response metadata copied to HTTP headers on raw-body and streaming routes.
 DEFAULT_FORWARDED_RESPONSE_HEADERS: tuple[str, ...] = ("cache-control",)
+# gRPC's default metadata limits (8 KiB soft, 16 KiB hard) are smaller than
+# an error trailer can be: the message, and again in grpc-status-details-bin
+# (base64). A trailer over them loses the core's answer ("received metadata
+# size exceeds hard limit"): the door takes what its core sends.
+DEFAULT_MAX_METADATA_BYTES = 1 * MIB
 JSON = "application/json"
 HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+# Content-Encoding -> zlib's wbits for it (deflate: zlib-wrapped; raw is sniffed).
+_CONTENT_CODINGS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +144,13 @@ class Transcoder:
     async def channel_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """`cleanup_ctx`: opens the gRPC channel and binds every endpoint to it."""
         opts = self.options
+        # gRPC takes the first value of an option given twice: the caller's first.
         channel_options = [
+            *opts.channel_options,
             ("grpc.max_send_message_length", opts.max_send_message_bytes),
             ("grpc.max_receive_message_length", opts.max_receive_message_bytes),
-            *opts.channel_options,
+            ("grpc.max_metadata_size", DEFAULT_MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", DEFAULT_MAX_METADATA_BYTES),
         ]
         if opts.channel_credentials is None:
             channel = grpc.aio.insecure_channel(opts.grpc_target, options=channel_options)
@@ -173,19 +195,44 @@ class Transcoder:
             return None
         if request.content_type != JSON:
             raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        wbits = _CONTENT_CODINGS.get(coding)
+        if wbits is None and coding not in ("", "identity"):
+            raise door_error(
+                Reason.UNSUPPORTED_CONTENT_ENCODING,
+                encoding=coding,
+                supported=_ACCEPT_ENCODING,
+                headers={"Accept-Encoding": _ACCEPT_ENCODING},
+            )
         length = request.content_length
         if length is not None and length > self.options.max_body_bytes:
             raise self._too_large()
         try:
             # The app's client_max_size is max_body_bytes: aiohttp stops reading
             # (and raises) as soon as a chunked body passes the limit.
-            return await request.read()
+            body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large() from None
         except web.RequestPayloadError:
-            # e.g. a body that does not match its Content-Encoding: the
-            # client's mistake, not ours.
+            # e.g. a malformed chunked body: the client's mistake, not ours.
             raise door_error(Reason.UNREADABLE_BODY) from None
+        return body if wbits is None else self._decompress(body, wbits)
+
+    def _decompress(self, body: bytes, wbits: int) -> bytes:
+        """The decoded body, within the body limit (a compression bomb stops there)."""
+        if wbits == zlib.MAX_WBITS and body and body[0] & 0x0F != 8:
+            wbits = -zlib.MAX_WBITS  # raw deflate, without zlib's header, as some clients send
+        limit = self.options.max_body_bytes
+        decoder = zlib.decompressobj(wbits)
+        try:
+            data = decoder.decompress(body, limit + 1)
+        except zlib.error:
+            raise door_error(Reason.UNREADABLE_BODY) from None
+        if len(data) > limit:
+            raise self._too_large()
+        if not decoder.eof or decoder.unused_data:
+            raise door_error(Reason.UNREADABLE_BODY)  # truncated, or data after its end
+        return data
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
@@ -285,7 +332,7 @@ def create_app(
         call_timeout: Deadline in seconds for each gRPC call; None for none.
         health_timeout: Deadline in seconds for the `/healthz` check.
         channel_credentials: TLS credentials; None for a plaintext channel.
-        channel_options: Extra gRPC channel options.
+        channel_options: Extra gRPC channel options; they win over the ones above.
 
     Returns:
         The application (its channel opens at start-up).
@@ -318,7 +365,8 @@ def create_app(
         services = discover_services(proto_packages)
     transcoder = Transcoder(options, build_routes(services), dialect)
     # aiohttp enforces the limit while reading, so chunked bodies stop early too.
-    app = web.Application(client_max_size=max_body_bytes)
+    # It does not decompress: the door does (see `Transcoder._read_body`).
+    app = web.Application(client_max_size=max_body_bytes, handler_args={"auto_decompress": False})
     app[TRANSCODER] = transcoder
     app.cleanup_ctx.append(transcoder.channel_ctx)
     app.router.add_get("/healthz", transcoder.health, allow_head=False)

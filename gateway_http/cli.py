@@ -14,10 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, create_app
 from gateway_http.routes import discover_services
+from gateway_http.server import serve
 
 __all__ = ["DEFAULT_PROTO_PACKAGES", "build_parser", "main", "run"]
 
@@ -71,28 +70,26 @@ def run(
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            loop=loop,
-            print=_announce,
-            reuse_port=reuse_port or None,
-            # A caller that hangs up cancels its gRPC call, and through it the
-            # core's own work: nobody pays for an answer nobody reads.
-            handler_cancellation=True,
-            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        loop.run_until_complete(
+            serve(
+                app,
+                host=host,
+                port=port,
+                reuse_port=reuse_port,
+                announce=_announce,
+                # A caller that hangs up cancels its gRPC call, and through it the
+                # core's own work: nobody pays for an answer nobody reads.
+                handler_cancellation=True,
+                access_log=logging.getLogger("aiohttp.access") if access_log else None,
+            )
         )
     finally:
         asyncio.set_event_loop(None)
-        if not loop.is_closed():
-            loop.close()
+        loop.close()
 
 
-def _announce(text: str) -> None:
-    # aiohttp passes "======== Running on http://host:port ========\n(Press…)"
-    # with the bound port, which matters when port 0 was asked for.
-    where = text.splitlines()[0].strip("= ").removeprefix("Running on ")
+def _announce(where: str) -> None:
+    # The bound port, which matters when port 0 was asked for.
     print(f"gateway-http: HTTP door listening on {where}", flush=True)
 
 

@@ -95,7 +95,10 @@ class Dialect:
             UTF-8 JSON bytes; `fallback_body` if anything goes wrong.
         """
         try:
-            return json.dumps(self.envelope(self.describe(error)), ensure_ascii=False).encode()
+            text = json.dumps(self.envelope(self.describe(error)), ensure_ascii=False)
+            # A caller's value quoted in an error may hold a lone surrogate,
+            # which has no UTF-8 form: it is sent as "?".
+            return text.encode("utf-8", "replace")
         except Exception:  # the one place where anything goes: the body must exist
             _log.exception("could not build an error body for %s", error.http_status)
             return self.fallback_body
@@ -157,6 +160,10 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
         "Invalid type for '{param}': expected {expected}, but got '{text}'."
     ),
     Reason.INVALID_VALUE: "Invalid value for '{param}': {why}",
+    Reason.INVALID_UTF8: (
+        "Invalid value for '{param}': it contains a lone UTF-16 surrogate, which is not "
+        "valid Unicode text."
+    ),
     Reason.UNKNOWN_PARAMETER: "Unknown parameter: '{param}'.",
     Reason.NO_ROUTE: "Invalid URL ({method} {path}).",
     Reason.METHOD_NOT_ALLOWED: "Method not allowed ({method} {path}). Allowed: {allowed}.",
@@ -164,10 +171,24 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
     Reason.UNSUPPORTED_MEDIA_TYPE: (
         "Unsupported Content-Type: the request body must be JSON (application/json)."
     ),
-    Reason.UNREADABLE_BODY: (
-        "The request body could not be read: it does not match its Content-Encoding."
+    Reason.UNSUPPORTED_CONTENT_ENCODING: (
+        "Unsupported Content-Encoding '{encoding}': the request body must be uncompressed "
+        "or use one of: {supported}."
     ),
+    Reason.UNREADABLE_BODY: (
+        "The request body could not be read: it does not match its Content-Encoding or "
+        "Transfer-Encoding."
+    ),
+    Reason.MALFORMED_HTTP: (
+        "The request is not valid HTTP: its request line, a header or its chunked body "
+        "is malformed."
+    ),
+    Reason.HEAD_TOO_LARGE: (
+        "The request's URL or one of its headers is too long: the limit is {limit} bytes."
+    ),
+    Reason.REFUSED: "The request was refused: {status} {phrase}.",
     Reason.NOT_RUNNING: "The service is starting or stopping.",
+    Reason.BAD_GATEWAY: _SERVER_MESSAGE,
     Reason.INTERNAL: _SERVER_MESSAGE,
 }
 
@@ -176,6 +197,7 @@ _OPENAI_CODES: Mapping[Reason, str] = {
     Reason.INVALID_TYPE: "invalid_type",
     Reason.INVALID_TYPE_IN_URL: "invalid_type",
     Reason.INVALID_VALUE: "invalid_value",
+    Reason.INVALID_UTF8: "invalid_value",
     Reason.UNKNOWN_PARAMETER: "unknown_parameter",
     Reason.BODY_TOO_LARGE: "request_too_large",
 }

@@ -6,6 +6,10 @@ either the core's message or the door's own `Reason` with its facts); a
 
 * the door itself refuses a request (bad JSON, no route, body too large):
   `door_error(Reason..., **facts)`, its HTTP status from `REASON_STATUS`;
+  the caller's values it quotes are clipped to `MAX_QUOTED_CHARS`;
+* aiohttp refused a request before the door saw it (a malformed request
+  head, an unknown `Expect`, ...): `as_http_error()` maps its exception to a
+  door `Reason`, never quoting aiohttp's text (it echoes the raw headers);
 * a gRPC call failed: `from_grpc_status()`, the one gRPC -> HTTP conversion,
   with the status table `HTTP_STATUS` and the rich details the core attaches in
   `grpc-status-details-bin` (`google.rpc.Status`):
@@ -16,6 +20,18 @@ either the core's message or the door's own `Reason` with its facts); a
     `type` (the dialect's error type, chosen by the core).
   * `BadRequest.field_violations[0].field` -> `param` when ErrorInfo gave none.
   * `RetryInfo.retry_delay` -> `Retry-After` (whole seconds, rounded up, >= 1).
+
+  The details count only when they describe the call's status (same code
+  and message, as `grpc_status.rpc_status.from_call` checks): the gRPC
+  library can replace a status on its way and keep the trailer, e.g.
+  RESOURCE_EXHAUSTED "Stream removed (received metadata size exceeds hard
+  limit…)" over the core's NOT_FOUND. A status without such details may
+  have been made by the library itself, on either side of the hop (a
+  trailer over a limit, a reset stream, a refused connection): the core did
+  not say it. Its message is then dropped (and logged) unless its code is
+  one the library never makes; and RESOURCE_EXHAUSTED or UNAUTHENTICATED,
+  which would blame the caller (429, 401), becomes a 502: the hop failed,
+  not the caller.
 
 `as_http_error()` is what the error handler calls for any exception.
 """
@@ -30,10 +46,12 @@ from dataclasses import KW_ONLY, dataclass, field
 
 import grpc
 import grpc.aio
+from aiohttp import http_exceptions, web
 from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "HTTP_STATUS",
+    "MAX_QUOTED_CHARS",
     "REASON_STATUS",
     "HttpError",
     "Reason",
@@ -72,23 +90,32 @@ HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     C.DEADLINE_EXCEEDED: 504,
 }
 
-# Codes whose message is meant for the caller even without rich details. For
-# the others, a status without details may come from the gRPC library itself
-# (e.g. "failed to connect to all addresses; ... ipv4:10.0.0.5:50051"), so the
-# message is dropped (the dialect words a generic one) and only logged.
-_CALLER_CODES = frozenset(
+# Codes the gRPC library never makes itself (grpc/doc/statuscodes.md; its
+# authorization policy makes PERMISSION_DENIED, with a fixed harmless text):
+# without rich details, a server still said them, and their message is for the
+# caller. Any other status without details may be the library's own (e.g.
+# "failed to connect to all addresses; ... ipv4:10.0.0.5:50051", "Stream
+# removed"), so its message is dropped (the dialect words a generic one) and
+# only logged.
+_SERVER_ONLY_CODES = frozenset(
     {
         C.INVALID_ARGUMENT,
         C.FAILED_PRECONDITION,
         C.OUT_OF_RANGE,
-        C.UNAUTHENTICATED,
         C.PERMISSION_DENIED,
         C.NOT_FOUND,
         C.ALREADY_EXISTS,
         C.ABORTED,
-        C.RESOURCE_EXHAUSTED,
+        C.DATA_LOSS,
     }
 )
+# Codes the library also makes whose HTTP status blames the caller: made by
+# the library (a message or trailer over a limit, failed channel credentials),
+# they are a failure of the hop, which the caller did not cause.
+_BLAMES_CALLER = frozenset({C.RESOURCE_EXHAUSTED, C.UNAUTHENTICATED})
+
+# The longest caller value (a param, a path) a door error quotes.
+MAX_QUOTED_CHARS = 200
 
 
 class Reason(enum.Enum):
@@ -104,13 +131,19 @@ class Reason(enum.Enum):
     INVALID_TYPE = "invalid_type"  # expected, got: noun phrases ("an integer")
     INVALID_TYPE_IN_URL = "invalid_type_in_url"  # expected; text: what was sent
     INVALID_VALUE = "invalid_value"  # why: one sentence
+    INVALID_UTF8 = "invalid_utf8"  # a string with no UTF-8 form (a lone surrogate)
     UNKNOWN_PARAMETER = "unknown_parameter"
     NO_ROUTE = "no_route"  # method, path
     METHOD_NOT_ALLOWED = "method_not_allowed"  # method, path, allowed
     BODY_TOO_LARGE = "body_too_large"  # limit: bytes
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"  # encoding, supported
     UNREADABLE_BODY = "unreadable_body"
+    MALFORMED_HTTP = "malformed_http"  # the request head is not valid HTTP/1.1
+    HEAD_TOO_LARGE = "head_too_large"  # limit: bytes of the URL or of one header
+    REFUSED = "refused"  # status, phrase: an HTTP refusal of aiohttp's (e.g. 417)
     NOT_RUNNING = "not_running"
+    BAD_GATEWAY = "bad_gateway"  # the call to the core failed on its way
     INTERNAL = "internal"
 
 
@@ -123,14 +156,21 @@ REASON_STATUS: Mapping[Reason, tuple[int, grpc.StatusCode]] = {
     Reason.INVALID_TYPE: (400, C.INVALID_ARGUMENT),
     Reason.INVALID_TYPE_IN_URL: (400, C.INVALID_ARGUMENT),
     Reason.INVALID_VALUE: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_UTF8: (400, C.INVALID_ARGUMENT),
     Reason.UNKNOWN_PARAMETER: (400, C.INVALID_ARGUMENT),
     # Routing errors are the caller's: an invalid request, not a missing resource.
     Reason.NO_ROUTE: (404, C.INVALID_ARGUMENT),
     Reason.METHOD_NOT_ALLOWED: (405, C.INVALID_ARGUMENT),
     Reason.BODY_TOO_LARGE: (413, C.INVALID_ARGUMENT),
     Reason.UNSUPPORTED_MEDIA_TYPE: (415, C.INVALID_ARGUMENT),
+    Reason.UNSUPPORTED_CONTENT_ENCODING: (415, C.INVALID_ARGUMENT),
     Reason.UNREADABLE_BODY: (400, C.INVALID_ARGUMENT),
+    Reason.MALFORMED_HTTP: (400, C.INVALID_ARGUMENT),
+    # 400, not 414 or 431: aiohttp does not say whether the URL or a header was too long.
+    Reason.HEAD_TOO_LARGE: (400, C.INVALID_ARGUMENT),
+    Reason.REFUSED: (400, C.INVALID_ARGUMENT),  # the status is aiohttp's
     Reason.NOT_RUNNING: (503, C.UNAVAILABLE),
+    Reason.BAD_GATEWAY: (502, C.UNAVAILABLE),
     Reason.INTERNAL: (500, C.INTERNAL),
 }
 
@@ -194,10 +234,17 @@ def door_error(
         http_status,
         grpc_code=grpc_code,
         reason=reason,
-        facts=facts,
-        param=param,
+        facts={k: _clip(v) if isinstance(v, str) else v for k, v in facts.items()},
+        param=None if param is None else _clip(param),
         headers=headers or {},
     )
+
+
+def _clip(text: str) -> str:
+    """A caller's value as an error quotes it: at most `MAX_QUOTED_CHARS`."""
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return text[: MAX_QUOTED_CHARS - 1] + "\u2026"
 
 
 def http_status_for(code: grpc.StatusCode) -> int:
@@ -244,15 +291,16 @@ def from_grpc_status(
     """
     rich = _parse_details(trailing_metadata)
     message = details or None
-    if rich is None and code not in _CALLER_CODES:
-        if message:
-            _log.warning("gRPC %s without details: %s", code.name, message)
-        message = None
-    elif not message and rich is not None:
-        message = rich.message or None
-    error = HttpError(http_status_for(code), grpc_code=code, message=message)
+    if rich is not None and (rich.code != code.value[0] or rich.message != (details or "")):
+        rich = None  # not the status the details were made for: not the core's word
     if rich is None:
-        return error
+        if code in _SERVER_ONLY_CODES:
+            return HttpError(http_status_for(code), grpc_code=code, message=message)
+        _log.warning("gRPC %s without details: %s", code.name, (message or "")[:500])
+        if code in _BLAMES_CALLER:
+            return door_error(Reason.BAD_GATEWAY)
+        return HttpError(http_status_for(code), grpc_code=code)
+    error = HttpError(http_status_for(code), grpc_code=code, message=message)
 
     info = error_details_pb2.ErrorInfo()
     bad_request = error_details_pb2.BadRequest()
@@ -301,5 +349,32 @@ def as_http_error(exc: Exception, where: str = "") -> HttpError:
         return exc
     if isinstance(exc, grpc.aio.AioRpcError):
         return from_grpc_status(exc.code(), exc.details(), exc.trailing_metadata())
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        return _refused_by_parser(exc)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        return _refused_by_aiohttp(exc)
     _log.error("unexpected error for %s", where or "a request", exc_info=exc)
     return door_error(Reason.INTERNAL)
+
+
+def _refused_by_parser(exc: http_exceptions.HttpProcessingError) -> HttpError:
+    """A request aiohttp's HTTP parser rejected (its text quotes the raw head: not used)."""
+    if isinstance(exc, http_exceptions.LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else "its"
+        return door_error(Reason.HEAD_TOO_LARGE, limit=limit)
+    if isinstance(exc, http_exceptions.PayloadEncodingError):
+        return door_error(Reason.UNREADABLE_BODY)
+    return door_error(Reason.MALFORMED_HTTP)
+
+
+def _refused_by_aiohttp(exc: web.HTTPException) -> HttpError:
+    """An HTTP refusal aiohttp made itself, after parsing (its body is text/plain).
+
+    E.g. 404 for a target no route can take (`CONNECT host:443`, `OPTIONS *`),
+    417 for an unknown `Expect`.
+    """
+    error = door_error(Reason.REFUSED, status=exc.status, phrase=exc.reason)
+    error.http_status = exc.status
+    if exc.status >= 500:
+        error.grpc_code = C.INTERNAL
+    return error

@@ -21,6 +21,12 @@ parameters when the body is not `"*"`, are then set by field path. Decisions:
   `invalid_type` even though proto3 JSON parsers accept strings for integers.
   Nested messages follow the proto3 JSON mapping (`json_format.ParseDict`).
 * `null` means unset.
+* What the door builds must parse in the core: a message nested deeper than
+  protobuf's parsers accept (`MAX_MESSAGE_DEPTH`), or a string that has no
+  UTF-8 form (a lone UTF-16 surrogate, which a JSON escape can make), is
+  refused with a 400 naming the parameter, wherever it is (typed fields,
+  unknown keys, well-known types). JSON's `NaN`/`Infinity` extensions are
+  invalid JSON.
 * A top-level key the message does not declare is rejected (`unknown_parameter`),
   unless the message has a `google.protobuf.Struct` field marked
   `(gateway_http.api.v1.collects_unknown_fields) = true`: such keys are collected
@@ -33,12 +39,11 @@ param, and noun phrases such as "an integer"); the dialect words them.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import pybase64  # SIMD base64: several times faster on multi-MB images
 from google.protobuf import json_format
@@ -48,7 +53,7 @@ from google.protobuf.message import Message
 from gateway_http.api.v1 import annotations_pb2
 from gateway_http.errors import HttpError, Reason, door_error
 
-__all__ = ["Marshaler", "RequestDecoder", "ResponseEncoder"]
+__all__ = ["MAX_MESSAGE_DEPTH", "Marshaler", "RequestDecoder", "ResponseEncoder"]
 
 _Conv = Callable[[Any], Any]
 _FD = FieldDescriptor
@@ -56,6 +61,14 @@ _FD = FieldDescriptor
 # protoc's .pyi types an extension as a plain FieldDescriptor, which
 # types-protobuf's `Extensions[...]` refuses: used untyped.
 _COLLECTS_UNKNOWN_FIELDS: Any = annotations_pb2.collects_unknown_fields
+
+# protobuf's parsers (upb, C++, pure Python) refuse a message nested more than
+# this many levels below the top-level one (each message, map entry and
+# Struct/Value/ListValue counts): the core's parser would, so the door does first.
+MAX_MESSAGE_DEPTH = 100
+# json_format.ParseDict's own depth check counts differently (not map entries):
+# set out of the way, `MAX_MESSAGE_DEPTH` is checked on what it built.
+_PARSE_DICT_DEPTH = 10_000
 
 _INT_TYPES = frozenset(
     {_FD.CPPTYPE_INT32, _FD.CPPTYPE_INT64, _FD.CPPTYPE_UINT32, _FD.CPPTYPE_UINT64}
@@ -130,13 +143,80 @@ def _unknown_parameter(param: str) -> HttpError:
     return door_error(Reason.UNKNOWN_PARAMETER, param=param)
 
 
+def _too_deep(param: str) -> HttpError:
+    return door_error(Reason.NESTED_TOO_DEEPLY, param=param)
+
+
+def _not_utf8(param: str) -> HttpError:
+    return door_error(Reason.INVALID_UTF8, param=param)
+
+
+def _levels_below(descriptor: Descriptor, outer: frozenset[str] = frozenset()) -> float:
+    """How many levels of messages a message of this type can hold (inf: no bound)."""
+    if descriptor.full_name in outer:
+        return math.inf  # recursive (Struct, Value, trees): only a check can tell
+    inner = outer | {descriptor.full_name}
+    deepest = 0.0
+    for fd in descriptor.fields:
+        if fd.message_type is not None:
+            deepest = max(deepest, 1 + _levels_below(fd.message_type, inner))
+    return deepest
+
+
+def _nests_deeper(msg: Message, room: int) -> bool:
+    """Whether `msg` holds a message more than `room` levels below it."""
+    for fd, value in msg.ListFields():
+        if fd.message_type is not None and _value_nests_deeper(fd, value, room):
+            return True
+    return False
+
+
+def _value_nests_deeper(fd: FieldDescriptor, value: Any, room: int) -> bool:
+    """Whether a message field's value goes more than `room` levels below its message."""
+    if not _is_map(fd):
+        values = value if fd.is_repeated else (value,)
+        return any(room < 1 or _nests_deeper(v, room - 1) for v in values)
+    # A map's entries are messages one level down; message values one more.
+    if _message_type(fd).fields_by_name["value"].message_type is None:
+        return room < 1 and len(value) > 0
+    return any(room < 2 or _nests_deeper(v, room - 2) for v in value.values())
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value has a key or string with no UTF-8 form."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if not item.isascii() and not _encodable(item):
+                return True
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads' NaN/Infinity extension
+
+
 # --------------------------------------------------------------------------- requests
 
 
 class _InField:
     """How one top-level JSON key is checked and stored (computed once)."""
 
-    __slots__ = ("convert", "direct", "expected", "fd", "name", "nested", "types")
+    __slots__ = ("convert", "direct", "expected", "fd", "levels", "name", "nested", "types")
 
     def __init__(self, fd: FieldDescriptor) -> None:
         self.fd = fd
@@ -144,6 +224,8 @@ class _InField:
         self.direct = False  # True: setattr; False: nested plan or ParseDict
         self.nested = False  # a singular message field filled by its own plan
         self.convert: _Conv | None = None  # applied before setattr
+        # Levels of messages the value can take below its message (inf: no bound).
+        self.levels = 0.0 if fd.message_type is None else 1 + _levels_below(fd.message_type)
         types: tuple[type, ...] | None
         if fd.is_repeated:
             types, self.expected = ((dict,), "an object") if _is_map(fd) else ((list,), "an array")
@@ -190,17 +272,20 @@ class _MessagePlan:
             fd.name: _InField(fd) for fd in descriptor.fields if fd.name != self.collector
         }
 
-    def fill(self, msg: Message, obj: Mapping[str, Any], prefix: str = "") -> None:
+    def fill(self, msg: Message, obj: Mapping[str, Any], prefix: str = "", depth: int = 0) -> None:
         """Sets `msg` from a decoded JSON object (the hot path).
 
         Args:
             msg: The message to fill.
             obj: The decoded JSON object.
             prefix: Dotted path of `msg` inside the request, for error `param`s.
+            depth: Levels of `msg` below the request message.
 
         Raises:
             HttpError: A 400 naming the offending key.
         """
+        if depth > MAX_MESSAGE_DEPTH:
+            raise _too_deep(prefix.rstrip("."))
         fields = self.fields
         delegated: dict[str, Any] | None = None
         unknown: dict[str, Any] | None = None
@@ -222,36 +307,77 @@ class _MessagePlan:
                     if spec.convert is not None:
                         value = spec.convert(value)
                     setattr(msg, spec.name, value)
-                except (TypeError, ValueError) as exc:
+                except UnicodeError:
+                    raise _not_utf8(prefix + key) from None
+                except (TypeError, ValueError, OverflowError) as exc:
                     raise _invalid_value(prefix + key, _short(exc)) from None
             elif spec.nested:
                 sub = getattr(msg, spec.name)
                 sub.SetInParent()
-                self._plans(_message_type(spec.fd)).fill(sub, value, f"{prefix}{key}.")
+                self._plans(_message_type(spec.fd)).fill(sub, value, f"{prefix}{key}.", depth + 1)
             else:
                 if delegated is None:
                     delegated = {}
                 delegated[key] = value
         if delegated:
-            self._parse_delegated(msg, delegated, prefix)
+            self._parse_delegated(msg, delegated, prefix, depth)
         if unknown:
-            getattr(msg, str(self.collector)).update(unknown)
+            self.collect(msg, unknown, prefix, depth)
 
-    @staticmethod
-    def _parse_delegated(msg: Message, delegated: dict[str, Any], prefix: str) -> None:
+    def _parse_delegated(
+        self, msg: Message, delegated: dict[str, Any], prefix: str, depth: int
+    ) -> None:
         """Repeated, map, enum, bytes and well-known-type fields: proto3 JSON rules."""
         try:
-            json_format.ParseDict(delegated, msg)
-            return
-        except (json_format.ParseError, TypeError, ValueError):
-            pass
-        # Slow path, errors only: find the key at fault.
+            json_format.ParseDict(delegated, msg, max_recursion_depth=_PARSE_DICT_DEPTH)
+        except (json_format.ParseError, TypeError, ValueError, OverflowError):
+            self._find_fault(msg, delegated, prefix)
+        room = MAX_MESSAGE_DEPTH - depth
+        for key in delegated:
+            spec = self.fields[key]
+            if spec.levels > room and _value_nests_deeper(spec.fd, getattr(msg, spec.name), room):
+                raise _too_deep(prefix + key)
+
+    @staticmethod
+    def _find_fault(msg: Message, delegated: dict[str, Any], prefix: str) -> NoReturn:
+        """Raises the error of the delegated key at fault (slow path, errors only)."""
         for key, value in delegated.items():
             try:
-                json_format.ParseDict({key: value}, type(msg)())
-            except (json_format.ParseError, TypeError, ValueError) as exc:
+                json_format.ParseDict(
+                    {key: value}, type(msg)(), max_recursion_depth=_PARSE_DICT_DEPTH
+                )
+            except (json_format.ParseError, TypeError, ValueError, OverflowError) as exc:
+                if _has_surrogate(value):
+                    raise _not_utf8(prefix + key) from None
                 raise _invalid_value(prefix + key, _short(exc)) from None
         raise _invalid_value(prefix + next(iter(delegated)), "could not be parsed.")
+
+    def collect(self, msg: Message, unknown: Mapping[str, Any], prefix: str, depth: int) -> None:
+        """Puts undeclared keys in the collector Struct, checked as the core will parse them.
+
+        Args:
+            msg: The message with the collector field.
+            unknown: The undeclared keys and their decoded JSON values.
+            prefix: Dotted path of `msg` inside the request, for error `param`s.
+            depth: Levels of `msg` below the request message.
+
+        Raises:
+            HttpError: A 400 naming the offending key.
+        """
+        struct: Any = getattr(msg, str(self.collector))
+        # Each key's Value sits three levels below `msg`: Struct, map entry, Value.
+        room = MAX_MESSAGE_DEPTH - depth - 3
+        for key, value in unknown.items():
+            try:
+                struct.update({key: value})
+            except UnicodeError:
+                raise _not_utf8(prefix + key) from None
+            except RecursionError:
+                raise _too_deep(prefix + key) from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise _invalid_value(prefix + key, _short(exc)) from None
+            if room < 0 or _nests_deeper(struct.fields[key], room):
+                raise _too_deep(prefix + key)
 
 
 def _decode_b64(text: str) -> bytes:
@@ -260,7 +386,7 @@ def _decode_b64(text: str) -> bytes:
         text = text.replace("-", "+").replace("_", "/")
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise ValueError("expected a base64-encoded string") from None
 
 
@@ -326,17 +452,17 @@ def _set_text(msg: Message, chain: list[FieldDescriptor], text: str, param: str)
     for fd in chain[:-1]:
         msg = getattr(msg, fd.name)
     last = chain[-1]
-    if last.cpp_type == _FD.CPPTYPE_MESSAGE:  # a wrapper type
-        target = getattr(msg, last.name)
-        target.value = _from_text(target.DESCRIPTOR.fields_by_name["value"], text, param)
-        return
-    value = _from_text(last, text, param)
     try:
-        if last.is_repeated:
-            getattr(msg, last.name).append(value)
+        if last.cpp_type == _FD.CPPTYPE_MESSAGE:  # a wrapper type
+            target = getattr(msg, last.name)
+            target.value = _from_text(target.DESCRIPTOR.fields_by_name["value"], text, param)
+        elif last.is_repeated:
+            getattr(msg, last.name).append(_from_text(last, text, param))
         else:
-            setattr(msg, last.name, value)
-    except (TypeError, ValueError) as exc:
+            setattr(msg, last.name, _from_text(last, text, param))
+    except UnicodeError:
+        raise _not_utf8(param) from None
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _invalid_value(param, _short(exc)) from None
 
 
@@ -417,7 +543,7 @@ class RequestDecoder:
         msg = self._message_class()
         if body and self.uses_body:
             try:
-                value = json.loads(body)
+                value = json.loads(body, parse_constant=_reject_constant)
             except ValueError:
                 raise door_error(Reason.INVALID_JSON) from None
             except RecursionError:  # a hostile body can nest past Python's stack
@@ -445,7 +571,7 @@ class RequestDecoder:
         elif self._body_plan is not None:
             sub = getattr(msg, spec.name)
             sub.SetInParent()
-            self._body_plan.fill(sub, value)
+            self._body_plan.fill(sub, value, depth=1)
         else:
             # Same path as a top-level key, without the unknown-key check.
             self._plan.fill(msg, {spec.name: value})
@@ -466,7 +592,7 @@ class RequestDecoder:
                 self._chains[key] = chain  # only names that exist: bounded
             _set_text(msg, chain, text, key)
         if collected:
-            getattr(msg, str(self._plan.collector)).update(collected)
+            self._plan.collect(msg, collected, "", 0)
 
 
 # -------------------------------------------------------------------------- responses

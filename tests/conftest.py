@@ -18,7 +18,7 @@ from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.server import Core, GrpcServer, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
-from gateway_http import create_app
+from gateway_http import DoorRunner, create_app
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
 
@@ -163,7 +163,7 @@ async def secret(gateway: Core) -> str:
 @pytest.fixture
 async def http_door(core: GrpcServer) -> AsyncIterator[str]:
     """The real HTTP app on a real loopback port, in front of the real core."""
-    runner = web.AppRunner(
+    runner = DoorRunner(
         create_app(grpc_target=f"127.0.0.1:{core.port}", proto_packages=["aqueduct"])
     )
     await runner.setup()

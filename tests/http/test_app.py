@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -336,7 +338,8 @@ async def test_grpc_codes_map_to_http(
     http_status: int,
     type_: str,
 ) -> None:
-    core.fail = abort_with(code, "core says no")
+    # With rich details, as the core always sends them (the "code" metadata: none).
+    core.fail = abort_with(code, "core says no", error_details_pb2.ErrorInfo(metadata={"code": ""}))
     error = await error_of(await client.get("/v1/models"), http_status)
     assert error["type"] == type_
     assert (error["param"], error["code"]) == (None, None)
@@ -554,4 +557,125 @@ async def test_body_that_does_not_match_its_encoding_is_a_400(
     )
     error = await error_of(resp, 400)
     assert "Content-Encoding" in error["message"]
+    assert core.requests == []
+
+
+# ------------------------------------------- the hop between door and core
+
+
+async def test_a_core_error_larger_than_grpcs_default_metadata_limit_reaches_the_caller(
+    client: TestClient[Any, Any], core: ImageCore
+) -> None:
+    # The message travels twice in the trailer (and again, base64, in the
+    # details): ~40 KB, over gRPC's default 16 KiB hard limit.
+    long_message = "The model '" + "m" * 15_000 + "' does not exist."
+    info = error_details_pb2.ErrorInfo(reason="MODEL_NOT_FOUND", metadata={"param": "model"})
+    core.fail = abort_with(C.NOT_FOUND, long_message, info)
+    error = await error_of(await client.get("/v1/models"), 404)
+    assert (error["type"], error["code"], error["param"]) == (
+        "not_found_error",
+        "model_not_found",
+        "model",
+    )
+    assert error["message"] == long_message
+
+
+async def test_a_failure_of_the_hop_is_never_the_callers_rate_limit(
+    core: ImageCore, aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A door whose channel takes less metadata than the core sends: the call
+    # fails in the gRPC library (RESOURCE_EXHAUSTED, "received metadata size
+    # exceeds hard limit"), which the core never said.
+    small = [("grpc.max_metadata_size", 4096), ("grpc.absolute_max_metadata_size", 4096)]
+    client = await aiohttp_client(
+        create_app(grpc_target=f"127.0.0.1:{core.port}", services=[IMAGES], channel_options=small)
+    )
+    info = error_details_pb2.ErrorInfo(reason="MODEL_NOT_FOUND")
+    core.fail = abort_with(C.NOT_FOUND, "x" * 10_000, info)
+    error = await error_of(await client.get("/v1/models"), 502)
+    assert error["type"] == "server_error" and error["code"] is None
+    assert "metadata" not in error["message"] and "Stream removed" not in error["message"]
+    assert "RESOURCE_EXHAUSTED without details" in caplog.text
+
+
+# ------------------------------------------------------------- content codings
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "pack"),
+    [
+        ("gzip", _gzip),
+        ("x-gzip", _gzip),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),  # no zlib header, as some clients send it
+        ("GZIP", _gzip),
+        ("identity", lambda data: data),
+    ],
+)
+async def test_compressed_bodies_are_decoded(
+    client: TestClient[Any, Any], core: ImageCore, coding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    body = json.dumps({"prompt": "a lighthouse", "n": 2}).encode()
+    resp = await client.post(
+        "/v1/images/generations",
+        data=pack(body),
+        headers={**JSON_HEADERS, "Content-Encoding": coding},
+    )
+    assert resp.status == 200, await resp.text()
+    assert (core.requests[-1].prompt, core.requests[-1].n) == ("a lighthouse", 2)
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, br", "x-unknown"])
+async def test_an_unsupported_content_coding_is_a_415_saying_which_are(
+    client: TestClient[Any, Any], core: ImageCore, coding: str
+) -> None:
+    resp = await client.post(
+        "/v1/images/generations",
+        data=b'{"prompt": "p"}',
+        headers={**JSON_HEADERS, "Content-Encoding": coding},
+    )
+    error = await error_of(resp, 415)
+    assert resp.headers["Accept-Encoding"] == "gzip, deflate"
+    assert f"'{coding.lower()}'" in error["message"] and "install" not in error["message"]
+    assert core.requests == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _gzip(b'{"prompt": "p"}')[:-6],  # truncated
+        _gzip(b'{"prompt": "p"}') + b"trailing bytes",
+        b"\x1f\x8b\x08\x00garbage",
+    ],
+)
+async def test_a_body_that_does_not_decode_is_a_400(
+    client: TestClient[Any, Any], core: ImageCore, body: bytes
+) -> None:
+    resp = await client.post(
+        "/v1/images/generations", data=body, headers={**JSON_HEADERS, "Content-Encoding": "gzip"}
+    )
+    error = await error_of(resp, 400)
+    assert "Content-Encoding" in error["message"]
+    assert core.requests == []
+
+
+async def test_a_compression_bomb_stops_at_the_body_limit(
+    client: TestClient[Any, Any], core: ImageCore
+) -> None:
+    bomb = _gzip(b'{"prompt": "' + b" " * (100 * MAX_BODY) + b'"}')
+    assert len(bomb) < MAX_BODY
+    resp = await client.post(
+        "/v1/images/generations", data=bomb, headers={**JSON_HEADERS, "Content-Encoding": "gzip"}
+    )
+    error = await error_of(resp, 413)
+    assert error["code"] == "request_too_large"
     assert core.requests == []

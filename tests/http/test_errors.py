@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import grpc.aio
 import pytest
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from gateway_http.dialect import OPENAI
 from gateway_http.errors import (
@@ -47,7 +49,8 @@ STATUS_ROWS = [
 @pytest.mark.parametrize(("code", "http_status", "type_"), STATUS_ROWS)
 def test_status_table(code: grpc.StatusCode, http_status: int, type_: str) -> None:
     assert http_status_for(code) == http_status
-    error = from_grpc_status(code, "msg", ())
+    # The table is for statuses the core sent: with its rich details.
+    error = from_grpc_status(*sent(code, "msg"))
     assert (error.http_status, error.grpc_code, error.param, error.code) == (
         http_status,
         code,
@@ -62,18 +65,19 @@ def test_every_error_code_has_a_row() -> None:
     assert set(REASON_STATUS) == set(Reason)
 
 
-def _trailers(*details: object, code: int = code_pb2.INVALID_ARGUMENT) -> list[tuple[str, bytes]]:
-    status = status_pb2.Status(code=code, message="m")
+def sent(code: grpc.StatusCode, message: str, *details: object) -> tuple[Any, ...]:
+    """A status as the core sends it: code, message, and the same in rich details."""
+    status = status_pb2.Status(code=code.value[0], message=message)
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(detail)  # type: ignore[arg-type]
         status.details.append(packed)
-    return [("grpc-status-details-bin", status.SerializeToString())]
+    return code, message, [("grpc-status-details-bin", status.SerializeToString())]
 
 
 def test_error_info_reason_becomes_lower_case_code() -> None:
     info = error_details_pb2.ErrorInfo(reason="MODEL_NOT_FOUND", domain="aqueduct")
-    error = from_grpc_status(C.NOT_FOUND, "The model 'x' does not exist", _trailers(info))
+    error = from_grpc_status(*sent(C.NOT_FOUND, "The model 'x' does not exist", info))
     assert error.http_status == 404
     assert error.code == "model_not_found"
     assert error.message == "The model 'x' does not exist"
@@ -90,7 +94,7 @@ def test_error_info_metadata_overrides() -> None:
             "type": "image_generation_user_error",
         },
     )
-    error = from_grpc_status(C.INVALID_ARGUMENT, "rejected", _trailers(info))
+    error = from_grpc_status(*sent(C.INVALID_ARGUMENT, "rejected", info))
     assert (error.http_status, OPENAI.describe(error).type, error.param, error.code) == (
         422,
         "image_generation_user_error",
@@ -101,22 +105,22 @@ def test_error_info_metadata_overrides() -> None:
 
 def test_empty_code_metadata_means_null() -> None:
     info = error_details_pb2.ErrorInfo(reason="SOMETHING", metadata={"code": ""})
-    assert from_grpc_status(C.INVALID_ARGUMENT, "m", _trailers(info)).code is None
+    assert from_grpc_status(*sent(C.INVALID_ARGUMENT, "m", info)).code is None
 
 
 @pytest.mark.parametrize("bad", ["abc", "99", "700", "", "-400"])
 def test_invalid_http_status_metadata_is_ignored(bad: str) -> None:
     info = error_details_pb2.ErrorInfo(reason="X", metadata={"http_status": bad})
-    assert from_grpc_status(C.NOT_FOUND, "m", _trailers(info)).http_status == 404
+    assert from_grpc_status(*sent(C.NOT_FOUND, "m", info)).http_status == 404
 
 
 def test_bad_request_field_gives_param_unless_error_info_did() -> None:
     bad = error_details_pb2.BadRequest()
     bad.field_violations.add(field="size", description="unsupported")
     bad.field_violations.add(field="n", description="too many")
-    assert from_grpc_status(C.INVALID_ARGUMENT, "m", _trailers(bad)).param == "size"
+    assert from_grpc_status(*sent(C.INVALID_ARGUMENT, "m", bad)).param == "size"
     info = error_details_pb2.ErrorInfo(reason="X", metadata={"param": "quality"})
-    assert from_grpc_status(C.INVALID_ARGUMENT, "m", _trailers(bad, info)).param == "quality"
+    assert from_grpc_status(*sent(C.INVALID_ARGUMENT, "m", bad, info)).param == "quality"
 
 
 @pytest.mark.parametrize(
@@ -128,9 +132,7 @@ def test_retry_info_becomes_retry_after(seconds: int, nanos: int, header: str) -
         retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos)
     )
     info = error_details_pb2.ErrorInfo(reason="RATE_LIMIT_EXCEEDED")
-    error = from_grpc_status(
-        C.RESOURCE_EXHAUSTED, "slow down", _trailers(info, retry, code=code_pb2.RESOURCE_EXHAUSTED)
-    )
+    error = from_grpc_status(*sent(C.RESOURCE_EXHAUSTED, "slow down", info, retry))
     assert error.http_status == 429
     assert error.headers == {"Retry-After": header}
     assert error.code == "rate_limit_exceeded"
@@ -153,14 +155,82 @@ def test_server_errors_without_details_do_not_leak_their_message() -> None:
     assert message
 
 
-def test_client_errors_without_details_keep_their_message() -> None:
-    error = from_grpc_status(C.UNAUTHENTICATED, "Incorrect API key provided.", None)
-    assert (error.http_status, error.message) == (401, "Incorrect API key provided.")
+# Codes the gRPC library never makes (grpc/doc/statuscodes.md), and
+# PERMISSION_DENIED: a server said them, even without rich details.
+SERVER_ONLY = [
+    C.INVALID_ARGUMENT,
+    C.FAILED_PRECONDITION,
+    C.OUT_OF_RANGE,
+    C.PERMISSION_DENIED,
+    C.NOT_FOUND,
+    C.ALREADY_EXISTS,
+    C.ABORTED,
+    C.DATA_LOSS,
+]
+
+
+@pytest.mark.parametrize("code", SERVER_ONLY)
+def test_codes_only_a_server_sends_keep_their_message_without_details(
+    code: grpc.StatusCode,
+) -> None:
+    error = from_grpc_status(code, "No such model.", None)
+    assert (error.http_status, error.message) == (http_status_for(code), "No such model.")
+
+
+# Codes the gRPC library makes itself too, and the HTTP status of each without details.
+LIBRARY_MADE = [
+    (C.RESOURCE_EXHAUSTED, 502),  # not 429: the caller did not exhaust anything
+    (C.UNAUTHENTICATED, 502),  # not 401: the door's channel credentials failed
+    (C.INTERNAL, 500),
+    (C.UNKNOWN, 500),
+    (C.UNAVAILABLE, 503),
+    (C.DEADLINE_EXCEEDED, 504),
+    (C.CANCELLED, 499),
+    (C.UNIMPLEMENTED, 501),
+]
+
+
+def test_every_code_is_either_only_a_servers_or_also_the_librarys() -> None:
+    library = [code for code, _ in LIBRARY_MADE]
+    assert sorted(map(str, [*SERVER_ONLY, *library])) == sorted(map(str, set(C) - {C.OK}))
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (C.RESOURCE_EXHAUSTED, "Stream removed (received metadata size exceeds hard limit)"),
+        (C.NOT_FOUND, "another message than the details'"),
+    ],
+)
+def test_details_made_for_another_status_are_not_the_cores_word(
+    code: grpc.StatusCode, message: str
+) -> None:
+    # The library replaced the core's status on its way and kept its trailer.
+    info = error_details_pb2.ErrorInfo(reason="MODEL_NOT_FOUND", metadata={"param": "model"})
+    _, _, trailers = sent(C.NOT_FOUND, "The model 'x' does not exist.", info)
+    error = from_grpc_status(code, message, trailers)
+    assert (error.code, error.param) == (None, None)
+    if code == C.RESOURCE_EXHAUSTED:
+        assert (error.http_status, OPENAI.describe(error).type) == (502, "server_error")
+        assert "Stream removed" not in OPENAI.describe(error).message
+
+
+@pytest.mark.parametrize(("code", "http_status"), LIBRARY_MADE)
+def test_a_status_the_grpc_library_may_have_made_is_not_the_cores_word(
+    code: grpc.StatusCode, http_status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = "Stream removed (received metadata size exceeds hard limit (20480 vs. 16384))"
+    error = from_grpc_status(code, transport, [("some-other-trailer", "x")])
+    fields = OPENAI.describe(error)
+    assert error.http_status == http_status
+    assert "Stream removed" not in fields.message and "metadata" not in fields.message
+    assert fields.type != "rate_limit_error" and fields.code is None
+    assert transport in caplog.text  # for the operator, not the caller
 
 
 def test_server_error_with_details_keeps_its_message() -> None:
     info = error_details_pb2.ErrorInfo(reason="UPSTREAM_UNAVAILABLE")
-    error = from_grpc_status(C.UNAVAILABLE, "No upstream reachable for 'm'.", _trailers(info))
+    error = from_grpc_status(*sent(C.UNAVAILABLE, "No upstream reachable for 'm'.", info))
     assert error.message == "No upstream reachable for 'm'."
     assert error.code == "upstream_unavailable"
 

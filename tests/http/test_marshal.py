@@ -5,10 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message,
+    message_factory,
+    struct_pb2,
+)
 
 from aqueduct.images.v1 import images_pb2 as img
 from gateway_http import marshal
@@ -366,3 +374,181 @@ def test_unknown_query_parameters_go_to_the_collector(m: Marshaler) -> None:
     req = decode(m, img.GenerateImagesRequest, None, "", query=[("x_new", "1"), ("n", "2")])
     assert req.n == 2
     assert json_format.MessageToDict(req.extra_parameters) == {"x_new": "1"}
+
+
+# ------------------------------------------- what the core's protobuf parser accepts
+
+
+def _node_class() -> Any:
+    """A recursive type of its own, with well-known-type fields.
+
+    `message Node {Node child = 1; string name = 2; google.protobuf.Value value = 3;
+    google.protobuf.Struct struct = 4;}`
+    """
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="gatewayhttp/test/v1/node.proto",
+        package="gatewayhttp.test.v1",
+        syntax="proto3",
+        dependency=["google/protobuf/struct.proto"],
+    )
+    node = fdp.message_type.add(name="Node")
+    f = descriptor_pb2.FieldDescriptorProto
+    node.field.add(
+        name="child", number=1, type=f.TYPE_MESSAGE, type_name=".gatewayhttp.test.v1.Node"
+    )
+    node.field.add(name="name", number=2, type=f.TYPE_STRING)
+    node.field.add(name="value", number=3, type=f.TYPE_MESSAGE, type_name=".google.protobuf.Value")
+    node.field.add(
+        name="struct", number=4, type=f.TYPE_MESSAGE, type_name=".google.protobuf.Struct"
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(struct_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("gatewayhttp.test.v1.Node"))
+
+
+Node = _node_class()
+
+
+def nest(levels: int, leaf: Any, kind: str) -> Any:
+    """`leaf` inside `levels` arrays, objects, or Node children."""
+    for _ in range(levels):
+        leaf = [leaf] if kind == "array" else {"child" if kind == "node" else "a": leaf}
+    return leaf
+
+
+def parses_in_the_core(msg: Any) -> bool:
+    """Whether protobuf's own parser (as the core runs it) takes the message back."""
+    try:
+        type(msg).FromString(msg.SerializeToString())
+    except message.DecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("cls", "make"),
+    [
+        # An unknown key, collected in the request's Struct (objects cost 3
+        # levels each: Struct, map entry, Value; arrays 2: ListValue, Value).
+        (img.GenerateImagesRequest, lambda n: {"prompt": "p", "deep": nest(n, 1, "object")}),
+        (img.GenerateImagesRequest, lambda n: {"prompt": "p", "deep": nest(n, 1, "array")}),
+        # A well-known type in a typed field, parsed by json_format.
+        (Node, lambda n: {"value": nest(n, 1, "array")}),
+        (Node, lambda n: {"struct": nest(n, {}, "object")}),
+        # A recursive message type filled by the door's own plans.
+        (Node, lambda n: nest(n, {"name": "leaf"}, "node")),
+    ],
+)
+def test_the_door_accepts_exactly_the_depth_the_core_parses(
+    m: Marshaler, cls: Any, make: Callable[[int], Any]
+) -> None:
+    outcomes = []
+    for levels in range(0, 120):
+        body = json.dumps(make(levels)).encode()
+        try:
+            msg = decode(m, cls, body)
+        except HttpError as refused:
+            error = OPENAI.describe(refused)
+            assert refused.http_status == 400 and "nested too deeply" in error.message
+            assert error.param in ("deep", "value", "struct") or (error.param or "").startswith(
+                "child.child"
+            )
+            outcomes.append(False)
+        else:
+            outcomes.append(True)
+            assert parses_in_the_core(msg), levels
+    # Accepted up to a depth, refused beyond it, and the first refusal is a
+    # message the core would refuse to parse (built here without the door).
+    first_refused = outcomes.index(False)
+    assert not any(outcomes[first_refused:])
+    assert not parses_in_the_core(built_without_the_door(cls, make(first_refused)))
+
+
+def built_without_the_door(cls: Any, value: dict[str, Any]) -> Any:
+    if cls is img.GenerateImagesRequest:
+        msg = cls(prompt=value.pop("prompt"))
+        msg.extra_parameters.update(value)
+        return msg
+    return json_format.ParseDict(value, cls(), max_recursion_depth=10_000)
+
+
+def test_a_too_deep_value_is_what_the_core_would_refuse_to_parse() -> None:
+    # The door's limit is protobuf's: one level less parses, the door's first
+    # refusal does not.
+    within = img.GenerateImagesRequest()
+    within.extra_parameters.update({"deep": nest(32, 1, "object")})  # Value at 3 + 3*32 = 99
+    beyond = img.GenerateImagesRequest()
+    beyond.extra_parameters.update({"deep": nest(33, 1, "object")})  # 102 > 100
+    assert parses_in_the_core(within) and not parses_in_the_core(beyond)
+    m = Marshaler()
+    decode(m, img.GenerateImagesRequest, json.dumps({"deep": nest(32, 1, "object")}).encode())
+    error = bad(m, img.GenerateImagesRequest, json.dumps({"deep": nest(33, 1, "object")}).encode())
+    assert error.param == "deep"
+    assert marshal.MAX_MESSAGE_DEPTH == 100
+
+
+LONE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("cls", "value", "param"),
+    [
+        (img.GenerateImagesRequest, {"prompt": LONE}, "prompt"),  # a typed string
+        (img.GenerateImagesRequest, {"prompt": "p", "future": LONE}, "future"),  # unknown key
+        (img.GenerateImagesRequest, {"prompt": "p", "future": {"a": [LONE]}}, "future"),
+        (img.GenerateImagesRequest, {"prompt": "p", LONE: 1}, "?"),  # the key itself
+        (tp.EchoRequest, {"tags": ["ok", LONE]}, "tags"),  # json_format's path
+        (tp.EchoRequest, {"inner": {"label": LONE}}, "inner.label"),
+        (Node, {"struct": {LONE: 1}}, "struct"),
+        (Node, {"value": ["a", LONE]}, "value"),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_naming_the_field(
+    m: Marshaler, cls: Any, value: Any, param: str
+) -> None:
+    # json.dumps writes "\ud800" as an escape: exactly what a hostile client sends.
+    error = bad(m, cls, json.dumps(value).encode())
+    assert (error.code, error.type) == ("invalid_value", "invalid_request_error")
+    assert "surrogate" in error.message and "codec" not in error.message
+    body = json.loads(OPENAI.error_body(refusal(m, cls, json.dumps(value).encode())))
+    assert body["error"]["param"] == param
+
+
+def test_a_lone_surrogate_in_the_query_is_a_400(m: Marshaler) -> None:
+    error = bad(m, img.GenerateImagesRequest, None, body_rule="", query=[("x_new", LONE)])
+    assert (error.param, error.code) == ("x_new", "invalid_value")
+    error = bad(m, tp.EchoRequest, None, body_rule="", query=[("name", LONE)])
+    assert (error.param, error.code) == ("name", "invalid_value")
+
+
+@pytest.mark.parametrize(
+    ("cls", "body", "param"),
+    [
+        (img.GenerateImagesRequest, b'{"future": 1' + b"0" * 400 + b"}", "future"),
+        (tp.EchoRequest, b'{"ratio": 1' + b"0" * 400 + b"}", "ratio"),
+    ],
+)
+def test_a_number_too_large_for_a_double_is_a_400(
+    m: Marshaler, cls: Any, body: bytes, param: str
+) -> None:
+    error = bad(m, cls, body)
+    assert (error.param, error.code) == (param, "invalid_value")
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_json_has_no_nan_or_infinity(m: Marshaler, constant: bytes) -> None:
+    error = bad(m, img.GenerateImagesRequest, b'{"prompt": "p", "future": ' + constant + b"}")
+    assert error.message.startswith("We could not parse the JSON body")
+
+
+def test_a_long_unknown_key_is_quoted_clipped(m: Marshaler) -> None:
+    key = "k" * 100_000
+    error = bad(m, tp.EchoRequest, json.dumps({key: 1}).encode())
+    assert error.param is not None and len(error.param) <= 200 and len(error.message) < 300
+
+
+def refusal(m: Marshaler, cls: Any, body: bytes) -> HttpError:
+    with pytest.raises(HttpError) as info:
+        decode(m, cls, body)
+    return info.value

@@ -146,7 +146,7 @@ class Ticker:
             await context.abort(grpc.StatusCode.NOT_FOUND, "No such counter.")
         for n in range(inner.upto):
             if inner.fail_after and n == inner.fail_after:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Counted too far.")
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, "Counted too far.")
             yield CountLiveResponse(kind="tick" if n < inner.upto - 1 else "done", n=n)
 
     async def download(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
@@ -216,7 +216,7 @@ async def test_error_after_the_first_event_is_an_error_event(client) -> None:
     ]
     assert frames[2] == (
         'event: error\ndata: {"error": {"message": "Counted too far.", '
-        '"type": "rate_limit_error", "param": null, "code": null}}'
+        '"type": "invalid_request_error", "param": null, "code": null}}'
     )
     assert frames[3:] == [""]
 
