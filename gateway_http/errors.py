@@ -296,7 +296,7 @@ def from_grpc_status(
     if rich is None:
         if code in _SERVER_ONLY_CODES:
             return HttpError(http_status_for(code), grpc_code=code, message=message)
-        _log.warning("gRPC %s without details: %s", code.name, (message or "")[:500])
+        _log.warning("gRPC %s without the core's details: %s", code.name, (message or "")[:500])
         if code in _BLAMES_CALLER:
             return door_error(Reason.BAD_GATEWAY)
         return HttpError(http_status_for(code), grpc_code=code)
@@ -360,8 +360,7 @@ def as_http_error(exc: Exception, where: str = "") -> HttpError:
 def _refused_by_parser(exc: http_exceptions.HttpProcessingError) -> HttpError:
     """A request aiohttp's HTTP parser rejected (its text quotes the raw head: not used)."""
     if isinstance(exc, http_exceptions.LineTooLong):
-        limit = exc.args[1] if len(exc.args) > 1 else "its"
-        return door_error(Reason.HEAD_TOO_LARGE, limit=limit)
+        return door_error(Reason.HEAD_TOO_LARGE, limit=exc.args[1])  # (line, limit, size)
     if isinstance(exc, http_exceptions.PayloadEncodingError):
         return door_error(Reason.UNREADABLE_BODY)
     return door_error(Reason.MALFORMED_HTTP)

@@ -60,15 +60,15 @@ class _DoorConnection(RequestHandler):
         """
         if request.writer.output_size > 0:  # as aiohttp: the status line is gone
             raise ConnectionError("an error after the response started cannot be sent")
-        error: Exception
-        if isinstance(exc, Exception):
-            error = exc  # a bug out of the handler is logged where it becomes an HttpError
-        else:
-            kind = grpc.StatusCode.DEADLINE_EXCEEDED if status == 504 else grpc.StatusCode.INTERNAL
-            error = HttpError(status, grpc_code=kind)
         if isinstance(exc, http_exceptions.HttpProcessingError):
             # The caller's mistake; its text quotes the raw head: only the class is logged.
             _log.debug("refused a malformed HTTP request: %s", type(exc).__name__)
+        error: Exception
+        if isinstance(exc, Exception):
+            error = exc  # errors.as_http_error maps it (and logs a bug with its traceback)
+        else:
+            kind = grpc.StatusCode.DEADLINE_EXCEEDED if status == 504 else grpc.StatusCode.INTERNAL
+            error = HttpError(status, grpc_code=kind)
         response = self._error_response(request, error)
         response.force_close()  # the stream may be out of step: as aiohttp does
         return response

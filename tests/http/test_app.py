@@ -595,7 +595,7 @@ async def test_a_failure_of_the_hop_is_never_the_callers_rate_limit(
     error = await error_of(await client.get("/v1/models"), 502)
     assert error["type"] == "server_error" and error["code"] is None
     assert "metadata" not in error["message"] and "Stream removed" not in error["message"]
-    assert "RESOURCE_EXHAUSTED without details" in caplog.text
+    assert "RESOURCE_EXHAUSTED without the core's details" in caplog.text
 
 
 # ------------------------------------------------------------- content codings
