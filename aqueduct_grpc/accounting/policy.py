@@ -12,7 +12,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Budgets", "Limits", "TeamPolicy", "TokenPolicy", "parse_budgets", "parse_limits"]
+__all__ = [
+    "Budgets",
+    "Limits",
+    "TeamPolicy",
+    "TokenPolicy",
+    "parse_budgets",
+    "parse_limits",
+    "removed_by",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,25 @@ class TokenPolicy:
     admin: bool = False
     limits: Limits = field(default_factory=Limits)
     budgets: Budgets = field(default_factory=Budgets)
+
+
+def removed_by(before: TokenPolicy | TeamPolicy, after: TokenPolicy | TeamPolicy) -> list[str]:
+    """What replacing `before` with `after` took away, one notice per part.
+
+    Setting a policy replaces all of it; these notices tell a caller who meant
+    to change one part (say, a budget) what else went.
+    """
+    notices = []
+    if isinstance(before, TokenPolicy) and isinstance(after, TokenPolicy):
+        if before.admin and not after.admin:
+            notices.append("admin scope removed (send admin: true to keep it)")
+        if before.team_id is not None and after.team_id is None:
+            notices.append(f"removed from team {before.team_id}")
+    for part in ("limits", "budgets"):
+        gone = sorted(set(getattr(before, part).as_dict()) - set(getattr(after, part).as_dict()))
+        if gone:
+            notices.append(f"{part} removed: {', '.join(gone)}")
+    return notices
 
 
 def _items(value: Any) -> list[tuple[str, Any]]:

@@ -31,7 +31,12 @@ from aqueduct_grpc.accounting.policy import (
 )
 from aqueduct_grpc.auth.tokens import TokenNotFound
 from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
-from aqueduct_grpc.storage.database import teams_table, token_policies_table, tokens_table
+from aqueduct_grpc.storage.database import (
+    stored_name,
+    teams_table,
+    token_policies_table,
+    tokens_table,
+)
 
 __all__ = ["PolicySnapshot", "PolicyStore", "TeamExists", "TeamNotFound", "check_policy"]
 
@@ -197,11 +202,10 @@ class PolicyStore:
         limits = limits or Limits()
         budgets = budgets or Budgets()
         check_policy(limits, budgets)
-        if not name.strip():
-            raise invalid_argument("a team needs a name", "name")
+        name = stored_name(name, "team")
         team = TeamPolicy(
             id="team_" + secrets.token_hex(8),
-            name=name.strip(),
+            name=name,
             created_at=time.time(),
             limits=limits,
             budgets=budgets,

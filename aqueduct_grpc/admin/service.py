@@ -14,7 +14,7 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
-from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy
+from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy, removed_by
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
@@ -117,12 +117,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetTokenPolicy(
         self, request: admin_pb2.SetTokenPolicyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetTokenPolicyResponse:
-        """Replaces a token's team, admin scope, limits and budgets."""
+        """Replaces a token's team, admin scope, limits and budgets; says what went."""
         await self._require_admin()
         token = await self._find_token(request.token)
         parts = await self._policy_parts(request)
+        before = await self._policies.token_policy(token.id)
         policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
-        return admin_pb2.SetTokenPolicyResponse(token=_token(token, policy))
+        return admin_pb2.SetTokenPolicyResponse(
+            token=_token(token, policy), removed=removed_by(before, policy)
+        )
 
     async def CreateTeam(
         self, request: admin_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
@@ -146,12 +149,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetTeamPolicy(
         self, request: admin_pb2.SetTeamPolicyRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetTeamPolicyResponse:
-        """Replaces a team's limits and budgets."""
+        """Replaces a team's limits and budgets; says what went."""
         await self._require_admin()
+        before = await self._policies.find_team(request.team)
         team = await self._policies.set_team_policy(
-            request.team, limits=limits_from(request.limits), budgets=budgets_from(request.budgets)
+            before.id, limits=limits_from(request.limits), budgets=budgets_from(request.budgets)
         )
-        return admin_pb2.SetTeamPolicyResponse(team=_team(team))
+        return admin_pb2.SetTeamPolicyResponse(team=_team(team), removed=removed_by(before, team))
 
     async def QueryUsage(
         self, request: admin_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
-from aqueduct_grpc.storage.database import tokens_table
+from aqueduct_grpc.storage.database import stored_name, tokens_table
 
 __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
 
@@ -103,8 +103,7 @@ class TokenStore:
         models: Sequence[str] | None = None,
     ) -> tuple[Token, str]:
         """Creates a token; returns it and its secret (the only time it is seen)."""
-        if not name.strip():
-            raise invalid_argument("a token needs a name", "name")
+        name = stored_name(name, "token")
         if expires_in is not None and not 0 < expires_in <= _MAX_LIFETIME_SECONDS:
             raise invalid_argument(
                 "expires_in must be positive and at most 100 years", "expires_in_seconds"
@@ -113,7 +112,7 @@ class TokenStore:
         now = self._clock()
         token = Token(
             id="tok_" + secrets.token_hex(8),
-            name=name.strip(),
+            name=name,
             created_at=now,
             expires_at=None if expires_in is None else now + expires_in,
             revoked_at=None,

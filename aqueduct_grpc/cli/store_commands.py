@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
+from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy, removed_by
 from aqueduct_grpc.accounting.policy_store import PolicyStore, check_policy
 from aqueduct_grpc.accounting.usage_report import UsageGroup, parse_moment, usage_report
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
@@ -57,9 +57,13 @@ async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
             matches = [t for t in await store.list() if args.token in (t.id, t.name)]
             if len(matches) != 1:
                 raise TokenNotFound(f"no single token has id or name {args.token!r}")
+            before = await policies.token_policy(matches[0].id)
             policy = await _token_policy(args, policies)
-            await policies.set_token_policy(dataclasses.replace(policy, token_id=matches[0].id))
+            policy = await policies.set_token_policy(
+                dataclasses.replace(policy, token_id=matches[0].id)
+            )
             print(f"set the policy of {matches[0].id} ({matches[0].name})")
+            _print_removed(removed_by(before, policy))
         else:
             token = await store.revoke(args.token)
             print(f"revoked {token.id} ({token.name})")
@@ -85,10 +89,12 @@ async def run_teams(args: argparse.Namespace, database_url: str) -> None:
             )
             print(f"created {team.id} ({team.name})")
         elif args.teams_command == "set-policy":
+            before = await policies.find_team(args.team)
             team = await policies.set_team_policy(
-                args.team, limits=_limits(args), budgets=_budgets(args)
+                before.id, limits=_limits(args), budgets=_budgets(args)
             )
             print(f"set the policy of {team.id} ({team.name})")
+            _print_removed(removed_by(before, team))
         else:
             rows = [("ID", "NAME", "LIMITS", "BUDGETS")]
             for t in await policies.list_teams():
@@ -96,6 +102,12 @@ async def run_teams(args: argparse.Namespace, database_url: str) -> None:
             _print_table(rows)
     finally:
         await engine.dispose()
+
+
+def _print_removed(notices: list[str]) -> None:
+    # On stderr: a replacement that drops parts is worth a warning, not output.
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
 
 
 def _describe(value: Limits | Budgets) -> str:

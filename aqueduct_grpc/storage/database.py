@@ -14,11 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from aqueduct_grpc.errors import invalid_argument
+
 __all__ = [
+    "NAME_CHARS",
     "gateway_secrets_table",
     "metadata",
     "open_engine",
     "sqlite_url",
+    "stored_name",
     "teams_table",
     "token_policies_table",
     "tokens_table",
@@ -27,11 +31,27 @@ __all__ = [
 
 metadata = sa.MetaData()
 
+# Token and team names: PostgreSQL refuses longer values, so they are checked first.
+NAME_CHARS = 200
+
+
+def stored_name(name: str, what: str) -> str:
+    """A token's or team's name as stored (stripped); raises INVALID_ARGUMENT if unfit."""
+    name = name.strip()
+    if not name:
+        raise invalid_argument(f"a {what} needs a name", "name")
+    if len(name) > NAME_CHARS:
+        raise invalid_argument(
+            f"a {what}'s name must be at most {NAME_CHARS} characters (got {len(name)})", "name"
+        )
+    return name
+
+
 tokens_table = sa.Table(
     "tokens",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(NAME_CHARS), nullable=False),
     # sha256 of the secret; the secret itself is shown once and never stored.
     sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -72,7 +92,7 @@ teams_table = sa.Table(
     "teams",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("name", sa.String(NAME_CHARS), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
     # JSON objects of the limits/budgets that are set (see policy.py).
     sa.Column("limits", sa.JSON, nullable=True),

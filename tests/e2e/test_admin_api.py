@@ -127,8 +127,11 @@ async def test_http_admin_lifecycle(door, admin, upstream):
     )
     assert status == 200 and updated["token"]["limits"] == {"images_per_day": 9}
     assert "team_id" not in updated["token"]  # PUT without a team: no team
+    # ... and the answer says what the replacement took away.
+    assert updated["removed"] == [f"removed from team {team['team']['id']}"]
     status, teams = await call(door, "PUT", "/admin/v1/teams/design/policy", admin, {})
     assert status == 200 and teams["team"]["limits"] == {}
+    assert teams["removed"] == ["limits removed: requests_per_minute"]
 
     status, revoked = await call(door, "POST", f"/admin/v1/tokens/{token['id']}:revoke", admin)
     assert status == 200 and revoked["token"]["state"] == "revoked"
@@ -154,6 +157,34 @@ async def test_http_admin_errors_are_openai_envelopes(door, admin):
     assert status == 400 and answer["error"]["param"] == "expires_in_seconds"
     status, answer = await call(door, "POST", "/admin/v1/tokens", admin, {"name": " "})
     assert status == 400 and answer["error"]["param"] == "name"
+    # Names are bounded before the database sees them (PostgreSQL would refuse them).
+    for path in ("/admin/v1/tokens", "/admin/v1/teams"):
+        status, answer = await call(door, "POST", path, admin, {"name": "n" * 201})
+        assert status == 400 and answer["error"]["param"] == "name"
+        assert "at most 200 characters" in answer["error"]["message"]
+
+
+async def test_replacing_an_admin_policy_says_admin_scope_went(door, admin):
+    status, created = await call(
+        door,
+        "POST",
+        "/admin/v1/tokens",
+        admin,
+        {"name": "ops", "admin": True, "budgets": {"per_day_usd": 5}},
+    )
+    assert status == 200 and created["token"]["admin"] is True
+    status, updated = await call(
+        door, "PUT", "/admin/v1/tokens/ops/policy", admin, {"limits": {"images_per_day": 3}}
+    )
+    assert status == 200 and updated["token"]["admin"] is False
+    assert updated["removed"] == [
+        "admin scope removed (send admin: true to keep it)",
+        "budgets removed: per_day_usd",
+    ]
+    status, again = await call(
+        door, "PUT", "/admin/v1/tokens/ops/policy", admin, {"limits": {"images_per_day": 4}}
+    )
+    assert status == 200 and again["removed"] == []  # nothing went this time
     status, answer = await call(door, "GET", "/admin/v1/usage?since=yesterday", admin)
     assert status == 400 and answer["error"]["param"] == "since"
     status, answer = await call(door, "GET", "/admin/v1/usage?by=colour", admin)
@@ -252,6 +283,14 @@ async def test_cli_and_admin_api_give_the_same_results(
     assert cli_usage["groups"] == [
         {f.name: getattr(g, f.name) for f in admin_pb2.UsageGroup.DESCRIPTOR.fields}
         for g in usage.groups
+    ]
+    # The CLI warns, as the API answers, about what a replaced policy lost.
+    await asyncio.to_thread(
+        cli.main, ["tokens", "set-policy", "boss", "--images-per-day", "1", "--data-dir", data_dir]
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "note: admin scope removed (send admin: true to keep it)",
+        f"note: removed from team {by_name['boss'].team_id}",
     ]
 
 

@@ -40,22 +40,21 @@ def test_options() -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "packages"),
+    ("flags", "services"),
     [
-        ([], ("aqueduct",)),  # the command's default, not the library's
-        (
-            ["--proto-package", "aqueduct.images", "--proto-package", "aqueduct.admin"],
-            ["aqueduct.images", "aqueduct.admin"],
-        ),  # replaces it
+        # The command's default (every aqueduct service), not the library's.
+        ([], {"aqueduct.images.v1.ImageService", "aqueduct.admin.v1.AdminService"}),
+        # --proto-package replaces it.
+        (["--proto-package", "aqueduct.images"], {"aqueduct.images.v1.ImageService"}),
     ],
 )
-def test_proto_packages_reach_the_app(
-    monkeypatch: pytest.MonkeyPatch, flags: list[str], packages: Any
+def test_proto_packages_choose_the_services_of_the_app(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], services: set[str]
 ) -> None:
     seen: dict[str, Any] = {}
     monkeypatch.setattr(cli, "run", lambda **kwargs: seen.update(kwargs))
     cli.main(["--grpc-target", "core:1", *flags])
-    assert seen["proto_packages"] == packages
+    assert {service.full_name for service in seen["services"]} == services
 
 
 @pytest.mark.parametrize(

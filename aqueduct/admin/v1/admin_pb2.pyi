@@ -128,10 +128,12 @@ class SetTokenPolicyRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., team: _Optional[str] = ..., admin: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., budgets: _Optional[_Union[Budgets, _Mapping]] = ...) -> None: ...
 
 class SetTokenPolicyResponse(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "removed")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     token: Token
-    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTeamRequest(_message.Message):
     __slots__ = ("name", "limits", "budgets")
@@ -170,10 +172,12 @@ class SetTeamPolicyRequest(_message.Message):
     def __init__(self, team: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., budgets: _Optional[_Union[Budgets, _Mapping]] = ...) -> None: ...
 
 class SetTeamPolicyResponse(_message.Message):
-    __slots__ = ("team",)
+    __slots__ = ("team", "removed")
     TEAM_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     team: Team
-    def __init__(self, team: _Optional[_Union[Team, _Mapping]] = ...) -> None: ...
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, team: _Optional[_Union[Team, _Mapping]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueryUsageRequest(_message.Message):
     __slots__ = ("since", "until", "by")
