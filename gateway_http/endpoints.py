@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from aiohttp import web
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from gateway_http import sse
 from gateway_http.errors import HttpError, Reason, door_error
@@ -51,6 +51,30 @@ JSON = "application/json"
 Metadata = Sequence[tuple[str, str]]
 # Builds the error event for a failure after a stream started.
 ErrorEvent = Callable[[web.Request, Exception], bytes]
+
+
+def _parser(message_class: type[Message]) -> Callable[[bytes], Message | None]:
+    """A response deserializer that answers None for bytes that do not parse.
+
+    gRPC would log a traceback and hand back None anyway; `_received` turns
+    None into a 502, since the core's answer is not what its contract says.
+    """
+
+    def parse(data: bytes) -> Message | None:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
+def _received(message: Any) -> Any:
+    """The core's answer, or a 502 when it could not be read (`_parser`)."""
+    if message is None:
+        _log.warning("the core sent a message that does not parse; answering 502")
+        raise door_error(Reason.BAD_GATEWAY)
+    return message
 
 
 def _not_running() -> HttpError:
@@ -141,7 +165,7 @@ class _UnaryCallEndpoint(Endpoint):
         self._call = channel.unary_unary(
             self.route.grpc_path,
             request_serializer=self.route.request_class.SerializeToString,
-            response_deserializer=self.route.response_class.FromString,
+            response_deserializer=_parser(self.route.response_class),
         )
 
     def unbind(self) -> None:
@@ -183,7 +207,7 @@ class UnaryEndpoint(_UnaryCallEndpoint):
         call = self._call
         if call is None:
             raise _not_running()
-        response = await call(message, metadata=metadata, timeout=self._timeout)
+        response = _received(await call(message, metadata=metadata, timeout=self._timeout))
         return web.Response(body=self.encoder.encode(response), content_type=JSON)
 
 
@@ -218,7 +242,7 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
         if self._call is None:
             raise _not_running()
         call = self._call(message, metadata=metadata, timeout=self._timeout)
-        response: Any = await call
+        response: Any = _received(await call)
         headers = await _response_headers(call, self._response_headers)
         field = self.route.response_body
         body = getattr(response, field) if field else response
@@ -296,7 +320,7 @@ class StreamTwinEndpoint(Endpoint):
         self._stream = channel.unary_stream(
             self.twin.grpc_path,
             request_serializer=self.twin.request_class.SerializeToString,
-            response_deserializer=self.twin.response_class.FromString,
+            response_deserializer=_parser(self.twin.response_class),
         )
 
     def unbind(self) -> None:
@@ -317,7 +341,7 @@ class StreamTwinEndpoint(Endpoint):
         getattr(twin_request, twin.request_field).CopyFrom(message)
         call: Any = self._stream(twin_request, metadata=metadata, timeout=self._timeout)
         try:
-            event = await call.read()
+            event = _received(await call.read())
             response = web.StreamResponse(
                 headers={
                     "Content-Type": sse.CONTENT_TYPE,
@@ -332,7 +356,7 @@ class StreamTwinEndpoint(Endpoint):
                 while event is not grpc.aio.EOF:
                     name = getattr(event, name_field) if name_field else ""
                     await response.write(sse.event_frame(name, self.event_encoder.encode(event)))
-                    event = await call.read()
+                    event = _received(await call.read())
             except ConnectionResetError:
                 _log.info("client left %s during a stream; cancelling the call", request.path)
                 return response

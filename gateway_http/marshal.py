@@ -393,6 +393,9 @@ def _decode_b64(text: str) -> bytes:
 def _short(exc: BaseException) -> str:
     """A one-line, bounded description of a conversion error (no repr, no trace)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OverflowError) or "out of range" in text:
+        # Python's and protobuf's words name their internals ("convert to float").
+        return "the number is out of range for this field."
     text = text.split(" at ", 1)[0] if text.startswith("Message type") else text
     return text[:200].rstrip(".") + "."
 

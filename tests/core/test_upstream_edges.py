@@ -261,3 +261,36 @@ def test_bounded_texts_are_short_and_clean(key, text, limit):
     clean = KeyScrubber(key).bounded(text + key + text, limit)
     assert len(clean) <= limit
     assert_no_key(clean, key)
+
+
+DEEP = 200_000  # far past what json.loads can recurse into
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        # An error body nested too deep: the upstream's status still speaks.
+        (400, b'{"error": ' + b"[" * DEEP + b"]" * DEEP + b"}", "application/json", "400"),
+        # A success body nested too deep: an invalid response, not our failure.
+        (200, b'{"data": ' + b"[" * DEEP + b"]" * DEEP + b"}", "application/json", "502"),
+        (
+            200,
+            b"event: x\ndata: " + b"[" * DEEP + b"]" * DEEP + b"\n\n",
+            "text/event-stream",
+            "502",
+        ),
+    ],
+)
+async def test_json_nested_past_the_parser_is_an_upstream_fault_not_a_500(
+    serve, backend, status, body, content_type, expected
+):
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type=content_type)
+
+    upstream, _ = await serve(answer)
+    with pytest.raises(GatewayError) as caught:
+        if content_type == "text/event-stream":
+            [event async for event in backend.stream(PROMPT, deployment(upstream))]
+        else:
+            await backend.generate(PROMPT, deployment(upstream))
+    assert str(caught.value.http_status) == expected

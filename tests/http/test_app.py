@@ -679,3 +679,31 @@ async def test_a_compression_bomb_stops_at_the_body_limit(
     error = await error_of(resp, 413)
     assert error["code"] == "request_too_large"
     assert core.requests == []
+
+
+async def test_a_core_answer_that_does_not_parse_is_a_502(
+    aiohttp_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def garbled(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"\x0a\xff\xff"  # field 1, a length past the end: not an EchoResponse
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                tp.SERVICE.full_name,
+                {"Echo": grpc.unary_unary_rpc_method_handler(garbled)},  # raw bytes both ways
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        app = create_app(grpc_target=f"127.0.0.1:{port}", services=[tp.SERVICE])
+        client = await aiohttp_client(app)
+        resp = await client.post("/test/v1/echo/a", json={})
+        error = await error_of(resp, 502)
+        assert "Traceback" not in caplog.text and "AttributeError" not in caplog.text
+        assert error["message"] and "NoneType" not in error["message"]
+    finally:
+        await server.stop(None)

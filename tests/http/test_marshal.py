@@ -265,6 +265,24 @@ def test_wrong_values_in_other_field_kinds(
     assert "Traceback" not in error.message
 
 
+@pytest.mark.parametrize(
+    ("message", "body", "param"),
+    [
+        (img.GenerateImagesRequest, b'{"prompt": "p", "n": 2147483648}', "n"),
+        (tp.EchoRequest, b'{"big": 99999999999999999999999}', "big"),
+        # An unknown parameter whose number Python cannot hold as a float.
+        (img.GenerateImagesRequest, b'{"prompt": "p", "extra": 1' + b"0" * 400 + b"}", "extra"),
+    ],
+)
+def test_numbers_out_of_range_are_worded_for_people(
+    m: Marshaler, message: Any, body: bytes, param: str
+) -> None:
+    error = bad(m, message, body)
+    assert (error.param, error.code) == (param, "invalid_value")
+    why = "the number is out of range for this field."
+    assert error.message == f"Invalid value for '{param}': {why}"
+
+
 def test_other_field_kinds_decode(m: Marshaler) -> None:
     body = json.dumps(
         {

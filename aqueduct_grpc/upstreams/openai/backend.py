@@ -42,8 +42,9 @@ __all__ = ["OpenAIBackend"]
 
 log = logging.getLogger(__name__)
 
-# What a malformed answer can raise while it is read into messages.
-_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, binascii.Error)
+# What a malformed answer can raise while it is read into messages
+# (RecursionError: JSON nested deeper than the parser goes).
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, RecursionError, binascii.Error)
 
 
 class OpenAIBackend:
@@ -177,7 +178,7 @@ def _stream_event(
     """The event as a message; None for a type this gateway does not relay (skipped)."""
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise failed.invalid_response(deployment) from None
     if not isinstance(document, dict):
         raise failed.invalid_response(deployment)

@@ -105,7 +105,7 @@ def upstream_error(
         parsed = json.loads(raw)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             error = parsed["error"]
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
         pass
     scrub = scrubber_for(deployment)
     message = scrub.bounded(
