@@ -1,10 +1,10 @@
-"""Shared fixtures: a real fake upstream, a real core on port 0, tokens."""
+"""Shared fixtures: real servers, a real fake upstream, a real core on port 0, tokens."""
 
 from __future__ import annotations
 
 import pathlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -19,6 +19,7 @@ from aqueduct_grpc.server import Core, GrpcServer, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http import DoorRunner, create_app
+from tests.servers import PostgresServer, RedisServer, S3Server
 
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-1234567890"
 
@@ -110,6 +111,39 @@ def router_config(upstream: FakeUpstream) -> dict[str, Any]:
     }
 
 
+# Real servers, one each per test run, started only when a test asks for them.
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[str]:
+    """A fresh empty database: a SQLite file, or a new database on the shared PostgreSQL."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "data")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = await server.create_database()
+    yield url
+    await server.drop_database(url)
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     async with FakeUpstream() as fake:
@@ -124,8 +158,8 @@ def config(upstream: FakeUpstream) -> GatewayConfig:
 
 
 @pytest.fixture
-async def gateway(config: GatewayConfig, tmp_path: pathlib.Path) -> AsyncIterator[Core]:
-    async with open_core(config, database_url=sqlite_url(tmp_path / "data")) as opened:
+async def gateway(config: GatewayConfig, database_url: str) -> AsyncIterator[Core]:
+    async with open_core(config, database_url=database_url) as opened:
         yield opened
 
 

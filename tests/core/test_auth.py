@@ -18,7 +18,6 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import open_core, start_grpc_server
-from aqueduct_grpc.storage.database import sqlite_url
 from tests.conftest import bearer
 from tests.grpc_errors import details_of
 
@@ -68,15 +67,14 @@ async def test_revoked_token_is_refused_at_once(stub, gateway, secret):
 
 
 async def test_cli_revocation_reaches_a_running_core(
-    config: GatewayConfig, tmp_path: pathlib.Path, capsys
+    config: GatewayConfig, database_url: str, capsys
 ):
-    data_dir = tmp_path / "shared"
     await asyncio.to_thread(
-        cli.main, ["tokens", "create", "--name", "ops", "--data-dir", str(data_dir)]
+        cli.main, ["tokens", "create", "--name", "ops", "--database-url", database_url]
     )
     secret = capsys.readouterr().out.strip().splitlines()[-1]
     no_cache = dataclasses.replace(config, token_cache_seconds=0.0)
-    async with open_core(no_cache, database_url=sqlite_url(data_dir)) as gateway:
+    async with open_core(no_cache, database_url=database_url) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -85,7 +83,7 @@ async def test_cli_revocation_reaches_a_running_core(
                 stub = images_pb2_grpc.ImageServiceStub(channel)
                 assert (await stub.ListModels(LIST, metadata=bearer(secret))).data
                 await asyncio.to_thread(
-                    cli.main, ["tokens", "revoke", "ops", "--data-dir", str(data_dir)]
+                    cli.main, ["tokens", "revoke", "ops", "--database-url", database_url]
                 )
                 found = await auth_error(stub, bearer(secret))
                 assert found.reason == "REVOKED_API_KEY"

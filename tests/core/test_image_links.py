@@ -16,7 +16,7 @@ from aqueduct_grpc.config import ConfigError, parse_config
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.images.links import ImageLinks, files_path, load_signing_key
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
+from aqueduct_grpc.storage.database import open_engine
 from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
 from aqueduct_grpc.testing.fake_upstream import png_image
 from aqueduct_grpc.upstreams.openai.event_stream import ServerSentEvent, read_events
@@ -141,8 +141,8 @@ async def test_sweeper_runs_in_the_background(store) -> None:
 
 
 @pytest.fixture
-async def engine(tmp_path: pathlib.Path) -> AsyncIterator[object]:
-    opened = await open_engine(sqlite_url(tmp_path / "db"))
+async def engine(database_url: str) -> AsyncIterator[object]:
+    opened = await open_engine(database_url)
     yield opened
     await opened.dispose()
 

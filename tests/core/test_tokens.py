@@ -1,9 +1,8 @@
-"""TokenStore on a real SQLite database."""
+"""TokenStore on a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
-import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.storage.database import open_engine, sqlite_url
+from aqueduct_grpc.storage.database import open_engine
 
 
 class Clock:
@@ -26,8 +25,8 @@ class Clock:
 
 
 @pytest.fixture
-async def engine(tmp_path: pathlib.Path) -> AsyncIterator[AsyncEngine]:
-    opened = await open_engine(sqlite_url(tmp_path))
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    opened = await open_engine(database_url)
     yield opened
     await opened.dispose()
 

@@ -7,7 +7,6 @@ import csv
 import datetime
 import io
 import json
-import pathlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
 from aqueduct_grpc.cli import commands as cli
-from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
+from aqueduct_grpc.storage.database import open_engine, usage_table
 
 DAY = 86400.0
 NOW = datetime.datetime(2026, 11, 20, 12, tzinfo=datetime.UTC).timestamp()
@@ -34,8 +33,8 @@ ROWS = [
 
 
 @pytest.fixture
-async def engine(tmp_path: pathlib.Path) -> AsyncIterator[AsyncEngine]:
-    opened = await open_engine(sqlite_url(tmp_path))
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    opened = await open_engine(database_url)
     async with opened.begin() as connection:
         await connection.execute(
             usage_table.insert(),
@@ -95,13 +94,13 @@ def test_period_bounds():
         parse_moment("last tuesday", NOW)
 
 
-async def test_cli_formats_agree(engine, tmp_path, capsys):
+async def test_cli_formats_agree(engine, database_url, capsys):
     async with engine.connect() as connection:
         total = await connection.scalar(sa.select(sa.func.count()).select_from(usage_table))
     assert total == len(ROWS)
 
     def run(*argv: str) -> str:
-        cli.main(["usage", "--since", "2026-01-01", *argv, "--data-dir", str(tmp_path)])
+        cli.main(["usage", "--since", "2026-01-01", *argv, "--database-url", database_url])
         return capsys.readouterr().out
 
     as_json = json.loads(await asyncio.to_thread(run, "--by", "model", "--format", "json"))

@@ -17,7 +17,6 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.cli import commands as cli
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import open_core, start_grpc_server
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http.routes import discover_services
 from tests.accounting import IMAGE_PRICE, priced_config, token_with
@@ -222,12 +221,10 @@ async def test_usage_query_over_http_and_grpc_agree(door, admin, admin_stub, gat
 
 
 async def test_cli_and_admin_api_give_the_same_results(
-    config: GatewayConfig, upstream: FakeUpstream, tmp_path: pathlib.Path, capsys
+    config: GatewayConfig, upstream: FakeUpstream, database_url: str, capsys
 ):
-    data_dir = str(tmp_path / "shared")
-
     def run(*argv: str) -> str:
-        cli.main([*argv, "--data-dir", data_dir])
+        cli.main([*argv, "--database-url", database_url])
         return capsys.readouterr().out
 
     await asyncio.to_thread(run, "teams", "create", "--name", "ops", "--requests-per-minute", "7")
@@ -236,7 +233,7 @@ async def test_cli_and_admin_api_give_the_same_results(
     )
     secret = out.strip().splitlines()[-1]
     await asyncio.to_thread(run, "tokens", "create", "--name", "worker", "--images-per-day", "3")
-    async with open_core(config, database_url=sqlite_url(data_dir)) as gateway:
+    async with open_core(config, database_url=database_url) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -286,7 +283,8 @@ async def test_cli_and_admin_api_give_the_same_results(
     ]
     # The CLI warns, as the API answers, about what a replaced policy lost.
     await asyncio.to_thread(
-        cli.main, ["tokens", "set-policy", "boss", "--images-per-day", "1", "--data-dir", data_dir]
+        cli.main,
+        ["tokens", "set-policy", "boss", "--images-per-day", "1", "--database-url", database_url],
     )
     assert capsys.readouterr().err.splitlines() == [
         "note: admin scope removed (send admin: true to keep it)",

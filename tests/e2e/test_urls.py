@@ -17,7 +17,6 @@ import yarl
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.config import parse_config
 from aqueduct_grpc.server import Core, open_core, start_grpc_server
-from aqueduct_grpc.storage.database import sqlite_url
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
 from tests.conftest import UPSTREAM_KEY, bearer, router_config
 
@@ -187,12 +186,12 @@ async def test_upstream_image_over_the_size_cap_is_refused(upstream: FakeUpstrea
 
 
 @pytest.fixture
-async def capped_core(upstream: FakeUpstream, tmp_path) -> AsyncIterator[Any]:
+async def capped_core(upstream: FakeUpstream, database_url: str) -> AsyncIterator[Any]:
     """A core whose upstream answers are capped at 20 kB (the URL reply fits; the image not)."""
     raw = router_config(upstream)
     raw["gateway"] = {"max_upstream_response_bytes": 20_000}
     config = parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
-    async with open_core(config, database_url=sqlite_url(tmp_path / "capped")) as gateway:
+    async with open_core(config, database_url=database_url) as gateway:
         server = await start_grpc_server(gateway)
         _, secret = await gateway.tokens.create("t")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
