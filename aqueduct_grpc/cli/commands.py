@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aqueduct_grpc.accounting.usage_report import GROUPINGS
 from aqueduct_grpc.cli.serve import run_serve
-from aqueduct_grpc.cli.store_commands import run_teams, run_tokens, run_usage
+from aqueduct_grpc.cli.store_commands import run_db, run_teams, run_tokens, run_usage
 from aqueduct_grpc.config import ConfigError
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.storage.database import sqlite_url
@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--database-url",
             default=os.environ.get("AQUEDUCT_DATABASE_URL"),
-            help="SQLAlchemy async URL; overrides --data-dir (default: SQLite in the data dir)",
+            help="postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH; overrides --data-dir"
+            " (default: SQLite in the data dir, or $AQUEDUCT_DATABASE_URL)",
         )
 
     serve = commands.add_parser("serve", help="run the gRPC core and the HTTP door")
@@ -113,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     policy_options(team_set)
     storage(team_set)
 
+    db = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    storage(db.add_parser("upgrade", help="apply the migrations it lacks (serve does it too)"))
+    storage(db.add_parser("current", help="print its migration revision, and the newest"))
+
     usage = commands.add_parser("usage", help="usage report for a period")
     usage.add_argument("--since", default="7d", help="7d, 12h or an ISO date (default 7d)")
     usage.add_argument("--until", help="same forms (default: now)")
@@ -144,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run(run_teams(args, database_url))
         elif args.command == "usage":
             _run(run_usage(args, database_url))
+        elif args.command == "db":
+            _run(run_db(args, database_url))
         else:
             _run(run_tokens(args, database_url))
     except ConfigError as error:

@@ -1,4 +1,4 @@
-"""The commands on the stores: `tokens`, `teams` and `usage`, run against the database.
+"""The commands on the stores: `tokens`, `teams`, `usage` and `db`, run against the database.
 
 They use the same stores and report code as the admin API, so both give the
 same results.
@@ -19,9 +19,10 @@ from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy, remove
 from aqueduct_grpc.accounting.policy_store import PolicyStore, check_policy
 from aqueduct_grpc.accounting.usage_report import UsageGroup, parse_moment, usage_report
 from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
-from aqueduct_grpc.storage.database import open_engine
+from aqueduct_grpc.storage.database import new_engine, open_engine
+from aqueduct_grpc.storage.schema import current_revision, head_revision, upgrade
 
-__all__ = ["run_teams", "run_tokens", "run_usage"]
+__all__ = ["run_db", "run_teams", "run_tokens", "run_usage"]
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -125,6 +126,23 @@ async def run_usage(args: argparse.Namespace, database_url: str) -> None:
     finally:
         await engine.dispose()
     _print_usage(groups, args.by, args.format)
+
+
+async def run_db(args: argparse.Namespace, database_url: str) -> None:
+    """`db upgrade|current`: migrate the schema, or say which revision it is at."""
+    engine = new_engine(database_url)
+    try:
+        if args.db_command == "upgrade":
+            print(f"database at revision {await upgrade(engine)} (the newest)")
+            return
+        current, head = await current_revision(engine), head_revision()
+        if current == head:
+            print(f"{current} (the newest)")
+        else:
+            # Not migrated yet, behind, or made by a newer version of the gateway.
+            print(f"{current or 'none'} (this version's newest is {head})")
+    finally:
+        await engine.dispose()
 
 
 def _print_usage(groups: list[UsageGroup], by: str, form: str) -> None:

@@ -1,25 +1,34 @@
 """The database: table definitions and the async engine.
 
 SQLAlchemy Core keeps one schema for the embedded SQLite default
-(`sqlite+aiosqlite`) and PostgreSQL (`postgresql+asyncpg`) later: only the URL
-changes.
+(`sqlite+aiosqlite`) and PostgreSQL (`postgresql+asyncpg`): only the URL
+changes. `metadata` is the newest schema; the migrations in
+`aqueduct_grpc/storage/migrations` bring a database to it, and a change here
+needs a new revision there.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aqueduct_grpc.errors import invalid_argument
+from aqueduct_grpc.storage.schema import upgrade
 
 __all__ = [
     "NAME_CHARS",
     "gateway_secrets_table",
     "metadata",
+    "new_engine",
+    "normalized_url",
     "open_engine",
     "sqlite_url",
     "stored_name",
@@ -82,7 +91,7 @@ usage_table = sa.Table(
     sa.Column("total_tokens", sa.Integer, nullable=True),
     sa.Column("end_user", sa.String(256), nullable=True),
     sa.Column("safety_identifier", sa.String(256), nullable=True),
-    # Added for accounting; `_add_missing_columns` adds them to older databases.
+    # Added for accounting; revision 0001 adds them to databases older than migrations.
     sa.Column("team_id", sa.String(32), nullable=True),
     # USD; NULL when the model's price is not configured (never a guess).
     sa.Column("cost", sa.Float, nullable=True),
@@ -119,38 +128,94 @@ def sqlite_url(data_dir: str | pathlib.Path) -> str:
     return f"sqlite+aiosqlite:///{folder.resolve() / 'aqueduct.db'}"
 
 
-async def open_engine(url: str) -> AsyncEngine:
-    """Connects, and creates the tables if they are missing."""
-    engine = create_async_engine(url)
+def normalized_url(url: str) -> str:
+    """The async SQLAlchemy URL for a database URL as a user writes it.
+
+    `postgresql://`, `postgres://` and `postgresql+asyncpg://` become
+    `postgresql+asyncpg://`; `sqlite:///PATH` and `sqlite+aiosqlite:///PATH`
+    become `sqlite+aiosqlite:///PATH`. The rest of the URL is kept.
+
+    Args:
+        url: The database URL (`--database-url`, `AQUEDUCT_DATABASE_URL`).
+
+    Returns:
+        The URL with the async driver SQLAlchemy needs.
+
+    Raises:
+        ValueError: The URL is not one of those forms, or its driver is not
+            installed. The message never contains the URL (it may hold a password).
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL (expected {_URL_FORMS})") from None
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} ({_URL_FORMS})")
+    backend, module = driver.split("+")
+    if importlib.util.find_spec(module) is None:
+        extra = " (install aqueduct-grpc[postgres])" if backend == "postgresql" else ""
+        raise ValueError(f"the {backend} database needs the {module} driver{extra}")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+# The schemes accepted, and the async driver each one runs on.
+_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+_URL_FORMS = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or sqlite:///PATH"
+
+
+def new_engine(url: str) -> AsyncEngine:
+    """An engine on the database at `url`, without touching its schema (see `open_engine`).
+
+    Raises:
+        ValueError: As `normalized_url`.
+    """
+    engine = create_async_engine(normalized_url(url))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.run_sync(_add_missing_columns)
     return engine
 
 
-def _add_missing_columns(connection: sa.Connection) -> None:
-    # There are no migrations yet: create_all makes missing tables but leaves
-    # existing ones alone, so nullable columns added since a database was
-    # created are added here. Nothing is ever dropped or changed.
-    inspector = sa.inspect(connection)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=connection.dialect)
-                connection.execute(
-                    sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                )
+async def open_engine(url: str) -> AsyncEngine:
+    """Connects, and brings the schema to the newest migration (creating it if empty).
+
+    Args:
+        url: The database URL, in any form `normalized_url` accepts.
+
+    Returns:
+        An engine on a database whose tables are those of `metadata`.
+
+    Raises:
+        ValueError: As `normalized_url`.
+    """
+    engine = new_engine(url)
+    try:
+        await upgrade(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the CLI and the server use the file at once; busy_timeout makes
     # a second writer wait instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as error:
+        # Connections opening a new file together race to switch it to WAL,
+        # and SQLite refuses the losers at once (no busy wait). The mode is
+        # kept in the file, so the winner's switch is theirs too.
+        if "locked" not in str(error):
+            raise
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
