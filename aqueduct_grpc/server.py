@@ -27,6 +27,7 @@ from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.rate_limits import RateLimiter
+from aqueduct_grpc.accounting.usage_journal import UsageJournal
 from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.admin.service import ADMIN_SERVICE, AdminService
 from aqueduct_grpc.auth.interceptor import AuthInterceptor
@@ -87,6 +88,7 @@ async def open_core(
     *,
     database_url: str,
     image_dir: str | os.PathLike[str] | None = None,
+    journal_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Core]:
     """Opens the database, the upstream session, the usage writer and the image store.
 
@@ -95,16 +97,23 @@ async def open_core(
         database_url: SQLAlchemy async URL.
         image_dir: where images returned by URL are kept, unless the config
             says; None (and no config) uses a temporary folder removed on exit.
+        journal_dir: where the usage journal lives (what a crash would
+            otherwise lose is recovered from there at the next start); None
+            uses a temporary folder removed on exit.
     """
     async with contextlib.AsyncExitStack() as stack:
         engine = await open_engine(database_url)
         stack.push_async_callback(engine.dispose)
         policies = PolicyStore(engine, cache_seconds=config.token_cache_seconds)
+        if journal_dir is None:
+            journal_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="aqueduct-journal-")
+            )
+        usage = UsageLog(engine, UsageJournal(journal_dir), batch_rows=config.usage_flush_rows)
+        await usage.start()  # first: what a crash left is spending the ledger must see
+        stack.push_async_callback(usage.close)
         ledger = BudgetLedger(PriceTable((m.name, m.prices) for m in config.models), policies)
         await ledger.load(engine)
-        usage = UsageLog(engine, batch_rows=config.usage_flush_rows)
-        await usage.start()
-        stack.push_async_callback(usage.close)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.upstream_max_connections),
             # Each call is bounded by the model's timeout and the caller's deadline.

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
-from aqueduct_grpc.accounting.usage_log import UsageRecord
+from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
@@ -76,13 +76,13 @@ async def token_with(
 
 
 def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set once the core records a usage row (a call cut off is accounted as it unwinds)."""
+    """Set once the core commits a usage row (a call cut off is accounted as it unwinds)."""
     recorded = asyncio.Event()
-    record = gateway.usage.record
+    commit = gateway.usage.commit
 
-    def record_and_signal(row: UsageRecord) -> None:
-        record(row)
+    async def commit_and_signal(row: UsageRecord) -> None:
+        await commit(row)
         recorded.set()
 
-    monkeypatch.setattr(gateway.usage, "record", record_and_signal)
+    monkeypatch.setattr(gateway.usage, "commit", commit_and_signal)
     return recorded

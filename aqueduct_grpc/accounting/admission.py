@@ -31,15 +31,17 @@ class Reservation:
     ends; the request's real cost is charged when its usage row is.
     """
 
-    def __init__(self, ledger: BudgetLedger, hold: BudgetHold) -> None:
+    def __init__(self, ledger: BudgetLedger, hold: BudgetHold, team_id: str | None) -> None:
         """Creates the Reservation.
 
         Args:
             ledger: where the hold is kept.
             hold: the cost held against the budgets.
+            team_id: the team whose budgets share the hold, if any.
         """
         self._ledger = ledger
         self._hold = hold
+        self.team_id = team_id
 
     def __enter__(self) -> Reservation:
         """The reservation itself."""
@@ -121,7 +123,7 @@ class Admission:
             # the hold must not outlive the call.
             self._ledger.release(held)
             raise
-        return Reservation(self._ledger, held)
+        return Reservation(self._ledger, held, None if team is None else team.id)
 
     async def _charge(
         self, token_id: str, limits: Limits, team: TeamPolicy | None, weight: float, n: int

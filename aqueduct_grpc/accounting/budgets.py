@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aqueduct_grpc.accounting.policy import Budgets
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
-from aqueduct_grpc.accounting.usage_log import UsageRecord
+from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.storage.database import usage_table
 
 __all__ = ["BudgetHold", "BudgetLedger", "BudgetRefusal"]

@@ -1,8 +1,13 @@
-"""Usage accounting: one row per request, written in batches off the hot path.
+"""Usage accounting: one row per request, committed before the request is answered.
 
-Requests only append to an in-memory queue; one background task writes what
-has queued up in a single transaction. So concurrent requests never contend
-for the database (no "database is locked") and never wait for a write.
+Group commit: a finished request hands its row to the writer task and waits;
+the writer commits whatever rows have gathered meanwhile in one transaction,
+so concurrent requests share commits (throughput stays) and each answer
+waits for at most one commit more than its own. Every request is also in the
+process's journal (`usage_journal`) from its start: if the process dies,
+the next one to claim the journal writes the rows it owed, and the requests
+that were in flight as INTERRUPTED. While the database refuses to take rows,
+they wait in the journal instead of holding up answers, and are retried.
 """
 
 from __future__ import annotations
@@ -11,126 +16,207 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aqueduct_grpc.accounting.usage_journal import UsageJournal
+from aqueduct_grpc.accounting.usage_record import USAGE_COLUMNS, UsageRecord
 from aqueduct_grpc.storage.database import usage_table
 
-__all__ = ["UsageLog", "UsageRecord"]
+__all__ = ["UsageLog"]
 
 log = logging.getLogger(__name__)
 
-# Pauses between attempts to write a batch (the last value is unused).
-_RETRY_PAUSES = (0.5, 2.0, 5.0, 0.0)
-
-
-@dataclass
-class UsageRecord:
-    """What one request did; `status` is the gRPC code name (OK on success)."""
-
-    created_at: float
-    token_id: str | None
-    requested_model: str | None
-    status: str = "OK"
-    model: str | None = None
-    n: int | None = None
-    size: str | None = None
-    quality: str | None = None
-    error_reason: str | None = None
-    http_status: int | None = None
-    latency_ms: float = 0.0
-    images: int = 0
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    end_user: str | None = None
-    safety_identifier: str | None = None
-    team_id: str | None = None
-    cost: float | None = None
-
-
-_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+# The database will never take such a row (a constraint or a value it
+# refuses): retrying it would only keep it, and the rows behind it, waiting.
+_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
 
 
 class UsageLog:
-    """Queues usage rows and writes them in batches from one task."""
+    """Commits usage rows in groups from one task, with the journal as the fallback."""
 
     def __init__(
         self,
         engine: AsyncEngine,
+        journal: UsageJournal,
         *,
         batch_rows: int = 500,
-        linger_seconds: float = 0.05,
+        retry_seconds: float = 5.0,
     ) -> None:
-        """Creates the UsageLog.
+        """Creates the UsageLog; `start()` starts it.
 
         Args:
             engine: the database.
-            batch_rows: the most rows written in one transaction.
-            linger_seconds: how long the writer waits for more rows before a write.
+            journal: this process's journal of requests in flight.
+            batch_rows: the most rows committed in one transaction.
+            retry_seconds: how often rows the database refused, and the
+                journals of dead processes sharing the folder, are retried.
         """
         self._engine = engine
+        self._journal = journal
         self._batch_rows = batch_rows
-        self._linger_seconds = linger_seconds
+        self._retry_seconds = retry_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
-        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
         self._written = 0
 
     @property
     def written(self) -> int:
-        """Rows written so far (for tests and stats)."""
+        """Rows written so far by this process (for tests and stats)."""
         return self._written
 
-    def record(self, row: UsageRecord) -> None:
-        """Queues a row; never blocks and never fails the request."""
-        self._queue.put_nowait(row)
-
     async def start(self) -> None:
-        """Starts the writer task."""
-        self._task = asyncio.create_task(self._run(), name="usage-writer")
+        """Opens the journal, writes what dead processes owed, starts the writer."""
+        self._journal.open()
+        await self.recover()
+        self._tasks = [
+            asyncio.create_task(self._run(), name="usage-writer"),
+            asyncio.create_task(self._retry_forever(), name="usage-retry"),
+        ]
+
+    def begin(self, row: UsageRecord) -> None:
+        """Notes a request that has started; its row must be committed once it ends."""
+        self._journal.started(row)
+
+    def admitted(self, row: UsageRecord, *, team_id: str | None, estimate: float | None) -> None:
+        """Notes an admitted request's team and known cost (charged if it is interrupted)."""
+        self._journal.admitted(row, team_id=team_id, estimate=estimate)
+
+    async def commit(self, row: UsageRecord) -> None:
+        """Returns once the row is committed (or, while the database refuses it, journaled)."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((row, done))
+        self._idle.clear()
+        self._wake.set()
+        # Shielded: a caller cancelled meanwhile leaves its row to be written.
+        await asyncio.shield(done)
 
     async def flush(self) -> None:
-        """Waits until every row queued so far is written."""
-        await self._queue.join()
+        """Waits until every row handed over so far is committed or journaled."""
+        await self._idle.wait()
 
     async def close(self) -> None:
-        """Writes what is queued, then stops the writer."""
+        """Writes what is pending, stops the tasks and closes the journal."""
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        await self._retry_owed()
+        self._journal.close()
+
+    async def recover(self) -> int:
+        """Writes the rows that dead processes' journals owe; returns how many were missing."""
+        missing = 0
+        for claimed in self._journal.claim_dead():
+            try:
+                rows = claimed.rows()
+                fresh = await self._not_yet_written(rows)
+                await self._store(fresh, journaled=False)
+                missing += len(fresh)
+                claimed.remove()
+            except Exception:
+                claimed.release()  # a later attempt (or process) will claim it again
+                log.warning("could not recover a usage journal yet; will retry", exc_info=True)
+        if missing:
+            log.warning("recovered %d usage rows from a process that stopped abruptly", missing)
+        return missing
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            # Let a busy gateway gather rows for a moment: one transaction per
-            # batch instead of one per request.
-            await asyncio.sleep(self._linger_seconds)
-            while len(batch) < self._batch_rows and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write_with_retries(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._batch_rows]
+                del self._pending[: self._batch_rows]
+                try:
+                    await self._store([row for row, _ in batch], journaled=True)
+                except Exception:
+                    # Never let the writer die: every later answer would wait on it.
+                    log.exception("could not store %d usage rows", len(batch))
+                finally:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+            self._idle.set()
 
-    async def _write_with_retries(self, batch: list[UsageRecord]) -> None:
-        for attempt, pause in enumerate(_RETRY_PAUSES):
+    async def _retry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_seconds)
             try:
-                await self._write(batch)
-                return
+                await self._retry_owed()
+                await self.recover()
             except Exception:
-                if attempt == len(_RETRY_PAUSES) - 1:
-                    # Keep serving: the rows are logged as lost rather than
-                    # retried forever while the queue grows without bound.
-                    log.exception("lost %d usage rows: the database refused them", len(batch))
-                    return
-                log.warning("usage write failed; retrying in %.1f s", pause, exc_info=True)
-                await asyncio.sleep(pause)
+                log.warning("usage retry failed; will retry", exc_info=True)
+
+    async def _retry_owed(self) -> None:
+        owed = self._journal.owed()
+        if owed:
+            await self._store(owed, journaled=True)
+
+    async def _store(self, rows: list[UsageRecord], *, journaled: bool) -> None:
+        """Writes rows: all in one transaction, else one by one around refused ones.
+
+        A row the database cannot take now stays in the journal (when it came
+        from it) for a retry; a row it will never take is logged, so that it
+        does not hold up the others.
+        """
+        if not rows:
+            return
+        try:
+            await self._write(rows)
+        except _REFUSED:
+            for row in rows:
+                await self._store_one(row, journaled=journaled)
+        except Exception as error:
+            log.warning(
+                "usage database unavailable (%s); %d rows kept in the journal",
+                type(error).__name__,
+                len(rows),
+            )
+            if journaled:
+                for row in rows:
+                    self._journal.spilled(row)
+            else:
+                raise
+        else:
+            for row in rows:
+                self._journal.finished(row)
+
+    async def _store_one(self, row: UsageRecord, *, journaled: bool) -> None:
+        try:
+            await self._write([row])
+        except _REFUSED as error:
+            log.error(
+                "the database refused a usage row (%s, request_key %s); it is dropped",
+                type(error.orig).__name__ if error.orig is not None else "error",
+                row.request_key,
+            )
+            self._journal.finished(row)
+        except Exception:
+            if not journaled:
+                raise
+            self._journal.spilled(row)
+        else:
+            self._journal.finished(row)
+
+    async def _not_yet_written(self, rows: list[UsageRecord]) -> list[UsageRecord]:
+        keys = [row.request_key for row in rows]
+        present: set[str] = set()
+        async with self._engine.connect() as connection:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                result = await connection.execute(
+                    sa.select(usage_table.c.request_key).where(usage_table.c.request_key.in_(chunk))
+                )
+                present.update(result.scalars())
+        return [row for row in rows if row.request_key not in present]
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         # The INSERT is compiled once for the database's dialect and rows go
@@ -138,7 +224,7 @@ class UsageLog:
         # parameter processing cost a fifth of the core's CPU per request.
         if self._insert is None:
             compiled = usage_table.insert().compile(
-                dialect=self._engine.dialect, column_keys=list(_COLUMNS)
+                dialect=self._engine.dialect, column_keys=list(USAGE_COLUMNS)
             )
             positions = compiled.positiontup if self._engine.dialect.positional else None
             self._insert = (compiled.string, positions)

@@ -34,7 +34,10 @@ async def run_serve(args: argparse.Namespace, database_url: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     image_dir = pathlib.Path(args.data_dir) / "images"
-    async with open_core(config, database_url=database_url, image_dir=image_dir) as core:
+    journal_dir = pathlib.Path(args.data_dir) / "journal"
+    async with open_core(
+        config, database_url=database_url, image_dir=image_dir, journal_dir=journal_dir
+    ) as core:
         if await core.tokens.count() == 0:
             token, secret = await core.tokens.create("default")
             # The operator's first token: it may use the admin API to make others.

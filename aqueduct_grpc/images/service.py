@@ -23,7 +23,8 @@ from google.api import httpbody_pb2
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.admission import Admission, Reservation
 from aqueduct_grpc.accounting.budgets import BudgetLedger
-from aqueduct_grpc.accounting.usage_log import UsageLog, UsageRecord
+from aqueduct_grpc.accounting.usage_log import UsageLog
+from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.config import ModelConfig
@@ -108,13 +109,28 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         row = _usage_row(token, inner)
         # One usage row per stream, however it ends; a caller that goes away
         # cancels the upstream call with us, and what was streamed is accounted.
-        async with self._accounted(row) as held:
-            model = self._resolved(inner, token, row, streaming=True)
-            held.enter_context(await self._admitted(token, model, row))
-            async for event in self._dispatcher.stream(model, inner, _deadline(context)):
-                if event.type == COMPLETED:
-                    _account_completed(row, event)
-                yield event
+        last = None
+        try:
+            async with self._accounted(row) as held:
+                model = self._resolved(inner, token, row, streaming=True)
+                held.enter_context(await self._admitted(token, model, row))
+                async for event in self._dispatcher.stream(model, inner, _deadline(context)):
+                    if last is not None:
+                        yield last
+                        last = None
+                    if event.type == COMPLETED:
+                        _account_completed(row, event)
+                        # Held back until the next event: the final one leaves
+                        # only once the row is committed. Partials are not held.
+                        last = event
+                    else:
+                        yield event
+        except Exception:
+            if last is not None:
+                yield last  # counted in the row: delivered before the error
+            raise
+        if last is not None:
+            yield last
 
     def _resolved(
         self,
@@ -132,7 +148,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
 
     async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> Reservation:
         """Admits a resolved, valid request within its limits and budgets."""
-        return await self._admission.admit(
+        reservation = await self._admission.admit(
             token,
             model.name,
             weight=model.limit_weight,
@@ -140,16 +156,24 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             size=row.size,
             quality=row.quality,
         )
+        # Known now, so that if this process dies mid-request the row it
+        # leaves behind is charged what the request was going to cost.
+        estimate = self._ledger.estimate(model.name, row.n or 1, row.size, row.quality)
+        self._usage.admitted(row, team_id=reservation.team_id, estimate=estimate)
+        return reservation
 
     @contextlib.asynccontextmanager
     async def _accounted(self, row: UsageRecord) -> AsyncIterator[contextlib.ExitStack]:
-        """Runs a request: notes how it ended, prices it, then records its usage row.
+        """Runs a request: notes how it ended, prices it, then commits its usage row.
 
         What the request holds (its `Reservation`) goes on the stack this
         yields, which is unwound only once the request's cost is charged: at
         no moment may neither the hold nor the cost count against a budget.
+        The request is journaled from its start and its answer leaves only
+        after its row is committed, so no crash can lose an answered request.
         """
         started = time.perf_counter()
+        self._usage.begin(row)
         with contextlib.ExitStack() as held:
             try:
                 yield held
@@ -172,7 +196,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                     # The answer stands; its row is kept, without a cost.
                     log.exception("could not price a usage row; it is recorded without cost")
                 held.close()
-                self._usage.record(row)
+                await self._usage.commit(row)
 
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext

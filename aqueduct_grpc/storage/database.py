@@ -95,6 +95,9 @@ usage_table = sa.Table(
     sa.Column("team_id", sa.String(32), nullable=True),
     # USD; NULL when the model's price is not configured (never a guess).
     sa.Column("cost", sa.Float, nullable=True),
+    # The request's own key (see UsageRecord): crash recovery writes a row
+    # only if no row has its key. NULL on rows older than revision 0002.
+    sa.Column("request_key", sa.String(32), nullable=True, unique=True, index=True),
 )
 
 teams_table = sa.Table(

@@ -20,11 +20,11 @@ from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.accounting.policy_store import PolicyStore
-from aqueduct_grpc.accounting.usage_log import UsageRecord
+from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.auth.tokens import TokenStore
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import Core, open_core, start_grpc_server
-from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
+from aqueduct_grpc.storage.database import open_engine, usage_table
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from tests.accounting import (
     HD_PRICE,
@@ -203,9 +203,9 @@ async def test_the_multiplier_applies_to_image_limits_too(gateway, stub, upstrea
     )
 
 
-async def test_config_defaults_apply_and_token_overrides_win(upstream, tmp_path):
+async def test_config_defaults_apply_and_token_overrides_win(upstream, database_url):
     config = priced_config(upstream, limits={"requests_per_minute": 1})
-    async with open_core(config, database_url=sqlite_url(tmp_path)) as gateway:
+    async with open_core(config, database_url=database_url) as gateway:
         server = await start_grpc_server(gateway, port=0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -301,9 +301,8 @@ async def test_team_budget_and_refusals_are_recorded(gateway, stub, upstream):
     assert recorded[1].cost == 0.0 and upstream.request_count == 1
 
 
-async def test_spending_survives_a_restart(config, upstream, tmp_path):
-    url = sqlite_url(tmp_path)
-    async with open_core(config, database_url=url) as gateway:
+async def test_spending_survives_a_restart(config, upstream, database_url):
+    async with open_core(config, database_url=database_url) as gateway:
         token, _ = await gateway.tokens.create("durable")
         row = UsageRecord(
             created_at=time.time(),
@@ -315,8 +314,8 @@ async def test_spending_survives_a_restart(config, upstream, tmp_path):
             quality="standard",
         )
         gateway.ledger.charge(row)  # as the handler does for a finished request
-        gateway.usage.record(row)
-    async with open_core(config, database_url=url) as reopened:
+        await gateway.usage.commit(row)
+    async with open_core(config, database_url=database_url) as reopened:
         assert reopened.ledger.spent("token", token.id, "month") == pytest.approx(IMAGE_PRICE)
 
 
@@ -491,15 +490,14 @@ async def created_elsewhere(database_url: str, policy: TokenPolicy) -> tuple[str
 
 
 async def test_a_token_created_by_another_process_has_its_policy_at_once(
-    config, upstream, tmp_path
+    config, upstream, database_url
 ):
-    url = sqlite_url(tmp_path)
-    async with long_cached_core(config, url) as (gateway, channel):
+    async with long_cached_core(config, database_url) as (gateway, channel):
         stub = images_pb2_grpc.ImageServiceStub(channel)
         first = await token_with(gateway, "first")
         assert await grpc_generate(stub, first) == grpc.StatusCode.OK  # the snapshot is loaded
         limited = TokenPolicy(token_id="", limits=Limits(requests_per_minute=5))
-        _, secret = await created_elsewhere(url, limited)
+        _, secret = await created_elsewhere(database_url, limited)
         codes = await asyncio.gather(*(grpc_generate(stub, secret) for _ in range(50)))
         assert codes.count(grpc.StatusCode.OK) == 5
         assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 45
@@ -507,22 +505,21 @@ async def test_a_token_created_by_another_process_has_its_policy_at_once(
 
 
 async def test_an_admin_token_created_by_another_process_is_admitted_at_once(
-    config, upstream, tmp_path
+    config, upstream, database_url
 ):
-    url = sqlite_url(tmp_path)
-    async with long_cached_core(config, url) as (gateway, channel):
+    async with long_cached_core(config, database_url) as (gateway, channel):
         admin_stub = admin_pb2_grpc.AdminServiceStub(channel)
         before = await token_with(gateway, "root", admin=True)
         await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(before))
-        _, secret = await created_elsewhere(url, TokenPolicy(token_id="", admin=True))
+        _, secret = await created_elsewhere(database_url, TokenPolicy(token_id="", admin=True))
         listed = await admin_stub.ListTeams(admin_pb2.ListTeamsRequest(), metadata=bearer(secret))
         assert list(listed.teams) == []
 
 
 async def test_new_tokens_share_one_reload_and_tokens_without_a_policy_keep_the_defaults(
-    tmp_path,
+    database_url,
 ):
-    engine = await open_engine(sqlite_url(tmp_path))
+    engine = await open_engine(database_url)
     try:
         store = PolicyStore(engine, cache_seconds=3600.0)
         plain, _ = await TokenStore(engine).create("no-policy-row")
@@ -531,7 +528,7 @@ async def test_new_tokens_share_one_reload_and_tokens_without_a_policy_keep_the_
         # Known without a row: the defaults, with no reload.
         assert (await store.snapshot(knowing=[plain.id])).token(plain.id) == TokenPolicy(plain.id)
         assert loads == []
-        new, _ = await created_elsewhere(sqlite_url(tmp_path), TokenPolicy("", admin=True))
+        new, _ = await created_elsewhere(database_url, TokenPolicy("", admin=True))
         snapshots = await asyncio.gather(*(store.snapshot(knowing=[new]) for _ in range(50)))
         assert all(s.token(new).admin for s in snapshots)
         assert len(loads) == 1
@@ -552,9 +549,8 @@ def count_policy_loads(engine: Any) -> list[str]:
     return seen
 
 
-async def test_a_reload_already_running_before_a_token_existed_is_not_its_answer(tmp_path):
-    url = sqlite_url(tmp_path)
-    engine = await open_engine(url)
+async def test_a_reload_already_running_before_a_token_existed_is_not_its_answer(database_url):
+    engine = await open_engine(database_url)
     try:
         store = PolicyStore(engine, cache_seconds=3600.0)
         await store.snapshot()
@@ -569,11 +565,11 @@ async def test_a_reload_already_running_before_a_token_existed_is_not_its_answer
                 await_only(release.wait())
 
         sa.event.listen(engine.sync_engine, "after_cursor_execute", hold)
-        x, _ = await created_elsewhere(url, TokenPolicy("", admin=True))
+        x, _ = await created_elsewhere(database_url, TokenPolicy("", admin=True))
         for_x = asyncio.ensure_future(store.snapshot(knowing=[x]))
         async with asyncio.timeout(30):
             await read_ids.wait()
-        y, _ = await created_elsewhere(url, TokenPolicy("", admin=True))
+        y, _ = await created_elsewhere(database_url, TokenPolicy("", admin=True))
         for_y = asyncio.ensure_future(store.snapshot(knowing=[y]))
         await asyncio.sleep(0)  # for_y now waits for the reload that began before y
         release.set()

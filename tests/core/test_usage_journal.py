@@ -1,0 +1,181 @@
+"""The usage journal and group commit: no crash loses a request, none is counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from aqueduct_grpc.accounting.usage_journal import INTERRUPTED, UsageJournal
+from aqueduct_grpc.accounting.usage_log import UsageLog
+from aqueduct_grpc.accounting.usage_record import UsageRecord
+from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
+
+
+def row(**fields: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "created_at": time.time(),
+        "token_id": "tok_1",
+        "requested_model": "m",
+        **fields,
+    }
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+def die_after(folder: pathlib.Path, script: str) -> None:
+    """Runs `script` in a process with a journal `j` open in `folder`, then SIGKILLs it."""
+    program = (
+        textwrap.dedent(
+            f"""
+        import os, signal, time
+        from aqueduct_grpc.accounting.usage_journal import UsageJournal
+        from aqueduct_grpc.accounting.usage_record import UsageRecord
+        j = UsageJournal({str(folder)!r})
+        j.open()
+        """
+        )
+        + textwrap.dedent(script)
+        + "\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert result.returncode == -9, result.stderr.decode()
+
+
+def test_a_killed_process_leaves_what_it_owed(tmp_path: pathlib.Path):
+    die_after(
+        tmp_path,
+        """
+        def row(key, **f):
+            return UsageRecord(created_at=1.0, token_id="tok_1", requested_model="m",
+                               request_key=key, **f)
+        admitted = row("a", n=2)
+        j.started(admitted)
+        admitted.model = "priced"
+        j.admitted(admitted, team_id="team_1", estimate=0.08)
+        j.started(row("b"))               # in flight, not yet admitted
+        done = row("c", images=1)
+        j.started(done)
+        j.spilled(done)                   # finished, but the database was down
+        os.write(j._fd, b'{"start": {"created_')  # a line cut short by the kill
+        """,
+    )
+    survivor = UsageJournal(tmp_path)
+    survivor.open()
+    [claimed] = list(survivor.claim_dead())
+    rows = {r.request_key: r for r in claimed.rows()}
+    assert set(rows) == {"a", "b", "c"}
+    assert (rows["a"].status, rows["a"].model, rows["a"].team_id, rows["a"].cost) == (
+        INTERRUPTED,
+        "priced",
+        "team_1",
+        0.08,
+    )
+    assert (rows["b"].status, rows["b"].cost) == (INTERRUPTED, None)
+    assert (rows["c"].status, rows["c"].images) == ("OK", 1)
+    claimed.remove()
+    assert list(survivor.claim_dead()) == []
+    survivor.close()
+    assert list(tmp_path.iterdir()) == []  # nothing owed, nothing left
+
+
+def test_a_live_process_journal_is_not_claimed(tmp_path: pathlib.Path):
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from aqueduct_grpc.accounting.usage_journal import UsageJournal\n"
+            f"j = UsageJournal({str(tmp_path)!r}); j.open(); print('open', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with live:  # closes its pipes
+        try:
+            assert live.stdout is not None and live.stdout.readline() == "open\n"
+            other = UsageJournal(tmp_path)
+            other.open()
+            assert list(other.claim_dead()) == []
+            other.close()
+        finally:
+            live.kill()
+            live.wait()
+    # Once it is gone, its (empty) journal is claimable.
+    other = UsageJournal(tmp_path)
+    other.open()
+    claims = list(other.claim_dead())
+    assert len(claims) == 1 and claims[0].rows() == []
+    claims[0].remove()
+    other.close()
+
+
+async def test_recovery_writes_each_row_exactly_once(tmp_path: pathlib.Path):
+    engine = await open_engine(sqlite_url(tmp_path / "db"))
+    try:
+        # "x" was committed just before the crash; "y" was still in flight.
+        async with engine.begin() as connection:
+            await connection.execute(
+                usage_table.insert().values(
+                    created_at=1.0,
+                    token_id="tok_1",
+                    requested_model="m",
+                    status="OK",
+                    latency_ms=1.0,
+                    images=1,
+                    request_key="x",
+                )
+            )
+        die_after(
+            tmp_path / "journal",
+            """
+            for key in ("x", "y"):
+                j.started(UsageRecord(created_at=1.0, token_id="tok_1", requested_model="m",
+                                      request_key=key))
+            """,
+        )
+        usage = UsageLog(engine, UsageJournal(tmp_path / "journal"))
+        await usage.start()  # recovers at start
+        assert await usage.recover() == 0  # and never twice
+        await usage.close()
+        async with engine.connect() as connection:
+            found = (
+                await connection.execute(
+                    sa.select(usage_table.c.request_key, usage_table.c.status).order_by(
+                        usage_table.c.request_key
+                    )
+                )
+            ).all()
+        assert [tuple(r) for r in found] == [("x", "OK"), ("y", INTERRUPTED)]
+    finally:
+        await engine.dispose()
+
+
+async def test_one_refused_row_does_not_take_the_batch_with_it(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+):
+    engine = await open_engine(sqlite_url(tmp_path / "db"))
+    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"))
+    await usage.start()
+    try:
+        await usage.commit(row(request_key="taken"))
+        # Handed over together, so they share one transaction, which the
+        # duplicate key makes the database refuse.
+        batch = [row(request_key=f"k{i}") for i in range(5)] + [row(request_key="taken")]
+        for r in batch:
+            usage.begin(r)
+        await asyncio.gather(*(usage.commit(r) for r in batch))
+        async with engine.connect() as connection:
+            keys = (await connection.execute(sa.select(usage_table.c.request_key))).scalars()
+            assert sorted(keys) == sorted(["taken", "k0", "k1", "k2", "k3", "k4"])
+        assert "the database refused a usage row" in caplog.text
+    finally:
+        await usage.close()
+        await engine.dispose()
