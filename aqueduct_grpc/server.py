@@ -37,8 +37,14 @@ from aqueduct_grpc.error_exit import ErrorExit
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks, load_signing_key
 from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
+from aqueduct_grpc.storage.changes import ChangeWatcher
 from aqueduct_grpc.storage.database import open_engine
-from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
+from aqueduct_grpc.storage.image_files import (
+    FileImageStore,
+    ImageStore,
+    ImageSweeper,
+    open_image_store,
+)
 from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
 from aqueduct_grpc.upstreams.openai.backend import OpenAIBackend
@@ -96,7 +102,8 @@ async def open_core(
         config: the gateway's configuration.
         database_url: SQLAlchemy async URL.
         image_dir: where images returned by URL are kept, unless the config
-            says; None (and no config) uses a temporary folder removed on exit.
+            names a store (`gateway.image_store_url`); None (and no config)
+            uses a temporary folder removed on exit.
         journal_dir: where the usage journal lives (what a crash would
             otherwise lose is recovered from there at the next start); None
             uses a temporary folder removed on exit.
@@ -105,11 +112,22 @@ async def open_core(
         engine = await open_engine(database_url)
         stack.push_async_callback(engine.dispose)
         policies = PolicyStore(engine, cache_seconds=config.token_cache_seconds)
+        tokens = TokenStore(engine, cache_seconds=config.token_cache_seconds)
+        # Revocations and policy changes made by other replicas or the CLI.
+        watcher = ChangeWatcher(engine, [tokens.forget_cached, policies.forget_cached])
+        await watcher.start()
+        stack.push_async_callback(watcher.close)
         if journal_dir is None:
             journal_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="aqueduct-journal-")
             )
-        usage = UsageLog(engine, UsageJournal(journal_dir), batch_rows=config.usage_flush_rows)
+        usage = UsageLog(
+            engine,
+            UsageJournal(journal_dir),
+            # SQLite is a local file, like the journal: its journal line makes a row durable.
+            answer_after_commit=engine.dialect.name != "sqlite",
+            batch_rows=config.usage_flush_rows,
+        )
         await usage.start()  # first: what a crash left is spending the ledger must see
         stack.push_async_callback(usage.close)
         ledger = BudgetLedger(PriceTable((m.name, m.prices) for m in config.models), policies)
@@ -125,10 +143,15 @@ async def open_core(
         openai_backend = OpenAIBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
-        image_dir = config.image_store_dir or image_dir
-        if image_dir is None:
-            image_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="aqueduct-images-"))
-        store = FileImageStore(image_dir)
+        store: ImageStore
+        if config.image_store_url is not None:
+            store = open_image_store(config.image_store_url)
+        else:
+            if image_dir is None:
+                image_dir = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="aqueduct-images-")
+                )
+            store = FileImageStore(image_dir)
         links = ImageLinks(
             store,
             key=await load_signing_key(engine, config.image_url_secret),
@@ -142,7 +165,7 @@ async def open_core(
         yield Core(
             config=config,
             engine=engine,
-            tokens=TokenStore(engine, cache_seconds=config.token_cache_seconds),
+            tokens=tokens,
             usage=usage,
             catalog=ModelCatalog(
                 config.models, default_model=config.default_model or config.models[0].name

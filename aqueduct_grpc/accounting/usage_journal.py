@@ -67,6 +67,9 @@ class UsageJournal:
         self._generation = 0
         self._lines = 0
         self._open: dict[str, _Open] = {}
+        # Finished rows written here and not yet in the database: handed to
+        # the writer (`ending`), or refused by the database for now (`spilled`).
+        self._ending: dict[str, UsageRecord] = {}
         self._spilled: dict[str, UsageRecord] = {}
 
     def open(self) -> None:
@@ -86,7 +89,7 @@ class UsageJournal:
             return
         os.close(self._fd)
         self._fd = -1
-        if not self._open and not self._spilled:
+        if not self._open and not self._ending and not self._spilled:
             for path in self._files():
                 path.unlink(missing_ok=True)
             (self._folder / f"{self._name}.lock").unlink(missing_ok=True)
@@ -106,9 +109,16 @@ class UsageJournal:
             entry.admitted = note
         self._append({"admit": note})
 
+    def ended(self, row: UsageRecord) -> None:
+        """Keeps a finished row on its way to the database: from now on no crash can lose it."""
+        self._open.pop(row.request_key, None)
+        self._ending[row.request_key] = row
+        self._append({"row": _fields(row)})
+
     def finished(self, row: UsageRecord) -> None:
         """Forgets a request whose row is in the database."""
         self._open.pop(row.request_key, None)
+        self._ending.pop(row.request_key, None)
         self._spilled.pop(row.request_key, None)
         if self._lines >= self._rewrite_every:
             self._rewrite()
@@ -116,8 +126,9 @@ class UsageJournal:
     def spilled(self, row: UsageRecord) -> None:
         """Keeps a finished row the database could not take, until it does."""
         self._open.pop(row.request_key, None)
+        if self._ending.pop(row.request_key, None) is None:
+            self._append({"row": _fields(row)})  # else its line is there already
         self._spilled[row.request_key] = row
-        self._append({"row": _fields(row)})
 
     def owed(self) -> list[UsageRecord]:
         """Finished rows the database has not taken yet."""
@@ -155,11 +166,12 @@ class UsageJournal:
             os.write(fd, _line({"start": _fields(entry.row)}))
             if entry.admitted is not None:
                 os.write(fd, _line({"admit": entry.admitted}))
-        for row in self._spilled.values():
+        owed = [*self._ending.values(), *self._spilled.values()]
+        for row in owed:
             os.write(fd, _line({"row": _fields(row)}))
         os.close(self._fd)
         self._fd = fd
-        self._lines = len(self._open) + len(self._spilled)
+        self._lines = len(self._open) + len(owed)
         for path in old:
             path.unlink(missing_ok=True)
 

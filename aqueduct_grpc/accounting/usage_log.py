@@ -1,13 +1,21 @@
-"""Usage accounting: one row per request, committed before the request is answered.
+"""Usage accounting: one row per request, durable before the request is answered.
 
-Group commit: a finished request hands its row to the writer task and waits;
-the writer commits whatever rows have gathered meanwhile in one transaction,
-so concurrent requests share commits (throughput stays) and each answer
-waits for at most one commit more than its own. Every request is also in the
-process's journal (`usage_journal`) from its start: if the process dies,
-the next one to claim the journal writes the rows it owed, and the requests
-that were in flight as INTERRUPTED. While the database refuses to take rows,
-they wait in the journal instead of holding up answers, and are retried.
+Every request is in the process's journal (`usage_journal`) from its start.
+When it ends, its answer waits until its row is durable:
+
+- On a database server (PostgreSQL), until the row is committed there, since
+  a replica's own disk may die with it. Group commit: the writer task commits
+  whatever rows have gathered meanwhile in one transaction, so concurrent
+  requests share commits and each answer waits for at most one commit more
+  than its own.
+- On SQLite, the database is a file on this machine like the journal, so
+  the row's journal line (one `write()`, microseconds) is as durable as its
+  commit; rows then reach the database in batches, off the answer's path.
+
+If the process dies, the next one to claim its journal writes the rows it
+owed, and the requests that were in flight as INTERRUPTED. While the
+database refuses rows they wait in the journal and are retried, without
+holding up answers.
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ class UsageLog:
         engine: AsyncEngine,
         journal: UsageJournal,
         *,
+        answer_after_commit: bool,
         batch_rows: int = 500,
+        linger_seconds: float = 0.05,
         retry_seconds: float = 5.0,
     ) -> None:
         """Creates the UsageLog; `start()` starts it.
@@ -50,13 +60,19 @@ class UsageLog:
         Args:
             engine: the database.
             journal: this process's journal of requests in flight.
+            answer_after_commit: whether an answer waits for its row's commit
+                (a database server) or only for its journal line (SQLite).
             batch_rows: the most rows committed in one transaction.
+            linger_seconds: when answers do not wait for commits, how long
+                the writer gathers rows before a write (larger batches).
             retry_seconds: how often rows the database refused, and the
                 journals of dead processes sharing the folder, are retried.
         """
         self._engine = engine
         self._journal = journal
+        self._answer_after_commit = answer_after_commit
         self._batch_rows = batch_rows
+        self._linger_seconds = linger_seconds
         self._retry_seconds = retry_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
         self._pending: list[tuple[UsageRecord, asyncio.Future[None]]] = []
@@ -89,11 +105,17 @@ class UsageLog:
         self._journal.admitted(row, team_id=team_id, estimate=estimate)
 
     async def commit(self, row: UsageRecord) -> None:
-        """Returns once the row is committed (or, while the database refuses it, journaled)."""
+        """Returns once the row is durable: committed, or journaled where that is as good.
+
+        While the database refuses rows, they are journaled and retried.
+        """
         done = asyncio.get_running_loop().create_future()
         self._pending.append((row, done))
         self._idle.clear()
         self._wake.set()
+        if not self._answer_after_commit:
+            self._journal.ended(row)
+            return
         # Shielded: a caller cancelled meanwhile leaves its row to be written.
         await asyncio.shield(done)
 
@@ -131,6 +153,9 @@ class UsageLog:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._answer_after_commit:
+                # Nobody waits for these commits: gather rows, write fewer batches.
+                await asyncio.sleep(self._linger_seconds)
             self._wake.clear()
             while self._pending:
                 batch = self._pending[: self._batch_rows]

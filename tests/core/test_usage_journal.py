@@ -141,7 +141,7 @@ async def test_recovery_writes_each_row_exactly_once(tmp_path: pathlib.Path):
                                       request_key=key))
             """,
         )
-        usage = UsageLog(engine, UsageJournal(tmp_path / "journal"))
+        usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
         await usage.start()  # recovers at start
         assert await usage.recover() == 0  # and never twice
         await usage.close()
@@ -162,7 +162,7 @@ async def test_one_refused_row_does_not_take_the_batch_with_it(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ):
     engine = await open_engine(sqlite_url(tmp_path / "db"))
-    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"))
+    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
     await usage.start()
     try:
         await usage.commit(row(request_key="taken"))
