@@ -31,6 +31,7 @@ from aqueduct_grpc.accounting.policy import (
 )
 from aqueduct_grpc.auth.tokens import TokenNotFound
 from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
+from aqueduct_grpc.storage.changes import bump
 from aqueduct_grpc.storage.database import (
     stored_name,
     teams_table,
@@ -191,6 +192,10 @@ class PolicyStore:
             self._fresh_until = started + self._cache_seconds
         return snapshot
 
+    def forget_cached(self) -> None:
+        """Drops the snapshot (another process changed policies): the next read reloads."""
+        self._invalidate()
+
     def _invalidate(self) -> None:
         self._generation += 1
         self._fresh_until = float("-inf")
@@ -225,6 +230,7 @@ class PolicyStore:
                     budgets=budgets.as_dict(),
                 )
             )
+            await bump(connection)
         self._invalidate()
         return team
 
@@ -252,6 +258,7 @@ class PolicyStore:
                 .where(teams_table.c.id == team.id)
                 .values(limits=limits.as_dict(), budgets=budgets.as_dict())
             )
+            await bump(connection)
         self._invalidate()
         return TeamPolicy(team.id, team.name, team.created_at, limits, budgets)
 
@@ -289,6 +296,7 @@ class PolicyStore:
                 await connection.execute(
                     token_policies_table.insert().values(token_id=policy.token_id, **values)
                 )
+            await bump(connection)
         self._invalidate()
         return policy
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
+from aqueduct_grpc.storage.changes import bump
 from aqueduct_grpc.storage.database import stored_name, tokens_table
 
 __all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
@@ -170,8 +171,13 @@ class TokenStore:
                 .where(tokens_table.c.id == row.id)
                 .values(revoked_at=revoked_at)
             )
+            await bump(connection)  # other processes drop their caches too
         self._cache.clear()
         return dataclasses.replace(_token(row), revoked_at=revoked_at)
+
+    def forget_cached(self) -> None:
+        """Drops every cached authentication (another process changed tokens)."""
+        self._cache.clear()
 
     async def authenticate(self, authorization: str | None) -> Token:
         """The active token named by an `authorization: Bearer …` value.

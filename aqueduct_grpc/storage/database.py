@@ -25,6 +25,7 @@ from aqueduct_grpc.storage.schema import upgrade
 
 __all__ = [
     "NAME_CHARS",
+    "changes_table",
     "gateway_secrets_table",
     "metadata",
     "new_engine",
@@ -230,4 +231,12 @@ gateway_secrets_table = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(128), nullable=False),
+)
+
+# One row: bumped by every change to tokens and policies (see changes.py).
+changes_table = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False),
 )
