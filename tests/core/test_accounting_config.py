@@ -56,7 +56,7 @@ def test_limits_budgets_and_prices_are_read():
 @pytest.mark.parametrize(
     ("sections", "message"),
     [
-        ({"limits": {"storage": "redis://host"}}, "async+"),
+        ({"limits": {"storage": "memcached://host"}}, "limits.storage"),
         ({"limits": ["requests_per_minute"]}, "mapping"),
         ({"limits": {"requests_per_hour": 5}}, "unknown key"),
         ({"limits": {"images_per_day": -1}}, "non-negative"),
