@@ -13,7 +13,9 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +23,7 @@ import yaml
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, parse_budgets, parse_limits
 from aqueduct_grpc.accounting.pricing import ModelPrices, parse_prices
+from aqueduct_grpc.accounting.rate_limits import redis_url
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -109,13 +112,14 @@ class GatewayConfig:
     # Default limits and budgets of every token (overridable per token).
     limits: Limits = field(default_factory=Limits)
     budgets: Budgets = field(default_factory=Budgets)
-    # Where rate-limit counters live: `memory://`, or `async+redis://host:6379` for replicas.
+    # Where rate-limit counters live: `memory://`, or `redis://host:6379/0` shared by replicas.
     rate_limit_storage: str = "memory://"
     # Images returned by URL (response_format "url").
     public_base_url: str | None = None
     image_url_ttl_seconds: float = 3600.0
     image_sweep_seconds: float = 60.0
-    image_store_dir: str | None = None
+    # `file:///path` or `s3://bucket/prefix`; None: files in the data dir.
+    image_store_url: str | None = None
     image_url_secret: str | None = field(default=None, repr=False)
 
 
@@ -176,13 +180,12 @@ def _accounting(gateway: GatewayConfig, raw: dict[str, Any], source: str) -> Gat
         raise ConfigError(f"{source}: limits must be a mapping")
     limits = dict(raw.get("limits") or {})
     storage = limits.pop("storage", gateway.rate_limit_storage)
-    if not isinstance(storage, str) or not (
-        storage.startswith("memory://") or storage.startswith("async+")
-    ):
-        # A synchronous network storage would block the event loop on every request.
-        raise ConfigError(
-            f"{source}: limits.storage must be memory:// or an async+ URL (async+redis://…)"
-        )
+    if not isinstance(storage, str):
+        raise ConfigError(f"{source}: limits.storage must be a URL (memory:// or redis://…)")
+    try:
+        redis_url(storage)  # checked now, so that a typo stops the start, not a request
+    except ValueError as error:
+        raise ConfigError(f"{source}: limits.storage {error}") from None
     try:
         return dataclasses.replace(
             gateway,
@@ -299,7 +302,7 @@ def _gateway(
         "image_url_ttl_seconds",
         "image_sweep_seconds",
     }
-    texts = {"public_base_url", "image_store_dir", "image_url_secret"}
+    texts = {"public_base_url", "image_store_url", "image_store_dir", "image_url_secret"}
     unknown = sorted(set(settings) - known - texts)
     if unknown:
         raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
@@ -326,4 +329,34 @@ def _gateway(
         raise ConfigError(f"{source}: gateway.public_base_url must start with http:// or https://")
     if base is not None:
         overrides["public_base_url"] = base.rstrip("/")
+    store_url = _image_store_url(
+        overrides.pop("image_store_url", None), overrides.pop("image_store_dir", None), source
+    )
+    if store_url is not None:
+        overrides["image_store_url"] = store_url
     return GatewayConfig(**{**config.__dict__, **overrides})
+
+
+def _image_store_url(url: str | None, directory: str | None, source: str) -> str | None:
+    """`gateway.image_store_url`, checked; the older `image_store_dir` is its file:// form."""
+    if directory is not None:
+        if url is not None:
+            raise ConfigError(
+                f"{source}: gateway.image_store_dir is the older spelling of "
+                "image_store_url: set one of them, not both"
+            )
+        return pathlib.Path(directory).absolute().as_uri()
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{source}: gateway.image_store_url takes no query or fragment")
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+        return url
+    # S3's bucket naming rules: this also keeps credentials (user:secret@) out of the URL.
+    if parts.scheme == "s3" and re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", parts.netloc):
+        return url
+    raise ConfigError(
+        f"{source}: gateway.image_store_url must be file:///absolute/path or s3://bucket/prefix "
+        "(credentials go in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not the URL)"
+    )

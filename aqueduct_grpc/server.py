@@ -162,6 +162,7 @@ async def open_core(
         await sweeper.start()
         stack.push_async_callback(sweeper.close)
         limiter = RateLimiter(config.rate_limit_storage)
+        stack.push_async_callback(limiter.aclose)
         yield Core(
             config=config,
             engine=engine,

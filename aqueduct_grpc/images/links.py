@@ -29,7 +29,7 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.storage.database import gateway_secrets_table
-from aqueduct_grpc.storage.image_files import ImageStore
+from aqueduct_grpc.storage.image_files import ImageStore, ImageStoreError
 
 __all__ = ["ImageLinks", "files_path", "load_signing_key"]
 
@@ -47,6 +47,23 @@ _NOT_FOUND = GatewayError(
     "The image does not exist or its URL has expired.",
     reason="IMAGE_NOT_FOUND",
 )
+
+
+def _store_failed(error: ImageStoreError) -> GatewayError:
+    """What the caller is told when the image store fails: its kind, not its details."""
+    if error.refused:
+        # A misconfigured store (credentials, bucket): the gateway's fault, not the caller's.
+        return GatewayError(
+            grpc.StatusCode.INTERNAL,
+            "The image store refused the gateway's request.",
+            reason="IMAGE_STORE_REFUSED",
+            http_status=502,
+        )
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        "The image store is unavailable; try again later.",
+        reason="IMAGE_STORE_UNAVAILABLE",
+    )
 
 
 def files_path() -> str:
@@ -141,10 +158,17 @@ class ImageLinks:
         return f"{proto}://{host}"
 
     async def publish(self, data: bytes, base_url: str, now: float | None = None) -> str:
-        """Stores `data` and returns its signed URL below `base_url`."""
+        """Stores `data` and returns its signed URL below `base_url`.
+
+        Raises UNAVAILABLE (503) when the store cannot be reached, INTERNAL
+        with HTTP 502 when it refuses; never the store's own words.
+        """
         expires = int((time.time() if now is None else now) + self._ttl)
         name = f"{expires}-{secrets.token_urlsafe(16)}.{sniff_image_type(data)}"
-        await self._store.put(name, data, expires_at=expires)
+        try:
+            await self._store.put(name, data, expires_at=expires)
+        except ImageStoreError as error:
+            raise _store_failed(error) from None
         return f"{base_url}{self._path}/{name}?signature={self.sign(name)}"
 
     def sign(self, name: str) -> str:
@@ -156,7 +180,8 @@ class ImageLinks:
         """The bytes and content type of a published image.
 
         Raises NOT_FOUND alike for a wrong signature, an expired URL and a
-        missing file, so a caller learns nothing by probing.
+        missing file, so a caller learns nothing by probing; a failing store
+        is an error as in `publish`.
         """
         expires_text, _, rest = name.partition("-")
         ext = rest.rpartition(".")[2]
@@ -168,7 +193,10 @@ class ImageLinks:
             or int(expires_text) <= (time.time() if now is None else now)
         ):
             raise _NOT_FOUND
-        data = await self._store.get(name)
+        try:
+            data = await self._store.get(name)
+        except ImageStoreError as error:
+            raise _store_failed(error) from None
         if data is None:
             raise _NOT_FOUND
         return data, _CONTENT_TYPES[ext]

@@ -1,9 +1,10 @@
 """Where images returned by URL are kept until they expire.
 
-`ImageStore` is the interface (a shared store can back several replicas
-later); `FileImageStore` keeps them as files in one directory. File work runs
-in a worker thread: images are megabytes and the event loop must not wait on
-the disk.
+`ImageStore` is the interface; `FileImageStore` keeps images as files in one
+directory, `S3ImageStore` (module `s3_images`, the `[s3]` extra) in a bucket
+every replica shares. `open_image_store` picks one from
+`gateway.image_store_url`. File work runs in a worker thread: images are
+megabytes and the event loop must not wait on the disk.
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ import os
 import pathlib
 import re
 import time
+import urllib.parse
 from typing import Protocol
 
-__all__ = ["FileImageStore", "ImageStore", "ImageSweeper"]
+from aqueduct_grpc.config import ConfigError
+
+__all__ = [
+    "FileImageStore",
+    "ImageStore",
+    "ImageStoreError",
+    "ImageSweeper",
+    "open_image_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +39,32 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 _ABANDONED_SECONDS = 3600.0
 
 
+class ImageStoreError(Exception):
+    """The store could not be reached, or refused a request.
+
+    The message is safe to show and log: it names what failed, never a
+    credential or the store's own error text.
+    """
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        """Creates the ImageStoreError.
+
+        Args:
+            message: what failed, without secrets.
+            refused: True when the store answered no (credentials, permissions,
+                a missing bucket); False when it could not be reached or failed.
+        """
+        super().__init__(message)
+        self.refused = refused
+
+
 class ImageStore(Protocol):
-    """Keeps image bytes under a name until an expiry time."""
+    """Keeps image bytes under a name until an expiry time.
+
+    Names are made by `ImageLinks` and begin with their expiry in seconds
+    (`{expires}-…`); a store may rely on that. Failures of the store itself
+    raise `ImageStoreError`.
+    """
 
     async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
         """Stores `data` under `name`; it may be deleted after `expires_at`."""
@@ -40,6 +74,9 @@ class ImageStore(Protocol):
 
     async def delete_expired(self, now: float) -> int:
         """Deletes what expired before `now`; returns how many images went."""
+
+    async def claim_sweep(self, turn: int) -> bool:
+        """Whether this replica sweeps in `turn` (exactly one does where the store can tell)."""
 
 
 class FileImageStore:
@@ -71,6 +108,14 @@ class FileImageStore:
     async def delete_expired(self, now: float) -> int:
         """Deletes expired files and half-written ones left by a crash."""
         return await asyncio.to_thread(self._delete_expired, now)
+
+    async def claim_sweep(self, turn: int) -> bool:
+        """Always True: a directory is swept by each replica that uses it.
+
+        On a filesystem that replicas share, sweeps may overlap; each file goes
+        once and the others find it gone.
+        """
+        return True
 
     def _path(self, name: str) -> pathlib.Path:
         if not _SAFE_NAME.fullmatch(name):
@@ -135,7 +180,7 @@ class ImageSweeper:
             self._task = None
 
     async def sweep(self) -> int:
-        """Deletes expired images now; returns how many."""
+        """Deletes expired images now, whoever's turn it is; returns how many."""
         deleted = await self._store.delete_expired(time.time())
         if deleted:
             log.info("deleted %d expired images", deleted)
@@ -144,8 +189,35 @@ class ImageSweeper:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            # Turns are slices of wall-clock time, the same on every replica,
+            # so that one of those sharing a store sweeps per interval.
+            turn = int(time.time() // self._interval)
             try:
-                await self.sweep()
+                if await self._store.claim_sweep(turn):
+                    await self.sweep()
+            except ImageStoreError:
+                pass  # the store has logged what failed; the next turn tries again
             except Exception:
                 # A failing disk must not stop the sweeps to come.
                 log.exception("image sweep failed")
+
+
+def open_image_store(url: str) -> ImageStore:
+    """The store `url` names: `file:///path` or `s3://bucket/prefix`.
+
+    Raises:
+        ConfigError: for another kind of URL, or `s3://` without the S3 client.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return FileImageStore(urllib.parse.unquote(parts.path))
+    if parts.scheme == "s3":
+        try:
+            from aqueduct_grpc.storage.s3_images import S3ImageStore
+        except ImportError:
+            raise ConfigError(
+                f"gateway.image_store_url is {url}, which needs the S3 client: "
+                "pip install 'aqueduct-grpc[s3]'"
+            ) from None
+        return S3ImageStore(parts.netloc, parts.path.strip("/"))
+    raise ConfigError(f"gateway.image_store_url must be file:///path or s3://bucket/prefix: {url}")

@@ -1,10 +1,11 @@
-"""Units: signed image URLs, the file store and its sweep, the signing key, the SSE reader."""
+"""Units: signed image URLs, the file store and its sweep, the store URL, the signing key, SSE."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import pathlib
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -12,12 +13,17 @@ import grpc
 import pytest
 import yarl
 
-from aqueduct_grpc.config import ConfigError, parse_config
+from aqueduct_grpc.config import ConfigError, GatewayConfig, parse_config
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.images.links import ImageLinks, files_path, load_signing_key
 from aqueduct_grpc.storage.database import open_engine
-from aqueduct_grpc.storage.image_files import FileImageStore, ImageSweeper
+from aqueduct_grpc.storage.image_files import (
+    FileImageStore,
+    ImageStoreError,
+    ImageSweeper,
+    open_image_store,
+)
 from aqueduct_grpc.testing.fake_upstream import png_image
 from aqueduct_grpc.upstreams.openai.event_stream import ServerSentEvent, read_events
 
@@ -224,3 +230,87 @@ async def test_the_sweep_leaves_files_being_written(store, tmp_path) -> None:
     # Sweeping "a minute from now" would delete any file whose mtime is its expiry.
     assert await store.delete_expired(time.time() + 60) == 1
     assert writing.exists() and not abandoned.exists()
+
+
+def store_config(gateway: dict[str, str]) -> GatewayConfig:
+    raw = {"model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}]}
+    return parse_config({**raw, "gateway": gateway}, source="t")
+
+
+def test_image_store_url_is_checked_and_image_store_dir_is_its_older_spelling(tmp_path) -> None:
+    assert store_config({}).image_store_url is None
+    assert (
+        store_config({"image_store_url": "s3://my.bucket/p"}).image_store_url == "s3://my.bucket/p"
+    )
+    assert store_config({"image_store_url": "file:///srv/im"}).image_store_url == "file:///srv/im"
+    legacy = store_config({"image_store_dir": str(tmp_path / "my images")})
+    assert legacy.image_store_url == (tmp_path / "my images").as_uri()
+    wrong_urls = (
+        "/srv/images",
+        "file://host/x",
+        "s3:///nobucket",
+        "s3://key:secret@bucket/p",
+        "http://x/y",
+        "s3://bucket/p?x=1",
+    )
+    for wrong in wrong_urls:
+        with pytest.raises(ConfigError, match="image_store_url"):
+            store_config({"image_store_url": wrong})
+    with pytest.raises(ConfigError, match="not both"):
+        store_config({"image_store_url": "s3://bucket/p", "image_store_dir": "/x"})
+
+
+async def test_a_file_url_opens_a_file_store(tmp_path) -> None:
+    store = open_image_store((tmp_path / "my images").as_uri())
+    assert isinstance(store, FileImageStore)
+    await store.put("1-a.png", PNG, expires_at=1)
+    assert (tmp_path / "my images" / "1-a.png").read_bytes() == PNG
+    assert await store.claim_sweep(1) and await store.claim_sweep(1)  # every replica sweeps
+
+
+def test_s3_without_its_client_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "aqueduct_grpc.storage.s3_images", None)
+    with pytest.raises(ConfigError) as caught:
+        open_image_store("s3://bucket/prefix")
+    assert "install 'aqueduct-grpc[s3]'" in str(caught.value) and "\n" not in str(caught.value)
+
+
+class FailingStore:
+    def __init__(self, *, refused: bool) -> None:
+        self.refused = refused
+
+    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+        raise ImageStoreError("image store s3://b: put failed (HTTP 403)", refused=self.refused)
+
+    async def get(self, name: str) -> bytes | None:
+        raise ImageStoreError("image store s3://b: get failed (GenericError)", refused=self.refused)
+
+    async def delete_expired(self, now: float) -> int:
+        return 0
+
+    async def claim_sweep(self, turn: int) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("refused", "code", "reason", "http_status"),
+    [
+        (False, grpc.StatusCode.UNAVAILABLE, "IMAGE_STORE_UNAVAILABLE", None),
+        (True, grpc.StatusCode.INTERNAL, "IMAGE_STORE_REFUSED", 502),
+    ],
+)
+async def test_store_failures_are_clear_errors_without_details(
+    refused, code, reason, http_status
+) -> None:
+    links = ImageLinks(
+        FailingStore(refused=refused), key=b"k" * 32, ttl_seconds=60, public_base_url=None
+    )
+    with pytest.raises(GatewayError) as published:
+        await links.publish(PNG, "http://h")
+    name = f"{int(time.time()) + 60}-abc.png"
+    with pytest.raises(GatewayError) as opened:
+        await links.open(name, links.sign(name))
+    for caught in (published, opened):
+        error = caught.value
+        assert (error.code, error.reason, error.http_status) == (code, reason, http_status)
+        assert "s3://" not in error.message and "403" not in error.message
