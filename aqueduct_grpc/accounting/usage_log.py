@@ -37,9 +37,21 @@ __all__ = ["UsageLog"]
 
 log = logging.getLogger(__name__)
 
-# The database will never take such a row (a constraint or a value it
-# refuses): retrying it would only keep it, and the rows behind it, waiting.
-_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
+
+def _refused(error: Exception) -> bool:
+    """Whether the database will never take the rows (as opposed to being unreachable).
+
+    Retrying such rows would only keep them, and the rows behind them, waiting.
+    asyncpg reports most bad values as a plain DBAPIError, and Python-side
+    conversions fail before the driver (an int past 64 bits).
+    """
+    if isinstance(error, (OverflowError, ValueError, TypeError)):
+        return True
+    return (
+        isinstance(error, sa.exc.DBAPIError)
+        and not isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
+        and not error.connection_invalidated
+    )
 
 
 class UsageLog:
@@ -81,6 +93,11 @@ class UsageLog:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._written = 0
+
+    @property
+    def owed(self) -> int:
+        """Finished rows waiting in the journal because the database did not take them."""
+        return len(self._journal.owed())
 
     @property
     def written(self) -> int:
@@ -146,6 +163,9 @@ class UsageLog:
             except Exception:
                 claimed.release()  # a later attempt (or process) will claim it again
                 log.warning("could not recover a usage journal yet; will retry", exc_info=True)
+            except BaseException:
+                claimed.release()  # cancelled (closing): leave it for the next claim
+                raise
         if missing:
             log.warning("recovered %d usage rows from a process that stopped abruptly", missing)
         return missing
@@ -196,10 +216,11 @@ class UsageLog:
             return
         try:
             await self._write(rows)
-        except _REFUSED:
-            for row in rows:
-                await self._store_one(row, journaled=journaled)
         except Exception as error:
+            if _refused(error):
+                for row in rows:
+                    await self._store_one(row, journaled=journaled)
+                return
             log.warning(
                 "usage database unavailable (%s); %d rows kept in the journal",
                 type(error).__name__,
@@ -217,17 +238,19 @@ class UsageLog:
     async def _store_one(self, row: UsageRecord, *, journaled: bool) -> None:
         try:
             await self._write([row])
-        except _REFUSED as error:
+        except Exception as error:
+            if not _refused(error):
+                if not journaled:
+                    raise
+                self._journal.spilled(row)
+                return
+            cause = getattr(error, "orig", None) or error
             log.error(
                 "the database refused a usage row (%s, request_key %s); it is dropped",
-                type(error.orig).__name__ if error.orig is not None else "error",
+                type(cause).__name__,
                 row.request_key,
             )
             self._journal.finished(row)
-        except Exception:
-            if not journaled:
-                raise
-            self._journal.spilled(row)
         else:
             self._journal.finished(row)
 

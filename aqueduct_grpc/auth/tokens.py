@@ -95,6 +95,8 @@ class TokenStore:
         self._clock = clock
         self._cache: dict[str, tuple[float, Token | None]] = {}
         self._inflight: dict[str, asyncio.Future[Token | None]] = {}
+        # Bumped by every change seen: a lookup that overlapped one is not cached.
+        self._generation = 0
 
     async def create(
         self,
@@ -172,12 +174,18 @@ class TokenStore:
                 .values(revoked_at=revoked_at)
             )
             await bump(connection)  # other processes drop their caches too
-        self._cache.clear()
+        self.forget_cached()
         return dataclasses.replace(_token(row), revoked_at=revoked_at)
 
     def forget_cached(self) -> None:
-        """Drops every cached authentication (another process changed tokens)."""
+        """Drops every cached authentication (another process changed tokens).
+
+        Lookups already under way may have read the old row: their results are
+        neither cached nor shared with later calls.
+        """
+        self._generation += 1
         self._cache.clear()
+        self._inflight.clear()
 
     async def authenticate(self, authorization: str | None) -> Token:
         """The active token named by an `authorization: Bearer …` value.
@@ -216,12 +224,19 @@ class TokenStore:
         # One database query per secret at a time: when a burst of calls
         # arrives with a token that is not cached yet, they all wait for the
         # same query instead of queueing for database connections.
+        generation = self._generation
         pending = self._inflight.get(digest)
         if pending is None:
             pending = asyncio.ensure_future(self._find(digest))
             self._inflight[digest] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(digest, None))
+            pending.add_done_callback(
+                lambda done: (
+                    self._inflight.pop(digest, None) if self._inflight.get(digest) is done else None
+                )
+            )
         token = await asyncio.shield(pending)
+        if generation != self._generation:
+            return token  # a change was seen meanwhile: fine for this call, not for later ones
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = (now + self._cache_seconds, token)

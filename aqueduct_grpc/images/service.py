@@ -114,17 +114,19 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             async with self._accounted(row) as held:
                 model = self._resolved(inner, token, row, streaming=True)
                 held.enter_context(await self._admitted(token, model, row))
+                expected, completed = row.n or 1, 0
                 async for event in self._dispatcher.stream(model, inner, _deadline(context)):
                     if last is not None:
-                        yield last
+                        yield last  # the upstream sent more than it was asked for
                         last = None
                     if event.type == COMPLETED:
                         _account_completed(row, event)
-                        # Held back until the next event: the final one leaves
-                        # only once the row is committed. Partials are not held.
-                        last = event
-                    else:
-                        yield event
+                        completed += 1
+                        if completed >= expected:
+                            # The final image leaves only once its row is durable.
+                            last = event
+                            continue
+                    yield event
         except Exception:
             if last is not None:
                 yield last  # counted in the row: delivered before the error

@@ -87,9 +87,9 @@ usage_table = sa.Table(
     sa.Column("http_status", sa.Integer, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("images", sa.Integer, nullable=False, default=0),
-    sa.Column("input_tokens", sa.Integer, nullable=True),
-    sa.Column("output_tokens", sa.Integer, nullable=True),
-    sa.Column("total_tokens", sa.Integer, nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=True),
+    sa.Column("output_tokens", sa.BigInteger, nullable=True),
+    sa.Column("total_tokens", sa.BigInteger, nullable=True),
     sa.Column("end_user", sa.String(256), nullable=True),
     sa.Column("safety_identifier", sa.String(256), nullable=True),
     # Added for accounting; revision 0001 adds them to databases older than migrations.
@@ -180,7 +180,13 @@ def new_engine(url: str) -> AsyncEngine:
     Raises:
         ValueError: As `normalized_url`.
     """
-    engine = create_async_engine(normalized_url(url))
+    url = normalized_url(url)
+    options: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        # A database that stops answering must fail calls, not hang them: answers
+        # wait for their usage commits (asyncpg's own defaults wait forever).
+        options["connect_args"] = {"timeout": 10, "command_timeout": 30}
+    engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
     return engine

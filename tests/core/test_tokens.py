@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.storage.database import open_engine
 
@@ -117,3 +117,29 @@ async def test_create_refuses_bad_input(engine, name, expires_in):
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.param == ("name" if expires_in is None else "expires_in_seconds")
     assert await TokenStore(engine).list() == []  # nothing half-made
+
+
+async def test_a_lookup_that_overlapped_a_change_is_not_cached(engine, monkeypatch):
+    # Store `a` reads the token, then (before its answer is cached) another
+    # store revokes it and `a` is told something changed: what it read must
+    # not be reused.
+    a, other = TokenStore(engine, cache_seconds=3600), TokenStore(engine)
+    token, secret = await a.create("racing")
+    read, go_on = asyncio.Event(), asyncio.Event()
+    find = a._find
+
+    async def find_then_pause(digest: str) -> Token | None:
+        found = await find(digest)
+        read.set()
+        await go_on.wait()
+        return found
+
+    monkeypatch.setattr(a, "_find", find_then_pause)
+    first = asyncio.ensure_future(a.authenticate(f"Bearer {secret}"))
+    await read.wait()
+    await other.revoke(token.id)
+    a.forget_cached()  # what the change watcher does when it sees the revocation
+    go_on.set()
+    assert (await first).id == token.id  # that call began before the revocation
+    monkeypatch.setattr(a, "_find", find)
+    assert await reason_of(a, f"Bearer {secret}") == "REVOKED_API_KEY"

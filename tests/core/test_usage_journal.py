@@ -179,3 +179,38 @@ async def test_one_refused_row_does_not_take_the_batch_with_it(
     finally:
         await usage.close()
         await engine.dispose()
+
+
+async def test_a_value_the_database_refuses_costs_only_its_own_row(
+    tmp_path: pathlib.Path, database_url: str
+):
+    # PostgreSQL refuses a string past its column (asyncpg: a plain DBAPIError);
+    # SQLite takes it. Either way the other rows of the batch are written.
+    engine = await open_engine(database_url)
+    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
+    await usage.start()
+    try:
+        good = [row(request_key=f"g{i}") for i in range(5)]
+        bad = row(request_key="bad", end_user="u" * 300)
+        await asyncio.gather(*(usage.commit(r) for r in [*good, bad]))
+        async with engine.connect() as connection:
+            keys = set((await connection.execute(sa.select(usage_table.c.request_key))).scalars())
+        assert {r.request_key for r in good} <= keys
+        assert usage.owed == 0  # nothing left waiting in the journal
+    finally:
+        await usage.close()
+        await engine.dispose()
+
+
+def test_a_row_waiting_for_the_database_is_journaled_once(tmp_path: pathlib.Path):
+    journal = UsageJournal(tmp_path)
+    journal.open()
+    waiting = row(request_key="w")
+    journal.started(waiting)
+    journal.ended(waiting)
+    for _ in range(3):  # the database refuses it at each retry
+        journal.spilled(waiting)
+    [path] = tmp_path.glob("*.jsonl")
+    assert path.read_text().count('"row"') == 1
+    journal.finished(waiting)
+    journal.close()

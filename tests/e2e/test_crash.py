@@ -13,7 +13,7 @@ from aqueduct_grpc.accounting.usage_journal import INTERRUPTED
 from aqueduct_grpc.storage.database import new_engine, usage_table
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
 from tests.accounting import IMAGE_PRICE
-from tests.e2e.test_serve import Served
+from tests.serve_process import Served
 
 ANSWERED = 200  # answers before the kill
 IN_FLIGHT = 6

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import pathlib
-import queue
-import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -25,65 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
-
-
-class Served:
-    """A running `serve` process and what it printed."""
-
-    def __init__(self, data_dir: pathlib.Path, *options: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aqueduct_grpc",
-                "serve",
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                *options,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str) -> re.Match[str]:
-        """The first printed line matching `pattern` (fails after 60 s of silence)."""
-        while True:
-            for line in self.output:
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            try:
-                self.output.append(self.lines.get(timeout=60))
-            except queue.Empty:
-                pytest.fail(f"serve never printed {pattern!r}; it printed:\n{''.join(self.output)}")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-    def close(self) -> None:
-        """Kills the process if it still runs and releases its pipe."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
+from tests.serve_process import Served
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 import aiohttp
 
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream, Succeed
-from tests.e2e.test_serve import Served
+from tests.serve_process import Served
 
 
 async def test_leaving_before_the_first_event_cancels_the_upstream(
