@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -51,7 +52,9 @@ HOST = "127.0.0.1"
 MODEL = "bench-image"
 UPSTREAM_MODEL = "openai/gpt-image-1"
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
-TARGETS = ("direct", "http", "grpc")
+TARGETS = ("direct", "http", "grpc", "scale")
+# The scale target: this many gateway replicas (default) behind HAProxy, on PostgreSQL and Redis.
+SCALE_REPLICAS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -488,9 +491,15 @@ def gateway_env(upstream_key: str) -> dict[str, str]:
     return env
 
 
-def write_config(path: Path, upstream_port: int, timeout: float) -> None:
-    """Write a gateway config serving ``MODEL`` from the fake upstream on ``upstream_port``."""
-    config = {
+def write_config(
+    path: Path, upstream_port: int, timeout: float, limits_storage: str | None = None
+) -> None:
+    """Write a gateway config serving ``MODEL`` from the fake upstream on ``upstream_port``.
+
+    ``limits_storage`` (a ``redis://`` URL) sets ``limits.storage``, where replicas share their
+    rate-limit counters; no limit is configured either way.
+    """
+    config: dict[str, Any] = {
         "model_list": [
             {
                 "model_name": MODEL,
@@ -504,12 +513,21 @@ def write_config(path: Path, upstream_port: int, timeout: float) -> None:
             }
         ]
     }
+    if limits_storage is not None:
+        config["limits"] = {"storage": limits_storage}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def create_token(gateway_cmd: list[str], data_dir: Path, env: dict[str, str]) -> str:
-    """Create an API token with the gateway's CLI; return the token."""
+def create_token(
+    gateway_cmd: list[str],
+    data_dir: Path,
+    env: dict[str, str],
+    database_url: str | None = None,
+) -> str:
+    """Create an API token with the gateway's CLI (in ``database_url`` if given); return it."""
     argv = [*gateway_cmd, "tokens", "create", "--name", "bench", "--data-dir", str(data_dir)]
+    if database_url is not None:
+        argv += ["--database-url", database_url]
     done = subprocess.run(
         argv, cwd=data_dir.parent, env=env, capture_output=True, text=True, timeout=60
     )
@@ -527,6 +545,7 @@ def start_gateway(
     data_dir: Path,
     env: dict[str, str],
     name: str,
+    extra_args: tuple[str, ...] = (),
 ) -> Gateway:
     """Start ``gateway_cmd serve`` on two free ports, without waiting (see ``wait_ready``)."""
     grpc_port, http_port = free_port(), free_port()
@@ -541,6 +560,7 @@ def start_gateway(
         str(http_port),
         "--data-dir",
         str(data_dir),
+        *extra_args,
     ]
     child = procs.start(name, argv, env=env)
     return Gateway(child, f"http://{HOST}:{http_port}", f"{HOST}:{grpc_port}")
@@ -750,6 +770,8 @@ class Row:
     upstream_peak_mb: float | None = None
     upstream_cpu_s: float | None = None
     verification: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The scale target: CPU seconds and peak RSS of each replica, HAProxy, PostgreSQL, Redis.
+    scale: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: str | None = None  # set: the row prints FAILED and the run exits 1
 
 
@@ -798,7 +820,8 @@ def run_workload(
                 f"  {workload.name} {target}: {duration:g} s, {workload.connections} conn",
                 flush=True,
             )
-            row = Row(workload.name, target, None, workload.connections, duration)
+            row_target = "scale-http" if target == "scale" else target
+            row = Row(workload.name, row_target, None, workload.connections, duration)
             try:
                 if target == "direct":
                     answered_before = upstream_answered(fake_port)
@@ -817,6 +840,9 @@ def run_workload(
                     row.upstream_cpu_s = monitor.cpu_seconds("upstream")
                     answered = upstream_answered(fake_port) - answered_before
                     verify(row, answered=answered, response_bytes=direct_bytes)
+                elif target == "scale":
+                    scale_target = ScaleTarget(args, procs, work, upstream_key)
+                    scale_target.run(row, workload, fake_pid, fake_port, duration, call_timeout)
                 else:
                     gateway_target = GatewayTarget(args, procs, work, token, upstream_key)
                     gateway_target.run(row, workload, fake_pid, fake_port, duration, call_timeout)
@@ -906,6 +932,109 @@ class GatewayTarget:
             procs.stop(gateway.child)
 
 
+@dataclasses.dataclass
+class ScaleTarget:
+    """Runs one workload over HTTP through HAProxy in front of ``--scale-replicas`` gateways.
+
+    The replicas share one fresh PostgreSQL database (tokens, usage rows) and one Redis (rate
+    limit counters, ``limits.storage``); each has its own data dir, ports and one HTTP worker.
+    HAProxy balances round-robin over their HTTP doors. PostgreSQL, Redis and HAProxy are
+    ``tests/servers.py``'s, started for this target and stopped after it.
+    """
+
+    args: argparse.Namespace
+    procs: Processes
+    work: Path
+    upstream_key: str
+
+    def run(
+        self,
+        row: Row,
+        workload: Workload,
+        fake_pid: int,
+        fake_port: int,
+        duration: float,
+        call_timeout: float,
+    ) -> None:
+        """Start the servers and replicas, check answers, load HAProxy with wrk, fill ``row``."""
+        if str(ROOT) not in sys.path:
+            sys.path.append(str(ROOT))  # tests/ is a package of the repository, not installed
+        from tests.servers import HAProxy, PostgresServer, RedisServer
+
+        with contextlib.ExitStack() as stack:
+            postgres = stack.enter_context(PostgresServer())
+            redis = stack.enter_context(RedisServer())
+            database_url = asyncio.run(postgres.create_database())
+            args, procs = self.args, self.procs
+            body = {"model": MODEL, "prompt": PROMPT, "n": 1}
+            config = self.work / f"config-{workload.name}-scale.yaml"
+            write_config(config, fake_port, timeout=call_timeout, limits_storage=redis.url)
+            env = gateway_env(self.upstream_key)
+            extra = ("--database-url", database_url, "--http-workers", "1")
+            replicas: list[Gateway] = []
+            for index in range(args.scale_replicas):
+                name = f"gateway-{workload.name}-scale-{index}"
+                data_dir = self.work / f"data-{workload.name}-scale-{index}"
+                data_dir.mkdir(exist_ok=True)
+                gateway = start_gateway(procs, args.gateway_cmd, config, data_dir, env, name, extra)
+                stack.callback(procs.stop, gateway.child)
+                # One after the other: the first creates the schema in the fresh database.
+                wait_ready(gateway, procs.log_dir, name)
+                replicas.append(gateway)
+            token = create_token(args.gateway_cmd, self.work / "data", env, database_url)
+            backends = [(HOST, int(g.http_url.rsplit(":", 1)[1])) for g in replicas]
+            haproxy = stack.enter_context(HAProxy(backends))
+            url = f"{haproxy.url}/v1/images/generations"
+            # Round-robin: consecutive calls reach each replica; every one must be right and the
+            # same size on the wire, so that wrk's byte totals check the answers of all of them.
+            sizes = {check_http(url, token, body, workload.image_bytes) for _ in replicas}
+            if len(sizes) != 1:
+                raise RuntimeError(f"check calls through HAProxy differ in size: {sorted(sizes)}")
+            response_bytes = sizes.pop()
+            roots = {f"replica{i}": g.child.pid for i, g in enumerate(replicas)}
+            assert haproxy.process is not None and postgres.process is not None
+            assert redis.process is not None
+            others = {
+                "haproxy": haproxy.process.pid,
+                "postgres": postgres.process.pid,
+                "redis": redis.process.pid,
+            }
+            answered_before = upstream_answered(fake_port)
+            with TreeMonitor({**roots, **others, "upstream": fake_pid}) as monitor:
+                row.result = run_wrk(
+                    procs,
+                    url,
+                    self.work / "body.json",
+                    token,
+                    connections=workload.connections,
+                    duration=duration,
+                    timeout=call_timeout,
+                    threads=args.wrk_threads,
+                )
+            row.gateway_cpu_s = sum(monitor.cpu_seconds(name) for name in roots)
+            row.gateway_peak_mb = sum(monitor.peak_mb(name) for name in roots)
+            row.gateway_peak_detail = {
+                f"{name} {label}": mb
+                for name in roots
+                for label, mb in monitor.peak_detail(name).items()
+            }
+            row.upstream_peak_mb = monitor.peak_mb("upstream")
+            row.upstream_cpu_s = monitor.cpu_seconds("upstream")
+            row.scale = {
+                "replicas": args.scale_replicas,
+                "cpu_s": {name: round(monitor.cpu_seconds(name), 3) for name in [*roots, *others]},
+                "peak_mb": {name: round(monitor.peak_mb(name), 1) for name in [*roots, *others]},
+            }
+            for index, gateway in enumerate(replicas):
+                if gateway.child.poll() is not None:
+                    name = f"gateway-{workload.name}-scale-{index}"
+                    raise RuntimeError(
+                        f"replica {index} died during load:\n{log_tail(procs.log_dir, name)}"
+                    )
+            answered = upstream_answered(fake_port) - answered_before
+            verify(row, answered=answered, response_bytes=response_bytes)
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -915,7 +1044,7 @@ def report(rows: list[Row]) -> str:
         r.workload: r.result for r in rows if r.target == "direct" and r.result and not r.error
     }
     header = (
-        f"{'load':<4} {'target':<6} {'conn':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'load':<4} {'target':<10} {'conn':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'errors':>8} {'gw RSS MB':>9} {'gw CPU%':>7} {'up CPU%':>7} {'drv CPU%':>8} "
         f"{'vs direct':>17}"
     )
@@ -923,7 +1052,7 @@ def report(rows: list[Row]) -> str:
     for row in rows:
         if row.result is None or row.error:
             lines.append(
-                f"{row.workload:<4} {row.target:<6} {row.connections:>5}  FAILED: {row.error}"
+                f"{row.workload:<4} {row.target:<10} {row.connections:>5}  FAILED: {row.error}"
             )
             continue
         r = row.result
@@ -940,7 +1069,7 @@ def report(rows: list[Row]) -> str:
         else:
             versus = f"{r.rps / base.rps:.3f}x" if base.rps else "-"
         lines.append(
-            f"{row.workload:<4} {row.target:<6} {row.connections:>5} {r.rps:>9.1f} "
+            f"{row.workload:<4} {row.target:<10} {row.connections:>5} {r.rps:>9.1f} "
             f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {errors:>8} {rss:>9} {cpu:>7} {upstream_cpu:>7} "
             f"{driver_cpu:>8} {versus:>17}"
         )
@@ -960,6 +1089,10 @@ def report(rows: list[Row]) -> str:
         if row.gateway_peak_detail:
             detail = ", ".join(f"{k}: {v} MB" for k, v in row.gateway_peak_detail.items())
             lines.append(f"  {row.workload} {row.target} gateway peak RSS by process: {detail}")
+        if row.scale and row.result:
+            seconds = row.result.duration_s
+            cpu = ", ".join(f"{k} {_percent(v, seconds)}" for k, v in row.scale["cpu_s"].items())
+            lines.append(f"  {row.workload} {row.target} CPU% by process group: {cpu}")
     return "\n".join(lines)
 
 
@@ -1020,7 +1153,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per target")
     parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. W1,L1")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="direct,http,grpc")
+    parser.add_argument(
+        "--targets",
+        default="direct,http,grpc",
+        help="direct,http,grpc (default) and scale (2 replicas behind HAProxy)",
+    )
     parser.add_argument(
         "--gateway-cmd",
         default=str(ROOT / ".venv" / "bin" / "aqueduct-grpc"),
@@ -1029,6 +1166,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--grpc-procs", type=int, default=1, help="gRPC driver processes")
     parser.add_argument("--grpc-channels", type=int, default=16, help="gRPC connections in all")
+    parser.add_argument(
+        "--scale-replicas",
+        type=int,
+        default=SCALE_REPLICAS,
+        help="gateway replicas of the scale target (default 2)",
+    )
     parser.add_argument("--results-dir", default=str(BENCH / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     args = parser.parse_args(argv)
@@ -1041,6 +1184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.targets = [t.strip().lower() for t in args.targets.split(",") if t.strip()]
     if bad := [t for t in args.targets if t not in TARGETS]:
         parser.error(f"unknown targets {bad}; choose from {list(TARGETS)}")
+    if args.scale_replicas < 1:
+        parser.error("--scale-replicas must be at least 1")
     args.gateway_cmd = shlex.split(args.gateway_cmd)
     return args
 
@@ -1113,6 +1258,7 @@ def main(argv: list[str] | None = None) -> int:
                     "wrk_threads": args.wrk_threads,
                     "grpc_procs": args.grpc_procs,
                     "grpc_channels": args.grpc_channels,
+                    "scale_replicas": args.scale_replicas,
                 },
                 "workloads": {n: dataclasses.asdict(WORKLOADS[n]) for n in args.workloads},
                 "rows": [
