@@ -76,7 +76,7 @@ def find_binary(name: str, package: str, extra_dirs: Sequence[pathlib.Path] = ()
     if found is None:
         raise MissingServer(
             f"{name} is not installed: install the Debian package {package!r} "
-            f"(apt-get install -y {package}, or run scripts/test.sh)"
+            f"(apt-get install -y {package}, or run scripts/install_test_servers.sh)"
         )
     return found
 

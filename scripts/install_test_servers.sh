@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need, then runs pytest with this script's arguments.
+# Installs the servers the tests start (PostgreSQL, Redis, HAProxy) from Debian when missing.
 #
-# The tests start PostgreSQL, Redis, HAProxy and an S3-compatible server (moto,
-# from the [dev] extra) themselves; this only makes sure they are installed.
+# The tests start them, and an S3-compatible server (moto, from the [dev]
+# extra), themselves; this only makes sure they are installed. Part of the
+# README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,3 @@ if ((${#missing[@]})); then
   # The package lists may be missing or stale: refresh them only when needed.
   install || { "${as_root[@]}" apt-get update && install; }
 fi
-
-python3 -m venv .venv
-.venv/bin/pip install -e '.[dev]'
-exec .venv/bin/python -m pytest "$@"
