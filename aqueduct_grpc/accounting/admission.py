@@ -31,17 +31,26 @@ class Reservation:
     ends; the request's real cost is charged when its usage row is.
     """
 
-    def __init__(self, ledger: BudgetLedger, hold: BudgetHold, team_id: str | None) -> None:
+    def __init__(
+        self,
+        ledger: BudgetLedger,
+        hold: BudgetHold,
+        *,
+        team_id: str | None,
+        estimate: float | None,
+    ) -> None:
         """Creates the Reservation.
 
         Args:
             ledger: where the hold is kept.
             hold: the cost held against the budgets.
             team_id: the team whose budgets share the hold, if any.
+            estimate: the request's cost when known in advance, else None.
         """
         self._ledger = ledger
         self._hold = hold
         self.team_id = team_id
+        self.estimate = estimate
 
     def __enter__(self) -> Reservation:
         """The reservation itself."""
@@ -112,7 +121,8 @@ class Admission:
         owners = [("token", token.id, policy.budgets.over(self._default_budgets))]
         if team is not None:
             owners.append(("team", team.id, team.budgets))
-        held = self._ledger.reserve(owners, self._ledger.estimate(model, n, size, quality))
+        estimate = self._ledger.estimate(model, n, size, quality)
+        held = self._ledger.reserve(owners, estimate)
         if isinstance(held, BudgetRefusal):
             raise _over_budget(held)
         try:
@@ -123,7 +133,9 @@ class Admission:
             # the hold must not outlive the call.
             self._ledger.release(held)
             raise
-        return Reservation(self._ledger, held, None if team is None else team.id)
+        return Reservation(
+            self._ledger, held, team_id=None if team is None else team.id, estimate=estimate
+        )
 
     async def _charge(
         self, token_id: str, limits: Limits, team: TeamPolicy | None, weight: float, n: int

@@ -191,17 +191,18 @@ class UsageJournal:
         self._flush()
         old = self._files()
         self._generation += 1
-        fd = self._new_file()
+        lines = []
         for entry in self._open.values():
-            os.write(fd, _line({"start": _fields(entry.row)}))
+            lines.append(_line({"start": _fields(entry.row)}))
             if entry.admitted is not None:
-                os.write(fd, _line({"admit": entry.admitted}))
-        owed = [*self._ending.values(), *self._spilled.values()]
-        for row in owed:
-            os.write(fd, _line({"row": _fields(row)}))
+                lines.append(_line({"admit": entry.admitted}))
+        for row in [*self._ending.values(), *self._spilled.values()]:
+            lines.append(_line({"row": _fields(row)}))
+        fd = self._new_file()
+        os.write(fd, b"".join(lines))
         os.close(self._fd)
         self._fd = fd
-        self._lines = len(self._open) + len(owed)
+        self._lines = len(lines)
         for path in old:
             path.unlink(missing_ok=True)
 

@@ -87,7 +87,7 @@ class UsageLog:
         self._linger_seconds = linger_seconds
         self._retry_seconds = retry_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
-        self._pending: list[tuple[UsageRecord, asyncio.Future[None]]] = []
+        self._pending: list[tuple[UsageRecord, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,13 +126,14 @@ class UsageLog:
 
         While the database refuses rows, they are journaled and retried.
         """
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((row, done))
         self._idle.clear()
         self._wake.set()
         if not self._answer_after_commit:
             self._journal.ended(row)
+            self._pending.append((row, None))  # nobody waits for this commit
             return
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((row, done))
         # Shielded: a caller cancelled meanwhile leaves its row to be written.
         await asyncio.shield(done)
 
@@ -187,7 +188,7 @@ class UsageLog:
                     log.exception("could not store %d usage rows", len(batch))
                 finally:
                     for _, done in batch:
-                        if not done.done():
+                        if done is not None and not done.done():
                             done.set_result(None)
             self._idle.set()
 

@@ -160,8 +160,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         )
         # Known now, so that if this process dies mid-request the row it
         # leaves behind is charged what the request was going to cost.
-        estimate = self._ledger.estimate(model.name, row.n or 1, row.size, row.quality)
-        self._usage.admitted(row, team_id=reservation.team_id, estimate=estimate)
+        self._usage.admitted(row, team_id=reservation.team_id, estimate=reservation.estimate)
         return reservation
 
     @contextlib.asynccontextmanager
