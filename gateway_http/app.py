@@ -12,10 +12,13 @@ a stream has started, `Transcoder.error_event`): the exception becomes an
 its body. Requests aiohttp refuses before any handler runs reach it too when
 the app is served by `gateway_http.server.DoorRunner`.
 
-Request bodies are decoded by the door, not by aiohttp: `Content-Encoding`
-gzip or deflate, within the same size limit after decompression; any other
-coding (br, zstd) is a 415 naming the supported ones, whatever optional
-decompressors happen to be installed.
+Request bodies are decoded by the door, not by aiohttp. Two media types:
+JSON (`gateway_http.marshal`), read whole, with `Content-Encoding` gzip or
+deflate within the same size limit after decompression (any other coding,
+such as br or zstd, is a 415 naming the supported ones, whatever optional
+decompressors happen to be installed); and `multipart/form-data`
+(`gateway_http.multipart`), read part by part as it arrives, uncompressed,
+within the same body limit and a per-part limit. Anything else is a 415.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, build_endpoint
 from gateway_http.errors import HttpError, Reason, as_http_error, door_error
 from gateway_http.marshal import Marshaler
+from gateway_http.multipart import FORM_DATA, FormReader
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
 
 __all__ = [
@@ -89,6 +93,7 @@ class TranscoderOptions:
 
     grpc_target: str
     max_body_bytes: int
+    max_part_bytes: int
     forwarded_headers: tuple[str, ...]
     forwarded_response_headers: tuple[str, ...]
     max_send_message_bytes: int
@@ -126,10 +131,14 @@ class Transcoder:
         self.options = options
         self.dialect = dialect
         marshaler = Marshaler()
+        forms = FormReader(
+            marshaler, max_body_bytes=options.max_body_bytes, max_part_bytes=options.max_part_bytes
+        )
         endpoints = [
             build_endpoint(
                 route,
                 marshaler,
+                forms=forms,
                 timeout=options.call_timeout,
                 response_headers=options.forwarded_response_headers,
                 error_event=self.error_event,
@@ -190,11 +199,39 @@ class Transcoder:
         # request's frames alive in its growing traceback.
         return door_error(Reason.BODY_TOO_LARGE, limit=self.options.max_body_bytes)
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
-        if not request.body_exists:
-            return None
-        if request.content_type != JSON:
+    async def _decode(
+        self, request: web.Request, endpoint: Endpoint, path_vars: dict[str, str]
+    ) -> Message:
+        """The request message, from the body (by its media type), the path and the query."""
+        decoder = endpoint.decoder
+        query = request.query.items() if decoder.uses_query and request.query_string else None
+        if not decoder.uses_body or not request.body_exists:
+            return decoder.decode(None, path_vars, query)
+        media_type = request.content_type
+        form = endpoint.form
+        if media_type == FORM_DATA and form is not None:
+            coding = request.headers.get("Content-Encoding", "").strip().lower()
+            if coding not in ("", "identity"):
+                # Read as it streams, a form is never decompressed whole first;
+                # no client of the door's APIs compresses its uploads.
+                raise door_error(
+                    Reason.UNSUPPORTED_FORM_ENCODING,
+                    encoding=coding,
+                    headers={"Accept-Encoding": "identity"},
+                )
+            self._check_length(request)
+            return await form.decode(request.headers, request.content, path_vars, query)
+        if media_type != JSON:
             raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
+        return decoder.decode(await self._read_json(request), path_vars, query)
+
+    def _check_length(self, request: web.Request) -> None:
+        """A 413 for a body whose Content-Length is over the limit, before reading it."""
+        length = request.content_length
+        if length is not None and length > self.options.max_body_bytes:
+            raise self._too_large()
+
+    async def _read_json(self, request: web.Request) -> bytes:
         coding = request.headers.get("Content-Encoding", "").strip().lower()
         wbits = _CONTENT_CODINGS.get(coding)
         if wbits is None and coding not in ("", "identity"):
@@ -204,9 +241,7 @@ class Transcoder:
                 supported=_ACCEPT_ENCODING,
                 headers={"Accept-Encoding": _ACCEPT_ENCODING},
             )
-        length = request.content_length
-        if length is not None and length > self.options.max_body_bytes:
-            raise self._too_large()
+        self._check_length(request)
         try:
             # The app's client_max_size is max_body_bytes: aiohttp stops reading
             # (and raises) as soon as a chunked body passes the limit.
@@ -238,10 +273,7 @@ class Transcoder:
         """The one handler for every transcoded route."""
         try:
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
-            decoder = endpoint.decoder
-            body = await self._read_body(request) if decoder.uses_body else None
-            query = request.query.items() if decoder.uses_query and request.query_string else None
-            message = decoder.decode(body, path_vars, query)
+            message = await self._decode(request, endpoint, path_vars)
             return await endpoint.respond(request, message, self._metadata(request))
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             return self.error_response(request, exc)
@@ -302,6 +334,7 @@ def create_app(
     proto_packages: Sequence[str | ModuleType] = (),
     dialect: Dialect = OPENAI,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_part_bytes: int | None = None,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
     max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -321,7 +354,10 @@ def create_app(
         proto_packages: Packages searched when `services` is None.
         dialect: How errors read and look (default: OpenAI's envelope).
         max_body_bytes: Largest accepted request body; larger ones get 413
-            without being read beyond the limit.
+            without being read beyond the limit. A form's boundaries and part
+            headers count too.
+        max_part_bytes: Largest contents of one part of a `multipart/form-data`
+            body (413 beyond); None: `max_body_bytes`.
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
             (lower-cased names, values verbatim).
         forwarded_response_headers: Response metadata keys copied to HTTP
@@ -343,6 +379,8 @@ def create_app(
     """
     if max_body_bytes <= 0:
         raise ValueError("max_body_bytes must be positive")
+    if max_part_bytes is not None and max_part_bytes <= 0:
+        raise ValueError("max_part_bytes must be positive")
     if call_timeout is not None and call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
     if services is None and not proto_packages:
@@ -350,6 +388,7 @@ def create_app(
     options = TranscoderOptions(
         grpc_target=grpc_target,
         max_body_bytes=max_body_bytes,
+        max_part_bytes=max_body_bytes if max_part_bytes is None else max_part_bytes,
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
         forwarded_response_headers=tuple(
             dict.fromkeys(h.lower() for h in forwarded_response_headers)
@@ -364,8 +403,9 @@ def create_app(
     if services is None:
         services = discover_services(proto_packages)
     transcoder = Transcoder(options, build_routes(services), dialect)
-    # aiohttp enforces the limit while reading, so chunked bodies stop early too.
-    # It does not decompress: the door does (see `Transcoder._read_body`).
+    # aiohttp enforces the limit while reading, so chunked bodies stop early too
+    # (a form is read as a stream, which the door counts itself). It does not
+    # decompress: the door does (see `Transcoder._read_json`).
     app = web.Application(client_max_size=max_body_bytes, handler_args={"auto_decompress": False})
     app[TRANSCODER] = transcoder
     app.cleanup_ctx.append(transcoder.channel_ctx)

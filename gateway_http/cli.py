@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted request body (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-part-bytes",
+        type=int,
+        default=None,
+        help="largest part of a multipart/form-data body (default: the body limit)",
+    )
+    parser.add_argument(
         "--proto-package",
         action="append",
         dest="proto_packages",
@@ -151,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         max_body_bytes=args.max_body_bytes,
+        max_part_bytes=args.max_part_bytes,
         services=found,  # found once, above
         call_timeout=args.call_timeout,
         access_log=args.access_log,

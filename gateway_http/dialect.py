@@ -151,12 +151,12 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
         "We could not parse the JSON body of your request. The API expects a JSON "
         "object in the request body; what was sent was not valid JSON."
     ),
-    Reason.NESTED_TOO_DEEPLY: "The JSON body of your request is nested too deeply.",
+    Reason.NESTED_TOO_DEEPLY: "The body of your request is nested too deeply.",
     Reason.BODY_NOT_OBJECT: "The request body must be a JSON object, but got {got}.",
     Reason.INVALID_TYPE: (
         "Invalid type for '{param}': expected {expected}, but got {got} instead."
     ),
-    Reason.INVALID_TYPE_IN_URL: (
+    Reason.INVALID_TYPE_IN_TEXT: (
         "Invalid type for '{param}': expected {expected}, but got '{text}'."
     ),
     Reason.INVALID_VALUE: "Invalid value for '{param}': {why}",
@@ -165,15 +165,26 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
         "valid Unicode text."
     ),
     Reason.UNKNOWN_PARAMETER: "Unknown parameter: '{param}'.",
+    Reason.INVALID_MULTIPART: (
+        "We could not parse the multipart/form-data body of your request: {why}"
+    ),
     Reason.NO_ROUTE: "Invalid URL ({method} {path}).",
     Reason.METHOD_NOT_ALLOWED: "Method not allowed ({method} {path}). Allowed: {allowed}.",
     Reason.BODY_TOO_LARGE: "The request body is too large: the limit is {limit} bytes.",
+    Reason.PART_TOO_LARGE: (
+        "The form field '{param}' is too large: the limit is {limit} bytes per field."
+    ),
     Reason.UNSUPPORTED_MEDIA_TYPE: (
-        "Unsupported Content-Type: the request body must be JSON (application/json)."
+        "Unsupported Content-Type: the request body must be JSON (application/json) or a "
+        "form (multipart/form-data)."
     ),
     Reason.UNSUPPORTED_CONTENT_ENCODING: (
         "Unsupported Content-Encoding '{encoding}': the request body must be uncompressed "
         "or use one of: {supported}."
+    ),
+    Reason.UNSUPPORTED_FORM_ENCODING: (
+        "Unsupported Content-Encoding '{encoding}': a multipart/form-data body must be sent "
+        "uncompressed."
     ),
     Reason.UNREADABLE_BODY: (
         "The request body could not be read: it does not match its Content-Encoding or "
@@ -195,11 +206,12 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
 _OPENAI_CODES: Mapping[Reason, str] = {
     Reason.BODY_NOT_OBJECT: "invalid_type",
     Reason.INVALID_TYPE: "invalid_type",
-    Reason.INVALID_TYPE_IN_URL: "invalid_type",
+    Reason.INVALID_TYPE_IN_TEXT: "invalid_type",
     Reason.INVALID_VALUE: "invalid_value",
     Reason.INVALID_UTF8: "invalid_value",
     Reason.UNKNOWN_PARAMETER: "unknown_parameter",
     Reason.BODY_TOO_LARGE: "request_too_large",
+    Reason.PART_TOO_LARGE: "request_too_large",
 }
 
 OPENAI = Dialect(

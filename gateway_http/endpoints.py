@@ -15,6 +15,9 @@ One small class per mode, each holding what it needs for every request:
 (`HttpError`, `grpc.aio.AioRpcError`) and leave them to the app's one error
 handler, except once a stream has started: the status line is sent by then,
 so the error is written as an event, through the `error_event` callback.
+
+Every endpoint of a route with a body also holds its form decoder
+(`gateway_http.multipart`), for `multipart/form-data` bodies.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from google.protobuf.message import DecodeError, Message
 from gateway_http import sse
 from gateway_http.errors import HttpError, Reason, door_error
 from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
+from gateway_http.multipart import FormDecoder, FormReader
 from gateway_http.routes import Route, StreamTwin
 
 __all__ = [
@@ -98,20 +102,27 @@ class Endpoint(abc.ABC):
 
     Attributes:
         route: The route.
-        decoder: Builds the request message from the HTTP request.
+        decoder: Builds the request message from the HTTP request (a JSON
+            body, the path and the query).
+        form: Builds it from a `multipart/form-data` body instead; None when
+            the route takes no body.
     """
 
-    __slots__ = ("decoder", "route")
+    __slots__ = ("decoder", "form", "route")
 
-    def __init__(self, route: Route, decoder: RequestDecoder) -> None:
-        """Sets what every mode has: the route and its request decoder.
+    def __init__(
+        self, route: Route, decoder: RequestDecoder, form: FormDecoder | None = None
+    ) -> None:
+        """Sets what every mode has: the route and its request decoders.
 
         Args:
             route: The route.
             decoder: Builds the request message from the HTTP request.
+            form: Builds it from a form body; None when the route takes no body.
         """
         self.route = route
         self.decoder = decoder
+        self.form = form
 
     @property
     @abc.abstractmethod
@@ -151,8 +162,15 @@ class _UnaryCallEndpoint(Endpoint):
 
     __slots__ = ("_call", "_timeout")
 
-    def __init__(self, route: Route, decoder: RequestDecoder, *, timeout: float | None) -> None:
-        super().__init__(route, decoder)
+    def __init__(
+        self,
+        route: Route,
+        decoder: RequestDecoder,
+        *,
+        timeout: float | None,
+        form: FormDecoder | None = None,
+    ) -> None:
+        super().__init__(route, decoder, form)
         self._timeout = timeout
         self._call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] | None = None
 
@@ -188,6 +206,7 @@ class UnaryEndpoint(_UnaryCallEndpoint):
         encoder: ResponseEncoder,
         *,
         timeout: float | None,
+        form: FormDecoder | None = None,
     ) -> None:
         """Creates the UnaryEndpoint, unbound.
 
@@ -196,8 +215,9 @@ class UnaryEndpoint(_UnaryCallEndpoint):
             decoder: Builds the request message from the HTTP request.
             encoder: Serializes the response (or its `response_body` field).
             timeout: Deadline in seconds of each gRPC call; None for none.
+            form: Builds the request message from a form body; None without a body.
         """
-        super().__init__(route, decoder, timeout=timeout)
+        super().__init__(route, decoder, timeout=timeout, form=form)
         self.encoder = encoder
 
     async def respond(
@@ -223,6 +243,7 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
         *,
         timeout: float | None,
         response_headers: tuple[str, ...],
+        form: FormDecoder | None = None,
     ) -> None:
         """Creates the HttpBodyEndpoint, unbound.
 
@@ -231,8 +252,9 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
             decoder: Builds the request message from the HTTP request.
             timeout: Deadline in seconds of each gRPC call; None for none.
             response_headers: Response metadata keys copied to HTTP headers.
+            form: Builds the request message from a form body; None without a body.
         """
-        super().__init__(route, decoder, timeout=timeout)
+        super().__init__(route, decoder, timeout=timeout, form=form)
         self._response_headers = response_headers
 
     async def respond(
@@ -292,7 +314,7 @@ class StreamTwinEndpoint(Endpoint):
 
         Args:
             unary: The endpoint that answers when the flag is unset; its route and
-                decoder are this endpoint's.
+                decoders are this endpoint's.
             twin: The streaming twin.
             encoder: Serializes each streamed message (an event's data).
             timeout: Deadline in seconds of each streaming call; None for none.
@@ -300,7 +322,7 @@ class StreamTwinEndpoint(Endpoint):
                 headers.
             error_event: Builds the event for an error after the stream started.
         """
-        super().__init__(unary.route, unary.decoder)
+        super().__init__(unary.route, unary.decoder, unary.form)
         self.unary = unary
         self.twin = twin
         self.event_encoder = encoder
@@ -372,6 +394,7 @@ def build_endpoint(
     route: Route,
     marshaler: Marshaler,
     *,
+    forms: FormReader,
     timeout: float | None,
     response_headers: tuple[str, ...],
     error_event: ErrorEvent,
@@ -381,6 +404,7 @@ def build_endpoint(
     Args:
         route: The route.
         marshaler: Owner of the marshaling tables.
+        forms: Owner of the form tables (for routes with a body).
         timeout: Deadline in seconds of each gRPC call; None for none.
         response_headers: Response metadata keys copied to HTTP headers on
             raw-body and streaming responses.
@@ -390,15 +414,19 @@ def build_endpoint(
         The endpoint.
 
     Raises:
-        ValueError: The route's body or response fields do not fit its messages.
+        ValueError: The route's body or response fields do not fit its messages, or
+            an upload option of its request is malformed.
     """
     decoder = marshaler.request_decoder(route.request_class, route.body, route.template.variables)
+    form = forms.decoder(route.request_class, route.body, decoder) if route.body else None
     unary: Endpoint
     if route.http_body:
-        unary = HttpBodyEndpoint(route, decoder, timeout=timeout, response_headers=response_headers)
+        unary = HttpBodyEndpoint(
+            route, decoder, timeout=timeout, response_headers=response_headers, form=form
+        )
     else:
         encoder = marshaler.response_encoder(route.response_class, route.response_body)
-        unary = UnaryEndpoint(route, decoder, encoder, timeout=timeout)
+        unary = UnaryEndpoint(route, decoder, encoder, timeout=timeout, form=form)
     if route.twin is None:
         return unary
     return StreamTwinEndpoint(

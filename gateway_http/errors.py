@@ -129,15 +129,20 @@ class Reason(enum.Enum):
     NESTED_TOO_DEEPLY = "nested_too_deeply"
     BODY_NOT_OBJECT = "body_not_object"  # got: what the body was ("an array")
     INVALID_TYPE = "invalid_type"  # expected, got: noun phrases ("an integer")
-    INVALID_TYPE_IN_URL = "invalid_type_in_url"  # expected; text: what was sent
+    # A value sent as text (a path variable, a query parameter, a form field)
+    # that does not parse as its field's type. expected; text: what was sent
+    INVALID_TYPE_IN_TEXT = "invalid_type_in_text"
     INVALID_VALUE = "invalid_value"  # why: one sentence
     INVALID_UTF8 = "invalid_utf8"  # a string with no UTF-8 form (a lone surrogate)
     UNKNOWN_PARAMETER = "unknown_parameter"
+    INVALID_MULTIPART = "invalid_multipart"  # why: one sentence (a multipart body's framing)
     NO_ROUTE = "no_route"  # method, path
     METHOD_NOT_ALLOWED = "method_not_allowed"  # method, path, allowed
     BODY_TOO_LARGE = "body_too_large"  # limit: bytes
+    PART_TOO_LARGE = "part_too_large"  # limit: bytes (param: the part's name)
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"  # encoding, supported
+    UNSUPPORTED_FORM_ENCODING = "unsupported_form_encoding"  # encoding: of a multipart body
     UNREADABLE_BODY = "unreadable_body"
     MALFORMED_HTTP = "malformed_http"  # the request head is not valid HTTP/1.1
     HEAD_TOO_LARGE = "head_too_large"  # limit: bytes of the URL or of one header
@@ -154,16 +159,19 @@ REASON_STATUS: Mapping[Reason, tuple[int, grpc.StatusCode]] = {
     Reason.NESTED_TOO_DEEPLY: (400, C.INVALID_ARGUMENT),
     Reason.BODY_NOT_OBJECT: (400, C.INVALID_ARGUMENT),
     Reason.INVALID_TYPE: (400, C.INVALID_ARGUMENT),
-    Reason.INVALID_TYPE_IN_URL: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_TYPE_IN_TEXT: (400, C.INVALID_ARGUMENT),
     Reason.INVALID_VALUE: (400, C.INVALID_ARGUMENT),
     Reason.INVALID_UTF8: (400, C.INVALID_ARGUMENT),
     Reason.UNKNOWN_PARAMETER: (400, C.INVALID_ARGUMENT),
+    Reason.INVALID_MULTIPART: (400, C.INVALID_ARGUMENT),
     # Routing errors are the caller's: an invalid request, not a missing resource.
     Reason.NO_ROUTE: (404, C.INVALID_ARGUMENT),
     Reason.METHOD_NOT_ALLOWED: (405, C.INVALID_ARGUMENT),
     Reason.BODY_TOO_LARGE: (413, C.INVALID_ARGUMENT),
+    Reason.PART_TOO_LARGE: (413, C.INVALID_ARGUMENT),
     Reason.UNSUPPORTED_MEDIA_TYPE: (415, C.INVALID_ARGUMENT),
     Reason.UNSUPPORTED_CONTENT_ENCODING: (415, C.INVALID_ARGUMENT),
+    Reason.UNSUPPORTED_FORM_ENCODING: (415, C.INVALID_ARGUMENT),
     Reason.UNREADABLE_BODY: (400, C.INVALID_ARGUMENT),
     Reason.MALFORMED_HTTP: (400, C.INVALID_ARGUMENT),
     # 400, not 414 or 431: aiohttp does not say whether the URL or a header was too long.

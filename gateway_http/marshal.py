@@ -13,7 +13,9 @@ Responses follow the OpenAI JSON rather than plain proto3 JSON:
 
 Requests: with `body: "*"` the JSON object fills the request message; with
 `body: "field"` the JSON value fills that field. Path variables, and query
-parameters when the body is not `"*"`, are then set by field path. Decisions:
+parameters when the body is not `"*"`, are then set by field path
+(`RequestDecoder.fill_url`, where `multipart/form-data` bodies, decoded by
+`gateway_http.multipart` with these same rules, end too). Decisions:
 
 * Only proto field names are accepted (not lowerCamelCase `json_name`s), so an
   OpenAI parameter this contract lacks is never silently mapped to another.
@@ -429,7 +431,7 @@ def _from_text(fd: FieldDescriptor, text: str, param: str) -> Any:
         if cpp in _FLOAT_TYPES
         else kinds.get(cpp, "base64")
     )
-    raise door_error(Reason.INVALID_TYPE_IN_URL, param=param, expected=expected, text=text[:100])
+    raise door_error(Reason.INVALID_TYPE_IN_TEXT, param=param, expected=expected, text=text[:100])
 
 
 def _resolve(descriptor: Descriptor, field_path: str) -> list[FieldDescriptor] | None:
@@ -555,11 +557,32 @@ class RequestDecoder:
                 self._fill_body(msg, value)
             except RecursionError:
                 raise door_error(Reason.NESTED_TOO_DEEPLY) from None
+        self.fill_url(msg, path_vars, query)
+        return msg
+
+    def fill_url(
+        self,
+        msg: Message,
+        path_vars: Mapping[str, str],
+        query: Iterable[tuple[str, str]] | None,
+    ) -> None:
+        """Sets what the URL gives on a message whose body is already decoded.
+
+        Query parameters count unless the body is `"*"`; path variables come
+        last, so they win over the body. Bodies other than JSON (forms) end here too.
+
+        Args:
+            msg: The request message, its body fields set.
+            path_vars: Variables bound by the path template.
+            query: Query parameters (pairs, repeated keys allowed), or None.
+
+        Raises:
+            HttpError: A 400 naming the problem.
+        """
         if query is not None and self.uses_query:
             self._fill_query(msg, query)
         for var, text in path_vars.items():
             _set_text(msg, self._path_chains[var], text, var)
-        return msg
 
     def _fill_body(self, msg: Message, value: Any) -> None:
         spec = self._body_field

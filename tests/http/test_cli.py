@@ -20,6 +20,7 @@ def test_defaults() -> None:
     args = build_parser().parse_args(["--grpc-target", "127.0.0.1:50051"])
     assert (args.grpc_target, args.host, args.port) == ("127.0.0.1:50051", "127.0.0.1", 8080)
     assert args.max_body_bytes == DEFAULT_MAX_BODY_BYTES
+    assert args.max_part_bytes is None  # the body limit
     assert args.call_timeout is None
 
 
@@ -32,11 +33,25 @@ def test_options() -> None:
             "9",
             "--max-body-bytes",
             "10",
+            "--max-part-bytes",
+            "4",
             "--call-timeout",
             "2.5",
         ]
     )
-    assert (args.port, args.max_body_bytes, args.call_timeout) == (9, 10, 2.5)
+    assert (args.port, args.max_body_bytes, args.max_part_bytes, args.call_timeout) == (
+        9,
+        10,
+        4,
+        2.5,
+    )
+
+
+def test_the_limits_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(cli, "run", lambda **kwargs: seen.update(kwargs))
+    cli.main(["--grpc-target", "core:1", "--max-body-bytes", "100", "--max-part-bytes", "7"])
+    assert (seen["max_body_bytes"], seen["max_part_bytes"]) == (100, 7)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ COLLECTS_UNKNOWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
 collects_unknown_fields: _descriptor.FieldDescriptor
 STREAMING_TWIN_FIELD_NUMBER: _ClassVar[int]
 streaming_twin: _descriptor.FieldDescriptor
+UPLOAD_FIELD_NUMBER: _ClassVar[int]
+upload: _descriptor.FieldDescriptor
 
 class StreamingTwin(_message.Message):
     __slots__ = ("method", "selector_field", "request_field", "event_field")
@@ -20,3 +22,13 @@ class StreamingTwin(_message.Message):
     request_field: str
     event_field: str
     def __init__(self, method: _Optional[str] = ..., selector_field: _Optional[str] = ..., request_field: _Optional[str] = ..., event_field: _Optional[str] = ...) -> None: ...
+
+class Upload(_message.Message):
+    __slots__ = ("data_field", "filename_field", "content_type_field")
+    DATA_FIELD_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_FIELD_NUMBER: _ClassVar[int]
+    data_field: str
+    filename_field: str
+    content_type_field: str
+    def __init__(self, data_field: _Optional[str] = ..., filename_field: _Optional[str] = ..., content_type_field: _Optional[str] = ...) -> None: ...
