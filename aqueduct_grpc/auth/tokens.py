@@ -152,6 +152,9 @@ class TokenStore:
 
     async def revoke(self, id_or_name: str) -> Token:
         """Revokes the token with that id, or the one token with that name."""
+        if "\x00" in id_or_name:
+            # No stored id or name has one, and PostgreSQL refuses it in a query.
+            raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
         async with self._engine.begin() as connection:
             rows = (
                 await connection.execute(

@@ -50,6 +50,9 @@ def stored_name(name: str, what: str) -> str:
     name = name.strip()
     if not name:
         raise invalid_argument(f"a {what} needs a name", "name")
+    if "\x00" in name:
+        # PostgreSQL's text cannot hold it; no name needs it.
+        raise invalid_argument(f"a {what}'s name must not contain NUL characters", "name")
     if len(name) > NAME_CHARS:
         raise invalid_argument(
             f"a {what}'s name must be at most {NAME_CHARS} characters (got {len(name)})", "name"

@@ -108,9 +108,14 @@ async def test_revoke_by_name_needs_a_unique_name(engine):
         await store.revoke("twin")
     with pytest.raises(TokenNotFound):
         await store.revoke("nobody")
+    # PostgreSQL refuses NUL in any query: still just "no such token".
+    with pytest.raises(TokenNotFound):
+        await store.revoke("twin\x00")
 
 
-@pytest.mark.parametrize(("name", "expires_in"), [("  ", None), ("ok", 0), ("ok", -5)])
+@pytest.mark.parametrize(
+    ("name", "expires_in"), [("  ", None), ("nul\x00name", None), ("ok", 0), ("ok", -5)]
+)
 async def test_create_refuses_bad_input(engine, name, expires_in):
     with pytest.raises(GatewayError) as refused:
         await TokenStore(engine).create(name, expires_in=expires_in)
