@@ -121,17 +121,25 @@ async def open_core(
             journal_dir = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="aqueduct-journal-")
             )
+        ledger = BudgetLedger(
+            engine,
+            PriceTable((m.name, m.prices) for m in config.models),
+            policies,
+            # A SQLite file is one process's; replicas share a database server.
+            shared=engine.dialect.name != "sqlite",
+            hold_seconds=_longest_request_seconds(config),
+        )
+        await ledger.load()  # before the usage log settles what a crash left
         usage = UsageLog(
             engine,
             UsageJournal(journal_dir),
+            ledger=ledger,
             # SQLite is a local file, like the journal: its journal line makes a row durable.
             answer_after_commit=engine.dialect.name != "sqlite",
             batch_rows=config.usage_flush_rows,
         )
-        await usage.start()  # first: what a crash left is spending the ledger must see
+        await usage.start()
         stack.push_async_callback(usage.close)
-        ledger = BudgetLedger(PriceTable((m.name, m.prices) for m in config.models), policies)
-        await ledger.load(engine)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.upstream_max_connections),
             # Each call is bounded by the model's timeout and the caller's deadline.
@@ -242,3 +250,12 @@ async def start_grpc_server(core: Core, *, host: str = "127.0.0.1", port: int = 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC core listening on %s:%d", host, bound)
     return GrpcServer(server=server, port=bound, health=health_servicer)
+
+
+def _longest_request_seconds(config: GatewayConfig) -> float:
+    """An upper bound on how long a request runs: the budget holds' lifetime.
+
+    A model's deployments are tried in turn, each within its timeout; the
+    margin covers admission, publishing images and the usage commit.
+    """
+    return max(sum(d.timeout for d in model.deployments) for model in config.models) + 300.0

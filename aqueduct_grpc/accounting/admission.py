@@ -10,11 +10,12 @@ refusal raises RESOURCE_EXHAUSTED with a retry delay (HTTP: 429 with
 
 from __future__ import annotations
 
-from types import TracebackType
+import asyncio
+from dataclasses import dataclass
 
 import grpc
 
-from aqueduct_grpc.accounting.budgets import BudgetHold, BudgetLedger, BudgetRefusal
+from aqueduct_grpc.accounting.budgets import BudgetLedger, BudgetRefusal
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.rate_limits import Charge, RateLimiter, Refusal
@@ -24,46 +25,16 @@ from aqueduct_grpc.errors import GatewayError
 __all__ = ["Admission", "Reservation"]
 
 
+@dataclass(frozen=True)
 class Reservation:
-    """What an admitted request holds while it runs: its share of the budgets.
+    """What admission learned about an admitted request, for its journal and its row.
 
-    A context manager: the hold is released on exit, however the request
-    ends; the request's real cost is charged when its usage row is.
+    The request's hold on its budgets (if any) lasts until its usage row is
+    committed: the transaction that commits the row settles the hold.
     """
 
-    def __init__(
-        self,
-        ledger: BudgetLedger,
-        hold: BudgetHold,
-        *,
-        team_id: str | None,
-        estimate: float | None,
-    ) -> None:
-        """Creates the Reservation.
-
-        Args:
-            ledger: where the hold is kept.
-            hold: the cost held against the budgets.
-            team_id: the team whose budgets share the hold, if any.
-            estimate: the request's cost when known in advance, else None.
-        """
-        self._ledger = ledger
-        self._hold = hold
-        self.team_id = team_id
-        self.estimate = estimate
-
-    def __enter__(self) -> Reservation:
-        """The reservation itself."""
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Releases the hold."""
-        self._ledger.release(self._hold)
+    team_id: str | None
+    estimate: float | None
 
 
 class Admission:
@@ -102,6 +73,7 @@ class Admission:
         n: int,
         size: str | None,
         quality: str | None,
+        request_key: str,
     ) -> Reservation:
         """Holds budget and charges limits for a request, or raises its refusal.
 
@@ -114,6 +86,7 @@ class Admission:
             n: images asked for (already validated).
             size: the requested size, if any.
             quality: the requested quality, if any.
+            request_key: the request's usage row key (its budget hold's name).
         """
         snapshot = await self._policies.snapshot(knowing=(token.id,))
         policy = snapshot.token(token.id)
@@ -122,7 +95,7 @@ class Admission:
         if team is not None:
             owners.append(("team", team.id, team.budgets))
         estimate = self._ledger.estimate(model, n, size, quality)
-        held = self._ledger.reserve(owners, estimate)
+        held = await self._ledger.reserve(owners, estimate, request_key)
         if isinstance(held, BudgetRefusal):
             raise _over_budget(held)
         try:
@@ -131,11 +104,9 @@ class Admission:
         except BaseException:
             # Refused, or the caller gone while a shared storage answered:
             # the hold must not outlive the call.
-            self._ledger.release(held)
+            await asyncio.shield(self._ledger.release(request_key))
             raise
-        return Reservation(
-            self._ledger, held, team_id=None if team is None else team.id, estimate=estimate
-        )
+        return Reservation(team_id=None if team is None else team.id, estimate=estimate)
 
     async def _charge(
         self, token_id: str, limits: Limits, team: TeamPolicy | None, weight: float, n: int

@@ -1,14 +1,27 @@
-"""Spending per token and team per UTC day and month, and the budget check.
+"""Spending per token and team per UTC day and month, and the budget check, exact across replicas.
 
-The ledger prices each finished request's usage row (so the row and the
-budget agree on the cost) and adds it to the running totals, which start from
-the usage table at start-up. A request is admitted when the period's spend,
-plus what admitted requests in flight will cost, plus its own cost when known
-in advance (per-image prices), stays within the budget; with token prices the
-cost is known only afterwards, so the request is refused once the budget is
-spent. Holds make the check exact under concurrency in one process;
-several replicas each see the shared database as of their start plus their
-own spending (see README).
+A request is admitted when spend + holds + its own known cost stays within
+every budget of its token and team. A hold is the known cost (per-image
+prices) of an admitted request in flight; with token prices the cost is known
+only afterwards, so the request is refused once the budget is spent.
+
+The spend lives in the database (`budget_spend`): a finished request's cost
+is added in the transaction that commits its usage row (`settle`), so the
+rows and the spend never disagree, and whatever recovers a crashed process's
+rows settles them the same way. Where the holds live depends on who shares
+the database:
+
+- SQLite is one process's file: holds and the spend are kept in memory as
+  well (loaded at start), and the check costs no I/O.
+- PostgreSQL is shared by replicas: holds are rows of `budget_holds`, and the
+  check and the new hold are one transaction that first locks the owners'
+  spend rows (`SELECT … FOR UPDATE`), so two replicas can never both take the
+  last dollar. The row's commit deletes its hold; a hold left by a replica
+  that died and whose journal was never recovered lapses after the longest a
+  request can run.
+
+Until its row is committed, a request answered by this process counts in
+memory (`charge`), so the next request sees it even while the row waits.
 """
 
 from __future__ import annotations
@@ -16,21 +29,26 @@ from __future__ import annotations
 import calendar
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aqueduct_grpc.accounting.policy import Budgets
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.usage_record import UsageRecord
-from aqueduct_grpc.storage.database import usage_table
+from aqueduct_grpc.storage.database import budget_holds_table, budget_spend_table
 
 __all__ = ["BudgetHold", "BudgetLedger", "BudgetRefusal"]
 
 _Key = tuple[str, str, str]  # (scope, owner id, "2026-11-25" or "2026-11")
+
+_EPSILON = 1e-9  # float sums of prices: a budget met exactly is not overspent
+_SWEEP_SECONDS = 60.0
+_CHUNK = 500  # request keys per DELETE … IN (…)
 
 
 @dataclass(frozen=True)
@@ -45,52 +63,137 @@ class BudgetRefusal:
 
 @dataclass(frozen=True)
 class BudgetHold:
-    """Cost held for an admitted request until it finishes."""
+    """Cost held for an admitted request until its usage row is committed."""
 
-    keys: tuple[_Key, ...]
+    request_key: str
     amount: float
+    keys: tuple[_Key, ...] = ()
 
 
-_NOTHING = BudgetHold((), 0.0)
+_NOTHING = BudgetHold("", 0.0)
 
 
 class BudgetLedger:
-    """Running spend totals, in memory, started from the usage table."""
+    """Budget checks and holds in the shared database; spend settled with the usage rows."""
 
     def __init__(
         self,
+        engine: AsyncEngine,
         prices: PriceTable,
         policies: PolicyStore,
         *,
+        shared: bool,
+        hold_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Creates the BudgetLedger.
 
         Args:
+            engine: the database shared by all replicas.
             prices: prices each recorded row.
             policies: gives a token's team when a row is recorded.
+            shared: whether other processes admit requests on this database
+                (PostgreSQL): holds then live in it, else in memory.
+            hold_seconds: how long a hold counts at most: longer than any
+                request can run (a crashed process's holds lapse after it).
             clock: Unix time (tests pass their own).
         """
+        self._engine = engine
         self._prices = prices
         self._policies = policies
+        self._hold_seconds = hold_seconds
         self._clock = clock
+        self._shared = shared
+        self._upsert = _spend_upsert(engine.dialect.name)
+        # Holds taken by this process, by request key: settled with the row.
+        self._holding: dict[str, BudgetHold] = {}
+        # Unshared: the spend of this month, and what holds hold, per key.
         self._spent: dict[_Key, float] = {}
         self._held: dict[_Key, float] = {}
         self._month = ""
+        # Cost answered here and not yet committed, beyond the request's hold.
+        self._unsettled: dict[_Key, float] = {}
+        self._unsettled_rows: dict[str, tuple[tuple[_Key, ...], float]] = {}
+        self._swept_at = 0.0
 
-    async def load(self, engine: AsyncEngine) -> None:
-        """Adds the spending of this month recorded in the database."""
-        month_start, _ = _bounds(self._clock(), "month")
-        query = sa.select(
-            usage_table.c.created_at, usage_table.c.token_id, usage_table.c.team_id,
-            usage_table.c.cost,
-        ).where(usage_table.c.created_at >= month_start, usage_table.c.cost > 0)  # fmt: skip
-        async with engine.connect() as connection:
-            for row in await connection.execute(query):
-                self._add(row.created_at, row.token_id, row.team_id, row.cost)
+    async def load(self) -> None:
+        """Unshared: reads this month's spend into memory (before any row is settled)."""
+        if self._shared:
+            return
+        self._month = _period_name(self._clock(), "month")
+        spend = budget_spend_table.c
+        query = sa.select(spend.scope, spend.owner, spend.period, spend.spent).where(
+            spend.period.startswith(self._month)
+        )
+        async with self._engine.connect() as connection:
+            for scope, owner, period, amount in await connection.execute(query):
+                self._spent[(scope, owner, period)] = float(amount)
+
+    def estimate(self, model: str, n: int, size: str | None, quality: str | None) -> float | None:
+        """A request's cost when known before the upstream is called."""
+        return self._prices.estimate(model, n, size, quality)
+
+    async def reserve(
+        self,
+        owners: list[tuple[str, str, Budgets]],
+        estimate: float | None,
+        request_key: str,
+    ) -> BudgetHold | BudgetRefusal:
+        """Holds `estimate` against every owner's budgets, or refuses.
+
+        Owners without budgets cost nothing: the database is not asked.
+
+        Args:
+            owners: (scope, id, budgets) of the token and its team.
+            estimate: the request's cost when known in advance, else None.
+            request_key: the request's usage row key (the hold's name).
+        """
+        now = self._clock()
+        budgets: dict[_Key, tuple[str, float]] = {}
+        for scope, owner, owner_budgets in owners:
+            for period, budget in (
+                ("day", owner_budgets.per_day_usd),
+                ("month", owner_budgets.per_month_usd),
+            ):
+                if budget is not None:
+                    budgets[(scope, owner, _period_name(now, period))] = (period, budget)
+        if not budgets:
+            return _NOTHING
+        cost = estimate or 0.0
+        keys = tuple(sorted(budgets))  # one lock order for every transaction: no deadlocks
+        hold = BudgetHold(request_key, cost, keys)
+        if self._shared:
+            refused = await self._reserve_shared(budgets, hold, now)
+        else:
+            refused = self._reserve_here(budgets, hold)
+        if refused is not None:
+            period, budget = budgets[refused]
+            _, end = _bounds(now, period)
+            return BudgetRefusal(refused[0], period, budget, end - now)
+        return hold if cost else _NOTHING
+
+    async def release(self, request_key: str) -> None:
+        """Drops the hold of a request that ends without its row settling it.
+
+        A limit refused it after its budgets held, or the database refused its row.
+        """
+        hold = self._holding.pop(request_key, None)
+        if hold is None:
+            return
+        if not self._shared:
+            self._unhold(hold)
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                budget_holds_table.delete().where(budget_holds_table.c.request_key == request_key)
+            )
 
     def charge(self, row: UsageRecord) -> None:
-        """Prices a finished request: sets its row's team and cost, adds the cost to the spend."""
+        """Prices a finished request: sets its row's team and cost.
+
+        Until the row is committed, the part of its cost its hold does not
+        cover counts in this process's memory.
+        """
         if row.token_id is not None and row.team_id is None:
             row.team_id = self._policies.latest.token(row.token_id).team_id
         row.cost = self._prices.cost(
@@ -102,69 +205,234 @@ class BudgetLedger:
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
         )
-        if row.cost:
-            self._add(row.created_at, row.token_id, row.team_id, row.cost)
+        hold = self._holding.get(row.request_key)
+        beyond_hold = (row.cost or 0.0) - (0.0 if hold is None else hold.amount)
+        if beyond_hold > _EPSILON and row.token_id is not None:
+            keys = _row_keys(row)
+            for key in keys:
+                self._unsettled[key] = self._unsettled.get(key, 0.0) + beyond_hold
+            self._unsettled_rows[row.request_key] = (keys, beyond_hold)
 
-    def estimate(self, model: str, n: int, size: str | None, quality: str | None) -> float | None:
-        """A request's cost when known before the upstream is called."""
-        return self._prices.estimate(model, n, size, quality)
-
-    def reserve(
-        self,
-        owners: list[tuple[str, str, Budgets]],
-        estimate: float | None,
-    ) -> BudgetHold | BudgetRefusal:
-        """Holds `estimate` against every owner's budgets, or refuses.
+    async def settle(
+        self, connection: AsyncConnection, rows: Sequence[UsageRecord], *, recovered: bool
+    ) -> None:
+        """Adds the rows' costs to the spend and drops their holds, in the rows' transaction.
 
         Args:
-            owners: (scope, id, budgets) of the token and its team.
-            estimate: the request's cost when known in advance, else None.
+            connection: the transaction that inserts the rows.
+            rows: the rows being committed.
+            recovered: rows of a process that died: any of them may hold.
         """
-        now = self._clock()
-        cost = estimate or 0.0
-        keys: list[_Key] = []
-        for scope, owner, budgets in owners:
-            for period, budget in (("day", budgets.per_day_usd), ("month", budgets.per_month_usd)):
-                if budget is None:
-                    continue
-                key = (scope, owner, _period_name(now, period))
-                committed = self._spent.get(key, 0.0) + self._held.get(key, 0.0)
-                if committed >= budget or committed + cost > budget + 1e-9:
-                    _, end = _bounds(now, period)
-                    return BudgetRefusal(scope, period, budget, end - now)
-                keys.append(key)
-        if not keys or not cost:
-            return _NOTHING
-        for key in keys:
-            self._held[key] = self._held.get(key, 0.0) + cost
-        return BudgetHold(tuple(keys), cost)
+        spend: dict[_Key, float] = {}
+        for row in rows:
+            if row.cost and row.token_id is not None:
+                for key in _row_keys(row):
+                    spend[key] = spend.get(key, 0.0) + row.cost
+        if spend:
+            await connection.execute(
+                self._upsert,
+                [
+                    {"scope": scope, "owner": owner, "period": period, "spent": amount}
+                    for (scope, owner, period), amount in sorted(spend.items())
+                ],
+            )
+        if not self._shared:
+            return  # holds are in memory: `settled` drops them
+        holding = [row.request_key for row in rows if recovered or row.request_key in self._holding]
+        for start in range(0, len(holding), _CHUNK):
+            chunk = holding[start : start + _CHUNK]
+            await connection.execute(
+                budget_holds_table.delete().where(budget_holds_table.c.request_key.in_(chunk))
+            )
 
-    def release(self, hold: BudgetHold) -> None:
-        """Drops the hold of a request that has ended."""
+    def settled(self, rows: Iterable[UsageRecord]) -> None:
+        """Forgets what this process kept in memory for rows now committed (or given up).
+
+        Unshared, the rows' costs join the spend kept in memory, as their
+        transaction added them to the table.
+        """
+        for row in rows:
+            hold = self._holding.pop(row.request_key, None)
+            if not self._shared:
+                if hold is not None:
+                    self._unhold(hold)
+                if row.cost and row.token_id is not None:
+                    self._add_spent(row)
+            entry = self._unsettled_rows.pop(row.request_key, None)
+            if entry is None:
+                continue
+            keys, amount = entry
+            _subtract(self._unsettled, keys, amount)
+
+    async def spent(self, scope: str, owner: str, period: str) -> float:
+        """What `owner` spent in the current day or month (committed rows only)."""
+        key = (scope, owner, _period_name(self._clock(), period))
+        if not self._shared:
+            return self._spent.get(key, 0.0)
+        spend = budget_spend_table.c
+        query = sa.select(spend.spent).where(
+            spend.scope == key[0], spend.owner == key[1], spend.period == key[2]
+        )
+        async with self._engine.connect() as connection:
+            value = (await connection.execute(query)).scalar()
+        return float(value or 0.0)
+
+    def _reserve_here(
+        self, budgets: dict[_Key, tuple[str, float]], hold: BudgetHold
+    ) -> _Key | None:
+        """Unshared: the check and the hold in memory; the key that refuses, if any."""
         for key in hold.keys:
-            left = self._held.get(key, 0.0) - hold.amount
-            if left > 1e-12:
-                self._held[key] = left
+            spent = self._spent.get(key, 0.0) + self._held.get(key, 0.0)
+            spent += self._unsettled.get(key, 0.0)
+            if _over(spent, hold.amount, budgets[key][1]):
+                return key
+        if hold.amount:
+            for key in hold.keys:
+                self._held[key] = self._held.get(key, 0.0) + hold.amount
+            self._holding[hold.request_key] = hold
+        return None
+
+    async def _reserve_shared(
+        self, budgets: dict[_Key, tuple[str, float]], hold: BudgetHold, now: float
+    ) -> _Key | None:
+        """Shared: the check and the hold in one transaction; the key that refuses, if any."""
+        keys = list(hold.keys)
+        async with self._engine.connect() as connection:
+            if hold.amount:
+                committed = await self._locked_spend(connection, keys)
             else:
-                self._held.pop(key, None)
+                committed = await self._spend(connection, keys)
+            for key, held in (await self._holds(connection, keys, now)).items():
+                committed[key] = committed.get(key, 0.0) + held
+            for key in keys:
+                spent = committed.get(key, 0.0) + self._unsettled.get(key, 0.0)
+                if _over(spent, hold.amount, budgets[key][1]):
+                    return key  # leaving the block rolls back
+            if not hold.amount:
+                return None
+            # Known before the insert can commit: even if this call is cancelled
+            # now, the row's commit drops whatever hold got written.
+            self._holding[hold.request_key] = hold
+            expires_at = now + self._hold_seconds
+            await connection.execute(
+                budget_holds_table.insert(),
+                [
+                    {"request_key": hold.request_key, "scope": scope, "owner": owner}
+                    | {"period": period, "amount": hold.amount, "expires_at": expires_at}
+                    for scope, owner, period in keys
+                ],
+            )
+            if now - self._swept_at > _SWEEP_SECONDS:
+                self._swept_at = now
+                await connection.execute(
+                    budget_holds_table.delete().where(budget_holds_table.c.expires_at < now)
+                )
+            await connection.commit()
+        return None
 
-    def spent(self, scope: str, owner: str, period: str) -> float:
-        """What `owner` spent in the current day or month (for the admin API and tests)."""
-        return self._spent.get((scope, owner, _period_name(self._clock(), period)), 0.0)
+    def _unhold(self, hold: BudgetHold) -> None:
+        _subtract(self._held, hold.keys, hold.amount)
 
-    def _add(self, at: float, token_id: str | None, team_id: str | None, cost: float) -> None:
-        month = _period_name(at, "month")
+    def _add_spent(self, row: UsageRecord) -> None:
+        month = _period_name(row.created_at, "month")
         if month > self._month:
             # A new month: earlier days and months can no longer be charged.
             self._month = month
             self._spent = {k: v for k, v in self._spent.items() if k[2].startswith(month)}
         elif month < self._month:
             return
-        for scope, owner in (("token", token_id), ("team", team_id)):
-            if owner is not None:
-                for period in ("day", "month"):
-                    key = (scope, owner, _period_name(at, period))
-                    self._spent[key] = self._spent.get(key, 0.0) + cost
+        for key in _row_keys(row):
+            self._spent[key] = self._spent.get(key, 0.0) + (row.cost or 0.0)
+
+    async def _locked_spend(
+        self, connection: AsyncConnection, keys: list[_Key]
+    ) -> dict[_Key, float]:
+        """Starts a transaction holding the owners' spend rows (made if missing); their spend."""
+        spend = budget_spend_table.c
+        if connection.dialect.name == "sqlite":
+            # The database's one write lock, taken now rather than at the first write.
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        locked = (
+            sa.select(spend.scope, spend.owner, spend.period, spend.spent)
+            .where(sa.tuple_(spend.scope, spend.owner, spend.period).in_(keys))
+            .order_by(spend.scope, spend.owner, spend.period)
+            .with_for_update()
+        )
+        found = {(s, o, p): float(v) for s, o, p, v in await connection.execute(locked)}
+        missing = [key for key in keys if key not in found]
+        if missing:
+            # A row is needed to lock on; a concurrent creator's row is kept.
+            await connection.execute(
+                _insert(connection.dialect.name, budget_spend_table).on_conflict_do_nothing(),
+                [{"scope": s, "owner": o, "period": p, "spent": 0.0} for s, o, p in missing],
+            )
+            found = {(s, o, p): float(v) for s, o, p, v in await connection.execute(locked)}
+        return found
+
+    async def _spend(self, connection: AsyncConnection, keys: list[_Key]) -> dict[_Key, float]:
+        spend = budget_spend_table.c
+        result = await connection.execute(
+            sa.select(spend.scope, spend.owner, spend.period, spend.spent).where(
+                sa.tuple_(spend.scope, spend.owner, spend.period).in_(keys)
+            )
+        )
+        return {(s, o, p): float(v) for s, o, p, v in result}
+
+    async def _holds(
+        self, connection: AsyncConnection, keys: list[_Key], now: float
+    ) -> dict[_Key, float]:
+        """Live holds per key (read after the locks: it sees every hold committed before them)."""
+        holds = budget_holds_table.c
+        result = await connection.execute(
+            sa.select(holds.scope, holds.owner, holds.period, sa.func.sum(holds.amount))
+            .where(
+                sa.tuple_(holds.scope, holds.owner, holds.period).in_(keys),
+                holds.expires_at > now,
+            )
+            .group_by(holds.scope, holds.owner, holds.period)
+        )
+        return {(s, o, p): float(v) for s, o, p, v in result}
+
+
+def _over(spent: float, cost: float, budget: float) -> bool:
+    """Whether a request costing `cost` (0: not known yet) no longer fits."""
+    return spent >= budget or spent + cost > budget + _EPSILON
+
+
+def _subtract(totals: dict[_Key, float], keys: Iterable[_Key], amount: float) -> None:
+    for key in keys:
+        left = totals.get(key, 0.0) - amount
+        if left > _EPSILON:
+            totals[key] = left
+        else:
+            totals.pop(key, None)
+
+
+def _row_keys(row: UsageRecord) -> tuple[_Key, ...]:
+    """The spend a finished row counts toward: its token's and team's day and month."""
+    keys = []
+    for scope, owner in (("token", row.token_id), ("team", row.team_id)):
+        if owner is not None:
+            for period in ("day", "month"):
+                keys.append((scope, owner, _period_name(row.created_at, period)))
+    return tuple(keys)
+
+
+def _insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"no budget store for the {dialect} database")
+
+
+def _spend_upsert(dialect: str) -> sa.Executable:
+    """INSERT … ON CONFLICT DO UPDATE adding to the row's spend (both dialects say it alike)."""
+    insert = _insert(dialect, budget_spend_table)
+    return insert.on_conflict_do_update(
+        index_elements=["scope", "owner", "period"],
+        set_={"spent": budget_spend_table.c.spent + insert.excluded.spent},
+    )
 
 
 def _period_name(at: float, period: str) -> str:

@@ -16,6 +16,9 @@ If the process dies, the next one to claim its journal writes the rows it
 owed, and the requests that were in flight as INTERRUPTED. While the
 database refuses rows they wait in the journal and are retried, without
 holding up answers.
+
+A row's cost reaches the budgets' shared spend in the transaction that
+commits the row (`BudgetLedger.settle`), rows recovered from a crash included.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.usage_journal import UsageJournal
 from aqueduct_grpc.accounting.usage_record import USAGE_COLUMNS, UsageRecord
 from aqueduct_grpc.storage.database import usage_table
@@ -62,6 +66,7 @@ class UsageLog:
         engine: AsyncEngine,
         journal: UsageJournal,
         *,
+        ledger: BudgetLedger,
         answer_after_commit: bool,
         batch_rows: int = 500,
         linger_seconds: float = 0.05,
@@ -72,6 +77,7 @@ class UsageLog:
         Args:
             engine: the database.
             journal: this process's journal of requests in flight.
+            ledger: settles each row's cost into the budgets' spend.
             answer_after_commit: whether an answer waits for its row's commit
                 (a database server) or only for its journal line (SQLite).
             batch_rows: the most rows committed in one transaction.
@@ -82,6 +88,7 @@ class UsageLog:
         """
         self._engine = engine
         self._journal = journal
+        self._ledger = ledger
         self._answer_after_commit = answer_after_commit
         self._batch_rows = batch_rows
         self._linger_seconds = linger_seconds
@@ -216,7 +223,7 @@ class UsageLog:
         if not rows:
             return
         try:
-            await self._write(rows)
+            await self._write(rows, recovered=not journaled)
         except Exception as error:
             if _refused(error):
                 for row in rows:
@@ -238,7 +245,7 @@ class UsageLog:
 
     async def _store_one(self, row: UsageRecord, *, journaled: bool) -> None:
         try:
-            await self._write([row])
+            await self._write([row], recovered=not journaled)
         except Exception as error:
             if not _refused(error):
                 if not journaled:
@@ -251,6 +258,9 @@ class UsageLog:
                 type(cause).__name__,
                 row.request_key,
             )
+            with contextlib.suppress(Exception):  # else the hold lapses at its expiry
+                await self._ledger.release(row.request_key)
+            self._ledger.settled([row])
             self._journal.finished(row)
         else:
             self._journal.finished(row)
@@ -267,7 +277,7 @@ class UsageLog:
                 present.update(result.scalars())
         return [row for row in rows if row.request_key not in present]
 
-    async def _write(self, batch: list[UsageRecord]) -> None:
+    async def _write(self, batch: list[UsageRecord], *, recovered: bool) -> None:
         # The INSERT is compiled once for the database's dialect and rows go
         # to the driver's executemany as plain tuples: SQLAlchemy's per-row
         # parameter processing cost a fifth of the core's CPU per request.
@@ -284,4 +294,6 @@ class UsageLog:
             rows = [vars(row) for row in batch]
         async with self._engine.begin() as connection:
             await connection.exec_driver_sql(sql, rows)
+            await self._ledger.settle(connection, batch, recovered=recovered)
+        self._ledger.settled(batch)
         self._written += len(batch)

@@ -21,7 +21,7 @@ import grpc
 from google.api import httpbody_pb2
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.accounting.admission import Admission, Reservation
+from aqueduct_grpc.accounting.admission import Admission
 from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_record import UsageRecord
@@ -81,14 +81,14 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         """Generates images: one answer with all of them."""
         token = current_token()
         row = _usage_row(token, request)
-        async with self._accounted(row) as held:
+        async with self._accounted(row):
             model = self._resolved(request, token, row, streaming=False)
             base_url = None
             if request.response_format == "url":
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
-            held.enter_context(await self._admitted(token, model, row))
+            await self._admitted(token, model, row)
             response = await self._dispatcher.generate(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
@@ -111,9 +111,9 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         # cancels the upstream call with us, and what was streamed is accounted.
         last = None
         try:
-            async with self._accounted(row) as held:
+            async with self._accounted(row):
                 model = self._resolved(inner, token, row, streaming=True)
-                held.enter_context(await self._admitted(token, model, row))
+                await self._admitted(token, model, row)
                 expected, completed = row.n or 1, 0
                 async for event in self._dispatcher.stream(model, inner, _deadline(context)):
                     if last is not None:
@@ -148,7 +148,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         validate(request, model, streaming=streaming)
         return model
 
-    async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> Reservation:
+    async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> None:
         """Admits a resolved, valid request within its limits and budgets."""
         reservation = await self._admission.admit(
             token,
@@ -157,47 +157,44 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             n=row.n or 1,
             size=row.size,
             quality=row.quality,
+            request_key=row.request_key,
         )
         # Known now, so that if this process dies mid-request the row it
         # leaves behind is charged what the request was going to cost.
         self._usage.admitted(row, team_id=reservation.team_id, estimate=reservation.estimate)
-        return reservation
 
     @contextlib.asynccontextmanager
-    async def _accounted(self, row: UsageRecord) -> AsyncIterator[contextlib.ExitStack]:
+    async def _accounted(self, row: UsageRecord) -> AsyncIterator[None]:
         """Runs a request: notes how it ended, prices it, then commits its usage row.
 
-        What the request holds (its `Reservation`) goes on the stack this
-        yields, which is unwound only once the request's cost is charged: at
-        no moment may neither the hold nor the cost count against a budget.
         The request is journaled from its start and its answer leaves only
         after its row is committed, so no crash can lose an answered request.
+        The commit also settles the request's budget hold into the spend, so
+        at no moment does neither the hold nor the cost count against a budget.
         """
         started = time.perf_counter()
         self._usage.begin(row)
-        with contextlib.ExitStack() as held:
+        try:
+            yield
+        except GatewayError as error:
+            row.status, row.error_reason = error.code.name, error.reason
+            row.http_status = error.http_status
+            raise
+        except Exception:
+            row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
+            raise
+        except BaseException:
+            # Cancelled by the caller (disconnect or deadline): still accounted.
+            row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
+            raise
+        finally:
+            row.latency_ms = (time.perf_counter() - started) * 1000
             try:
-                yield held
-            except GatewayError as error:
-                row.status, row.error_reason = error.code.name, error.reason
-                row.http_status = error.http_status
-                raise
+                self._ledger.charge(row)  # the money: the row's team and cost
             except Exception:
-                row.status, row.error_reason = INTERNAL_ERROR.code.name, INTERNAL_ERROR.reason
-                raise
-            except BaseException:
-                # Cancelled by the caller (disconnect or deadline): still accounted.
-                row.status, row.error_reason = grpc.StatusCode.CANCELLED.name, "CANCELLED"
-                raise
-            finally:
-                row.latency_ms = (time.perf_counter() - started) * 1000
-                try:
-                    self._ledger.charge(row)  # the money: the row's team and cost, and the spend
-                except Exception:
-                    # The answer stands; its row is kept, without a cost.
-                    log.exception("could not price a usage row; it is recorded without cost")
-                held.close()
-                await self._usage.commit(row)
+                # The answer stands; its row is kept, without a cost.
+                log.exception("could not price a usage row; it is recorded without cost")
+            await self._usage.commit(row)
 
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext

@@ -25,6 +25,8 @@ from aqueduct_grpc.storage.schema import upgrade
 
 __all__ = [
     "NAME_CHARS",
+    "budget_holds_table",
+    "budget_spend_table",
     "changes_table",
     "gateway_secrets_table",
     "metadata",
@@ -248,4 +250,31 @@ changes_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("generation", sa.BigInteger, nullable=False),
+)
+
+# What each token and team spent per UTC day ("2026-12-01") and month
+# ("2026-12"), kept with the usage rows it sums (see accounting/budgets.py):
+# every replica's budget check locks and reads these rows.
+budget_spend_table = sa.Table(
+    "budget_spend",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),  # "token" or "team"
+    sa.Column("owner", sa.String(32), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("spent", sa.Float, nullable=False),
+)
+
+# The known cost of admitted requests in flight, per budget they count
+# toward, until their usage row is committed (or `expires_at`, if the
+# process that took them died and nothing recovered its journal).
+budget_holds_table = sa.Table(
+    "budget_holds",
+    metadata,
+    sa.Column("request_key", sa.String(32), primary_key=True),
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("owner", sa.String(32), nullable=False),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Index("ix_budget_holds_owner", "scope", "owner", "period"),
 )

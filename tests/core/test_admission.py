@@ -261,7 +261,8 @@ async def test_daily_budget_refuses_before_the_upstream(gateway, door, upstream)
     assert status == 429 and answer["error"]["code"] == "insufficient_quota"
     assert int(headers["Retry-After"]) <= 86_400
     assert upstream.request_count == 2
-    assert gateway.ledger.spent("token", (await gateway.tokens.list())[-1].id, "day") == (
+    await gateway.usage.flush()
+    assert await gateway.ledger.spent("token", (await gateway.tokens.list())[-1].id, "day") == (
         pytest.approx(2 * IMAGE_PRICE)
     )
 
@@ -316,7 +317,7 @@ async def test_spending_survives_a_restart(config, upstream, database_url):
         gateway.ledger.charge(row)  # as the handler does for a finished request
         await gateway.usage.commit(row)
     async with open_core(config, database_url=database_url) as reopened:
-        assert reopened.ledger.spent("token", token.id, "month") == pytest.approx(IMAGE_PRICE)
+        assert await reopened.ledger.spent("token", token.id, "month") == pytest.approx(IMAGE_PRICE)
 
 
 async def test_sdk_sees_rate_limit_error(gateway, door):
@@ -432,7 +433,8 @@ async def test_a_refused_request_releases_its_budget_hold(stub, gateway: Core, u
     token = next(t for t in await gateway.tokens.list() if t.name == "held")
     await gateway.policies.set_token_policy(TokenPolicy(token_id=token.id, budgets=budgets))
     assert await grpc_generate(stub, secret, **fields) == grpc.StatusCode.OK
-    assert gateway.ledger.spent("token", token.id, "day") == pytest.approx(IMAGE_PRICE * 2)
+    await gateway.usage.flush()
+    assert await gateway.ledger.spent("token", token.id, "day") == pytest.approx(IMAGE_PRICE * 2)
     assert upstream.request_count == 2
 
 
@@ -462,7 +464,8 @@ async def test_images_by_url_cannot_overspend_the_budget(stub, gateway: Core, up
     assert codes.count(grpc.StatusCode.OK) == 5
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 15
     token = next(t for t in await gateway.tokens.list() if t.name == "urls")
-    assert gateway.ledger.spent("token", token.id, "month") == pytest.approx(budget)
+    await gateway.usage.flush()
+    assert await gateway.ledger.spent("token", token.id, "month") == pytest.approx(budget)
 
 
 @contextlib.asynccontextmanager

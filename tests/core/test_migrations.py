@@ -8,10 +8,12 @@ import logging
 import pathlib
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct_grpc.cli import main
 from aqueduct_grpc.storage.database import (
+    budget_spend_table,
     metadata,
     new_engine,
     normalized_url,
@@ -239,6 +242,53 @@ async def test_a_database_older_than_migrations_is_adopted_with_its_rows(databas
             assert inserted.inserted_primary_key == (3,)
     finally:
         await engine.dispose()
+
+
+async def test_the_spend_of_this_month_is_carried_into_the_budget_table(database_url):
+    # A database at 0004 (budgets were summed in memory) gets this month's spend.
+    engine = new_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(
+                lambda sync: command.upgrade(_config_on(sync), "0004"),
+            )
+            await connection.commit()
+        now = time.time()
+        row = {"status": "OK", "latency_ms": 1.0, "images": 1, "token_id": "tok_a", "team_id": None}
+        async with engine.begin() as connection:
+            await connection.execute(
+                usage_table.insert(),
+                [
+                    {**row, "created_at": now, "cost": 0.04, "team_id": "team_a",
+                     "request_key": "a"},
+                    {**row, "created_at": now, "cost": 0.02, "request_key": "b"},
+                    {**row, "created_at": now, "cost": None, "request_key": "c"},
+                    {**row, "created_at": now - 40 * 86400, "cost": 1.0, "request_key": "d"},
+                ],
+            )  # fmt: skip
+        await upgrade(engine)
+        async with engine.connect() as connection:
+            spend = {
+                (scope, owner, len(period)): value
+                for scope, owner, period, value in await connection.execute(
+                    sa.select(budget_spend_table)
+                )
+            }
+        day, month = len("2026-12-01"), len("2026-12")
+        assert spend == {
+            ("token", "tok_a", day): pytest.approx(0.06),
+            ("token", "tok_a", month): pytest.approx(0.06),
+            ("team", "team_a", day): pytest.approx(0.04),
+            ("team", "team_a", month): pytest.approx(0.04),
+        }
+    finally:
+        await engine.dispose()
+
+
+def _config_on(connection: sa.Connection) -> Any:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    return config
 
 
 async def test_a_database_from_a_newer_gateway_is_refused(database_url):

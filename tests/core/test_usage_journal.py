@@ -11,7 +11,11 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aqueduct_grpc.accounting.budgets import BudgetLedger
+from aqueduct_grpc.accounting.policy_store import PolicyStore
+from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.usage_journal import INTERRUPTED, UsageJournal
 from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_record import UsageRecord
@@ -26,6 +30,16 @@ def row(**fields: object) -> UsageRecord:
         **fields,
     }
     return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+def usage_log(engine: AsyncEngine, folder: pathlib.Path) -> UsageLog:
+    """A UsageLog that answers after commit, journaling in `folder/journal`."""
+    ledger = BudgetLedger(
+        engine, PriceTable([]), PolicyStore(engine), shared=False, hold_seconds=600
+    )
+    return UsageLog(
+        engine, UsageJournal(folder / "journal"), ledger=ledger, answer_after_commit=True
+    )
 
 
 def die_after(folder: pathlib.Path, script: str) -> None:
@@ -141,7 +155,7 @@ async def test_recovery_writes_each_row_exactly_once(tmp_path: pathlib.Path):
                                       request_key=key))
             """,
         )
-        usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
+        usage = usage_log(engine, tmp_path)
         await usage.start()  # recovers at start
         assert await usage.recover() == 0  # and never twice
         await usage.close()
@@ -162,7 +176,7 @@ async def test_one_refused_row_does_not_take_the_batch_with_it(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ):
     engine = await open_engine(sqlite_url(tmp_path / "db"))
-    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
+    usage = usage_log(engine, tmp_path)
     await usage.start()
     try:
         await usage.commit(row(request_key="taken"))
@@ -187,7 +201,7 @@ async def test_a_value_the_database_refuses_costs_only_its_own_row(
     # PostgreSQL refuses a string past its column (asyncpg: a plain DBAPIError);
     # SQLite takes it. Either way the other rows of the batch are written.
     engine = await open_engine(database_url)
-    usage = UsageLog(engine, UsageJournal(tmp_path / "journal"), answer_after_commit=True)
+    usage = usage_log(engine, tmp_path)
     await usage.start()
     try:
         good = [row(request_key=f"g{i}") for i in range(5)]

@@ -34,6 +34,9 @@ from tests.servers import HAProxy, PostgresServer, RedisServer, S3Server, free_p
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MODEL = "gpt-image-1"
+PRICED_MODEL = "priced-image"
+IMAGE_PRICE = 0.04
+BUDGET_IMAGES = 10
 GUARD_SECONDS = 30
 CONCURRENT = 400
 PER_MINUTE = 100
@@ -80,6 +83,9 @@ def write_config(path: pathlib.Path, upstream: FakeUpstream, redis_url: str, buc
         "model_list:\n"
         f"  - model_name: {MODEL}\n"
         f"    litellm_params: {{model: openai/gpt-image-1, api_base: {upstream.base_url}}}\n"
+        f"  - model_name: {PRICED_MODEL}\n"
+        f"    litellm_params: {{model: openai/gpt-image-1, api_base: {upstream.base_url}}}\n"
+        f"    model_info: {{cost_per_image: {{'1024x1024': {IMAGE_PRICE}}}}}\n"
         "limits:\n"
         f"  storage: {redis_url}\n"
         "gateway:\n"
@@ -205,6 +211,34 @@ async def test_400_concurrent_requests_over_two_replicas_get_exactly_the_limit(c
         )
     assert collections.Counter(codes) == {200: PER_MINUTE, 429: CONCURRENT - PER_MINUTE}
     assert cluster.upstream.request_count - before == PER_MINUTE
+
+
+async def test_a_per_image_budget_is_never_overspent_across_replicas(cluster):
+    budget = IMAGE_PRICE * BUDGET_IMAGES
+    secret = await cli_create_token(
+        cluster.database_url, "budgeted", "--budget-per-day-usd", str(budget)
+    )
+    before = cluster.upstream.request_count
+    priced = {"model": PRICED_MODEL, "size": "1024x1024"}
+    # Half straight to each replica, all at once: they compete for the same dollars.
+    bases = [cluster.a_url, cluster.b_url] * 100
+    async with asyncio.timeout(60):
+        codes = await asyncio.gather(*(generate(cluster, base, secret, **priced) for base in bases))
+    assert collections.Counter(codes) == {200: BUDGET_IMAGES, 429: len(bases) - BUDGET_IMAGES}
+    assert cluster.upstream.request_count - before == BUDGET_IMAGES
+    engine = new_engine(cluster.database_url)
+    try:
+        async with engine.connect() as connection:
+            spent = (
+                await connection.execute(
+                    sa.select(sa.func.sum(usage_table.c.cost)).where(
+                        usage_table.c.model == PRICED_MODEL
+                    )
+                )
+            ).scalar()
+    finally:
+        await engine.dispose()
+    assert spent == pytest.approx(budget)
 
 
 async def test_a_url_minted_by_a_is_served_by_b(cluster):
