@@ -120,6 +120,9 @@ class GatewayConfig:
     image_sweep_seconds: float = 60.0
     # `file:///path` or `s3://bucket/prefix`; None: files in the data dir.
     image_store_url: str | None = None
+    # "serve": the gateway sends an image URL's bytes; "presigned": it redirects
+    # to the object store's own presigned URL (s3:// stores only).
+    image_redirect: str = "serve"
     image_url_secret: str | None = field(default=None, repr=False)
 
 
@@ -302,7 +305,13 @@ def _gateway(
         "image_url_ttl_seconds",
         "image_sweep_seconds",
     }
-    texts = {"public_base_url", "image_store_url", "image_store_dir", "image_url_secret"}
+    texts = {
+        "public_base_url",
+        "image_store_url",
+        "image_store_dir",
+        "image_url_secret",
+        "image_redirect",
+    }
     unknown = sorted(set(settings) - known - texts)
     if unknown:
         raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
@@ -334,6 +343,13 @@ def _gateway(
     )
     if store_url is not None:
         overrides["image_store_url"] = store_url
+    redirect = overrides.get("image_redirect", "serve")
+    if redirect not in ("serve", "presigned"):
+        raise ConfigError(f"{source}: gateway.image_redirect must be serve or presigned")
+    if redirect == "presigned" and not (store_url or "").startswith("s3://"):
+        raise ConfigError(
+            f"{source}: gateway.image_redirect: presigned needs an s3:// gateway.image_store_url"
+        )
     return GatewayConfig(**{**config.__dict__, **overrides})
 
 

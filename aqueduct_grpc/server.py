@@ -165,6 +165,7 @@ async def open_core(
             key=await load_signing_key(engine, config.image_url_secret),
             ttl_seconds=config.image_url_ttl_seconds,
             public_base_url=config.public_base_url,
+            redirect=config.image_redirect == "presigned",
         )
         sweeper = ImageSweeper(store, interval=config.image_sweep_seconds)
         await sweeper.start()

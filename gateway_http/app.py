@@ -70,7 +70,8 @@ DEFAULT_FORWARDED_HEADERS: tuple[str, ...] = (
     "x-forwarded-proto",
 )
 # Response metadata copied to HTTP headers on raw-body and streaming routes.
-DEFAULT_FORWARDED_RESPONSE_HEADERS: tuple[str, ...] = ("cache-control",)
+# `location` goes with a redirect status (see endpoints.STATUS_METADATA).
+DEFAULT_FORWARDED_RESPONSE_HEADERS: tuple[str, ...] = ("cache-control", "location")
 # gRPC's default metadata limits (8 KiB soft, 16 KiB hard) are smaller than
 # an error trailer can be: the message, and again in grpc-status-details-bin
 # (base64). A trailer over them loses the core's answer ("received metadata

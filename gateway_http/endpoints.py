@@ -86,6 +86,11 @@ def _not_running() -> HttpError:
     return door_error(Reason.NOT_RUNNING)
 
 
+# Response metadata of a raw-body (HttpBody) method that sets the HTTP status,
+# e.g. 302 with a forwarded `location` (grpc-gateway's `x-http-code` convention).
+STATUS_METADATA = "x-http-status"
+
+
 async def _response_headers(call: Any, wanted: tuple[str, ...]) -> dict[str, str]:
     """The call's response metadata named in `wanted`, as HTTP headers."""
     # Only on raw-body and streaming routes: JSON routes' headers are fixed by
@@ -265,14 +270,25 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
             raise _not_running()
         call = self._call(message, metadata=metadata, timeout=self._timeout)
         response: Any = _received(await call)
-        headers = await _response_headers(call, self._response_headers)
+        headers = await _response_headers(call, (*self._response_headers, STATUS_METADATA))
         field = self.route.response_body
         body = getattr(response, field) if field else response
         headers["X-Content-Type-Options"] = "nosniff"
         return web.Response(
+            status=_success_status(headers.pop(STATUS_METADATA, None)),
             body=body.data,
             headers={"Content-Type": body.content_type or "application/octet-stream", **headers},
         )
+
+
+def _success_status(value: str | None) -> int:
+    """The HTTP status a raw-body answer asks for in its metadata: 2xx or 3xx, else 200.
+
+    Errors travel as gRPC statuses, never this way.
+    """
+    if value is not None and value.isdecimal() and 200 <= int(value) < 400:
+        return int(value)
+    return 200
 
 
 class StreamTwinEndpoint(Endpoint):

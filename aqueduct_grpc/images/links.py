@@ -42,6 +42,8 @@ _CONTENT_TYPES = {
     "gif": "image/gif",
 }
 
+_BYTES = "application/octet-stream"
+
 _NOT_FOUND = GatewayError(
     grpc.StatusCode.NOT_FOUND,
     "The image does not exist or its URL has expired.",
@@ -111,6 +113,7 @@ class ImageLinks:
         key: bytes,
         ttl_seconds: float,
         public_base_url: str | None,
+        redirect: bool = False,
     ) -> None:
         """Creates the ImageLinks.
 
@@ -120,11 +123,14 @@ class ImageLinks:
             ttl_seconds: how long a URL stays valid.
             public_base_url: e.g. "https://images.example.com"; None to use the
                 caller's Host / X-Forwarded-* headers.
+            redirect: answer a URL with a redirect to the store's own presigned
+                URL (`gateway.image_redirect: presigned`) instead of the bytes.
         """
         self._store = store
         self._key = key
         self._ttl = ttl_seconds
         self._public_base_url = public_base_url
+        self._redirect = redirect
         self._path = files_path()
 
     @property
@@ -164,9 +170,12 @@ class ImageLinks:
         with HTTP 502 when it refuses; never the store's own words.
         """
         expires = int((time.time() if now is None else now) + self._ttl)
-        name = f"{expires}-{secrets.token_urlsafe(16)}.{sniff_image_type(data)}"
+        ext = sniff_image_type(data)
+        name = f"{expires}-{secrets.token_urlsafe(16)}.{ext}"
         try:
-            await self._store.put(name, data, expires_at=expires)
+            await self._store.put(
+                name, data, expires_at=expires, content_type=_CONTENT_TYPES.get(ext, _BYTES)
+            )
         except ImageStoreError as error:
             raise _store_failed(error) from None
         return f"{base_url}{self._path}/{name}?signature={self.sign(name)}"
@@ -176,6 +185,23 @@ class ImageLinks:
         digest = hmac.digest(self._key, name.encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
+    async def redirect(self, name: str, signature: str, now: float | None = None) -> str | None:
+        """The store's presigned URL for a published image when redirects are on, else None.
+
+        Raises NOT_FOUND as `open` does for a URL that is not one of ours;
+        the presigned URL expires when the image does.
+        """
+        if not self._redirect:
+            return None
+        expires = self._verified(name, signature, now)
+        try:
+            location = await self._store.presigned_url(name, expires)
+        except ImageStoreError as error:
+            raise _store_failed(error) from None
+        if location is None:
+            raise _NOT_FOUND
+        return location
+
     async def open(self, name: str, signature: str, now: float | None = None) -> tuple[bytes, str]:
         """The bytes and content type of a published image.
 
@@ -183,6 +209,18 @@ class ImageLinks:
         missing file, so a caller learns nothing by probing; a failing store
         is an error as in `publish`.
         """
+        self._verified(name, signature, now)
+        ext = name.rpartition(".")[2]
+        try:
+            data = await self._store.get(name)
+        except ImageStoreError as error:
+            raise _store_failed(error) from None
+        if data is None:
+            raise _NOT_FOUND
+        return data, _CONTENT_TYPES[ext]
+
+    def _verified(self, name: str, signature: str, now: float | None) -> int:
+        """The expiry of a name signed by us and not yet expired; else raises NOT_FOUND."""
         expires_text, _, rest = name.partition("-")
         ext = rest.rpartition(".")[2]
         if (
@@ -193,13 +231,7 @@ class ImageLinks:
             or int(expires_text) <= (time.time() if now is None else now)
         ):
             raise _NOT_FOUND
-        try:
-            data = await self._store.get(name)
-        except ImageStoreError as error:
-            raise _store_failed(error) from None
-        if data is None:
-            raise _NOT_FOUND
-        return data, _CONTENT_TYPES[ext]
+        return int(expires_text)
 
     @staticmethod
     def max_age(name: str, now: float | None = None) -> int:

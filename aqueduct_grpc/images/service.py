@@ -199,13 +199,22 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GetImageFileResponse:
-        """The bytes behind a signed image URL."""
-        data, content_type = await self._links.open(request.name, request.signature)
+        """The bytes behind a signed image URL, or a redirect to the store's presigned URL.
+
+        A redirect is an empty body with `location` and `x-http-status: 302`
+        metadata, which the HTTP door turns into the redirect itself.
+        """
         # The bytes behind a URL never change; caches may keep them until expiry.
         max_age = self._links.max_age(request.name)
-        await context.send_initial_metadata(
-            (("cache-control", f"private, max-age={max_age}, immutable"),)
-        )
+        cache = ("cache-control", f"private, max-age={max_age}, immutable")
+        location = await self._links.redirect(request.name, request.signature)
+        if location is not None:
+            await context.send_initial_metadata(
+                (cache, ("location", location), ("x-http-status", "302"))
+            )
+            return images_pb2.GetImageFileResponse(file=httpbody_pb2.HttpBody())
+        data, content_type = await self._links.open(request.name, request.signature)
+        await context.send_initial_metadata((cache,))
         return images_pb2.GetImageFileResponse(
             file=httpbody_pb2.HttpBody(content_type=content_type, data=data)
         )

@@ -66,11 +66,14 @@ class ImageStore(Protocol):
     raise `ImageStoreError`.
     """
 
-    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+    async def put(self, name: str, data: bytes, *, expires_at: float, content_type: str) -> None:
         """Stores `data` under `name`; it may be deleted after `expires_at`."""
 
     async def get(self, name: str) -> bytes | None:
         """The bytes stored under `name`, or None when there are none (any more)."""
+
+    async def presigned_url(self, name: str, expires_at: float) -> str | None:
+        """A URL of the store itself that serves `name` until `expires_at`; None if it has none."""
 
     async def delete_expired(self, now: float) -> int:
         """Deletes what expired before `now`; returns how many images went."""
@@ -95,8 +98,11 @@ class FileImageStore:
         self._directory = pathlib.Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
 
-    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
-        """Writes the file atomically (a temporary file, then a rename)."""
+    async def put(self, name: str, data: bytes, *, expires_at: float, content_type: str) -> None:
+        """Writes the file atomically (a temporary file, then a rename).
+
+        The content type is not kept: the name's extension says it.
+        """
         await asyncio.to_thread(self._put, self._path(name), data, expires_at)
 
     async def get(self, name: str) -> bytes | None:
@@ -104,6 +110,10 @@ class FileImageStore:
         if not _SAFE_NAME.fullmatch(name):
             return None
         return await asyncio.to_thread(self._get, self._directory / name)
+
+    async def presigned_url(self, name: str, expires_at: float) -> str | None:
+        """None: only the gateway serves files (the config refuses redirects for them)."""
+        return None
 
     async def delete_expired(self, now: float) -> int:
         """Deletes expired files and half-written ones left by a crash."""

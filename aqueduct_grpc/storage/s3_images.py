@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import time
 
 import obstore
 from obstore.exceptions import (
@@ -80,14 +81,19 @@ class S3ImageStore:
         """Where the images are; never the client's settings, which hold the credentials."""
         return f"S3ImageStore({self._where!r})"
 
-    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
-        """Uploads the image (S3 makes it visible whole or not at all)."""
+    async def put(self, name: str, data: bytes, *, expires_at: float, content_type: str) -> None:
+        """Uploads the image (S3 makes it visible whole or not at all), with its content type.
+
+        The content type is what the store sends when it serves a presigned URL.
+        """
         match = _IMAGE_NAME.fullmatch(name)
         if match is None or int(match[1]) != int(expires_at):
             # The sweep reads the expiry from the key: it must be the real one.
             raise ValueError(f"not an image name expiring at {int(expires_at)}: {name!r}")
         try:
-            await obstore.put_async(self._store, name, data)
+            await obstore.put_async(
+                self._store, name, data, attributes={"Content-Type": content_type}
+            )
         except _FAILED as error:
             raise self._failure("put", error) from None
 
@@ -102,6 +108,21 @@ class S3ImageStore:
             return None
         except _FAILED as error:
             raise self._failure("get", error) from None
+
+    async def presigned_url(self, name: str, expires_at: float) -> str | None:
+        """A presigned GET of the object, valid until `expires_at` (signed here: no request).
+
+        None for a name that is not ours or already expired.
+        """
+        remaining = int(expires_at - time.time())
+        if not _IMAGE_NAME.fullmatch(name) or remaining <= 0:
+            return None
+        try:
+            return await obstore.sign_async(
+                self._store, "GET", name, datetime.timedelta(seconds=remaining)
+            )
+        except _FAILED as error:
+            raise self._failure("presign", error) from None
 
     async def delete_expired(self, now: float) -> int:
         """Deletes the images whose key says they expired, and old sweep claims."""

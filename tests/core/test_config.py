@@ -199,6 +199,20 @@ def test_embedded_default_serves_the_demo_model():
             },
             "reject or forward",
         ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}],
+                "gateway": {"image_redirect": "presigned"},
+            },
+            "presigned needs an s3:// gateway.image_store_url",
+        ),
+        (
+            {
+                "model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}],
+                "gateway": {"image_redirect": "bounce", "image_store_url": "s3://bucket/p"},
+            },
+            "image_redirect must be serve or presigned",
+        ),
     ],
 )
 def test_bad_configs_say_what_is_wrong(raw, message):

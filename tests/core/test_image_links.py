@@ -114,15 +114,15 @@ def test_image_types_are_sniffed() -> None:
 
 async def test_store_refuses_names_that_are_not_its_own(store) -> None:
     with pytest.raises(ValueError):
-        await store.put("../escape.png", PNG, expires_at=time.time() + 60)
+        await store.put("../escape.png", PNG, expires_at=time.time() + 60, content_type="image/png")
     assert await store.get("../escape.png") is None
     assert await store.get(".hidden") is None
 
 
 async def test_sweeper_deletes_expired_files_and_stops_cleanly(store, tmp_path) -> None:
     now = time.time()
-    await store.put("old.png", PNG, expires_at=now - 1)
-    await store.put("new.png", PNG, expires_at=now + 600)
+    await store.put("old.png", PNG, expires_at=now - 1, content_type="image/png")
+    await store.put("new.png", PNG, expires_at=now + 600, content_type="image/png")
     sweeper = ImageSweeper(store, interval=3600)
     await sweeper.start()
     assert await sweeper.sweep() == 1
@@ -133,7 +133,7 @@ async def test_sweeper_deletes_expired_files_and_stops_cleanly(store, tmp_path) 
 
 
 async def test_sweeper_runs_in_the_background(store) -> None:
-    await store.put("old.png", PNG, expires_at=time.time() - 1)
+    await store.put("old.png", PNG, expires_at=time.time() - 1, content_type="image/png")
     sweeper = ImageSweeper(store, interval=0.01)
     await sweeper.start()
     try:
@@ -263,7 +263,7 @@ def test_image_store_url_is_checked_and_image_store_dir_is_its_older_spelling(tm
 async def test_a_file_url_opens_a_file_store(tmp_path) -> None:
     store = open_image_store((tmp_path / "my images").as_uri())
     assert isinstance(store, FileImageStore)
-    await store.put("1-a.png", PNG, expires_at=1)
+    await store.put("1-a.png", PNG, expires_at=1, content_type="image/png")
     assert (tmp_path / "my images" / "1-a.png").read_bytes() == PNG
     assert await store.claim_sweep(1) and await store.claim_sweep(1)  # every replica sweeps
 
@@ -279,11 +279,14 @@ class FailingStore:
     def __init__(self, *, refused: bool) -> None:
         self.refused = refused
 
-    async def put(self, name: str, data: bytes, *, expires_at: float) -> None:
+    async def put(self, name: str, data: bytes, *, expires_at: float, content_type: str) -> None:
         raise ImageStoreError("image store s3://b: put failed (HTTP 403)", refused=self.refused)
 
     async def get(self, name: str) -> bytes | None:
         raise ImageStoreError("image store s3://b: get failed (GenericError)", refused=self.refused)
+
+    async def presigned_url(self, name: str, expires_at: float) -> str | None:
+        raise ImageStoreError("image store s3://b: presign failed (GenericError)", refused=True)
 
     async def delete_expired(self, now: float) -> int:
         return 0

@@ -151,6 +151,12 @@ class Ticker:
 
     async def download(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         self.calls.append("Download")
+        if request.name.startswith("status-"):
+            # The method asks for an HTTP status of its own (a redirect, say).
+            await context.send_initial_metadata(
+                (("x-http-status", request.name.removeprefix("status-")), ("location", "/moved"))
+            )
+            return httpbody_pb2.HttpBody()
         await context.send_initial_metadata(
             (("cache-control", "max-age=60"), ("x-internal-secret", "never-shown"))
         )
@@ -230,6 +236,20 @@ async def test_http_body_is_served_raw_with_its_content_type(client, ticker) -> 
     assert resp.headers["Cache-Control"] == "max-age=60"
     assert "x-internal-secret" not in {k.lower() for k in resp.headers}
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("asked", "status"),
+    [("302", 302), ("204", 204), ("307", 307), ("500", 200), ("404", 200), ("x", 200), ("", 200)],
+)
+async def test_http_body_metadata_may_ask_for_a_success_or_redirect_status(
+    client, ticker, asked: str, status: int
+) -> None:
+    resp = await client.get(f"/good/files/status-{asked}", allow_redirects=False)
+    # Only 2xx and 3xx: errors travel as gRPC statuses, never through metadata.
+    assert resp.status == status
+    assert resp.headers["Location"] == "/moved"
+    assert "x-http-status" not in {k.lower() for k in resp.headers}
 
 
 def test_routes_carry_the_twin_and_raw_body_facts() -> None:

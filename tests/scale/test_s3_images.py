@@ -70,8 +70,8 @@ async def test_put_get_and_delete_expired_round_trip(bucket, s3_server) -> None:
     store = S3ImageStore(bucket, "gw/images")
     now = time.time()
     old, new = name_expiring(now - 1, "old"), name_expiring(now + 600, "new")
-    await store.put(old, PNG, expires_at=int(now - 1))
-    await store.put(new, PNG, expires_at=int(now + 600))
+    await store.put(old, PNG, expires_at=int(now - 1), content_type="image/png")
+    await store.put(new, PNG, expires_at=int(now + 600), content_type="image/png")
     assert await store.get(new) == PNG and await store.get(old) == PNG
     assert await store.get(name_expiring(now, "missing")) is None
     assert await store.get("../escape.png") is None
@@ -84,9 +84,11 @@ async def test_put_get_and_delete_expired_round_trip(bucket, s3_server) -> None:
 async def test_keys_that_are_not_images_are_refused_and_left_alone(bucket, s3_server) -> None:
     store = S3ImageStore(bucket, "")
     with pytest.raises(ValueError):
-        await store.put("../escape.png", PNG, expires_at=time.time())
+        await store.put("../escape.png", PNG, expires_at=time.time(), content_type="image/png")
     with pytest.raises(ValueError):  # the key's expiry must be the real one
-        await store.put(name_expiring(time.time() + 9999), PNG, expires_at=time.time())
+        await store.put(
+            name_expiring(time.time() + 9999), PNG, expires_at=time.time(), content_type="image/png"
+        )
     boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1").put_object(
         Bucket=bucket, Key="someone-elses/1-report.png", Body=b"x"
     )
@@ -110,7 +112,7 @@ async def test_one_replica_sweeps_per_turn(bucket, s3_server) -> None:
 async def test_the_background_sweeper_deletes_expired_objects(bucket) -> None:
     store = S3ImageStore(bucket, "p")
     old = name_expiring(time.time() - 1)
-    await store.put(old, PNG, expires_at=int(time.time() - 1))
+    await store.put(old, PNG, expires_at=int(time.time() - 1), content_type="image/png")
     sweeper = ImageSweeper(store, interval=0.05)
     await sweeper.start()
     try:
@@ -179,6 +181,44 @@ async def test_a_url_minted_by_one_core_is_served_by_the_other(
             # ... and through B's HTTP door, with no token: the URL is the credential.
             async with aiohttp.ClientSession() as http, http.get(str(url)) as got:
                 assert got.status == 200 and await got.read() == upstream.image(index)
+
+
+async def test_presigned_redirects_send_callers_to_the_store(
+    config, database_url, bucket, upstream: FakeUpstream
+) -> None:
+    presigned = dataclasses.replace(on_s3(config, bucket), image_redirect="presigned")
+    async with replica(presigned, database_url) as gateway:
+        _, secret = await gateway.core.tokens.create("test")
+        response = await gateway.stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(
+                model="gpt-image-1", prompt="x", response_format="url"
+            ),
+            metadata=[*bearer(secret), ("host", gateway.door)],
+        )
+        url = yarl.URL(response.data[0].url)
+        # gRPC: an empty body, and the store's URL in the metadata.
+        call = gateway.stub.GetImageFile(
+            images_pb2.GetImageFileRequest(name=url.name, signature=url.query["signature"])
+        )
+        assert not (await call).file.data
+        metadata = dict(await call.initial_metadata())
+        assert metadata["x-http-status"] == "302"
+        location = yarl.URL(metadata["location"])
+        assert location.path.endswith(f"/{bucket}/images/{url.name}")
+        assert "X-Amz-Signature" in location.query
+        # The presigned URL stops working when the image does.
+        assert int(location.query["X-Amz-Expires"]) <= gateway.core.links.max_age(url.name)
+        async with aiohttp.ClientSession() as http:
+            # HTTP: a redirect, which clients follow to the store itself.
+            async with http.get(str(url), allow_redirects=False) as got:
+                assert got.status == 302 and got.headers["Location"] == metadata["location"]
+            async with http.get(str(url)) as got:
+                assert got.status == 200 and got.headers["Content-Type"] == "image/png"
+                assert await got.read() == upstream.image(0)
+            # A forged signature is refused before any store URL is made.
+            forged = url.update_query(signature="x" * 43)
+            async with http.get(str(forged), allow_redirects=False) as got:
+                assert got.status == 404 and "Location" not in got.headers
 
 
 async def test_an_expired_object_is_swept_and_its_url_is_a_404(
