@@ -77,6 +77,7 @@ WORKLOADS = {
         Workload("W2", "~1.5 MB images, 8 connections", 1_500_000, 0.0, 8),
         Workload("W3", "upstream delay 5 s, 1,000 connections", 1_000, 5.0, 1000),
         Workload("L1", "one connection: latency the gateway adds", 1_000, 0.0, 1),
+        Workload("C64", "~1 KB images, 64 connections: commits under load", 1_000, 0.0, 64),
     )
 }
 
@@ -492,12 +493,19 @@ def gateway_env(upstream_key: str) -> dict[str, str]:
 
 
 def write_config(
-    path: Path, upstream_port: int, timeout: float, limits_storage: str | None = None
+    path: Path,
+    upstream_port: int,
+    timeout: float,
+    limits_storage: str | None = None,
+    *,
+    budgets: bool = False,
 ) -> None:
     """Write a gateway config serving ``MODEL`` from the fake upstream on ``upstream_port``.
 
     ``limits_storage`` (a ``redis://`` URL) sets ``limits.storage``, where replicas share their
-    rate-limit counters; no limit is configured either way.
+    rate-limit counters; no limit is configured either way. With ``budgets``, every image has a
+    price and every token a monthly budget far above what a run spends, so that each request
+    is checked and held against it.
     """
     config: dict[str, Any] = {
         "model_list": [
@@ -513,6 +521,9 @@ def write_config(
             }
         ]
     }
+    if budgets:
+        config["model_list"][0]["model_info"]["cost_per_image"] = {"1024x1024": 0.001}
+        config["budgets"] = {"per_month_usd": 1_000_000}
     if limits_storage is not None:
         config["limits"] = {"storage": limits_storage}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -880,7 +891,7 @@ class GatewayTarget:
         args, procs = self.args, self.procs
         body = {"model": MODEL, "prompt": PROMPT, "n": 1}
         config = self.work / f"config-{workload.name}.yaml"
-        write_config(config, fake_port, timeout=call_timeout)
+        write_config(config, fake_port, timeout=call_timeout, budgets=args.budgets)
         name = f"gateway-{workload.name}-{row.target}"
         env = gateway_env(self.upstream_key)
         # A fresh gateway per target, so its peak RSS belongs to this load alone.
@@ -968,7 +979,13 @@ class ScaleTarget:
             args, procs = self.args, self.procs
             body = {"model": MODEL, "prompt": PROMPT, "n": 1}
             config = self.work / f"config-{workload.name}-scale.yaml"
-            write_config(config, fake_port, timeout=call_timeout, limits_storage=redis.url)
+            write_config(
+                config,
+                fake_port,
+                timeout=call_timeout,
+                limits_storage=redis.url,
+                budgets=args.budgets,
+            )
             env = gateway_env(self.upstream_key)
             extra = ("--database-url", database_url, "--http-workers", "1")
             replicas: list[Gateway] = []
@@ -1172,6 +1189,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SCALE_REPLICAS,
         help="gateway replicas of the scale target (default 2)",
     )
+    parser.add_argument(
+        "--budgets",
+        action="store_true",
+        help="price every image and give tokens a budget: each request is held against it",
+    )
     parser.add_argument("--results-dir", default=str(BENCH / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     args = parser.parse_args(argv)
@@ -1259,6 +1281,7 @@ def main(argv: list[str] | None = None) -> int:
                     "grpc_procs": args.grpc_procs,
                     "grpc_channels": args.grpc_channels,
                     "scale_replicas": args.scale_replicas,
+                    "budgets": args.budgets,
                 },
                 "workloads": {n: dataclasses.asdict(WORKLOADS[n]) for n in args.workloads},
                 "rows": [

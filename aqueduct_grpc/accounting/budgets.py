@@ -31,11 +31,12 @@ import datetime
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aqueduct_grpc.accounting.budget_statements import BudgetStatements, Compiled, Key, key_values
 from aqueduct_grpc.accounting.policy import Budgets
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
@@ -44,7 +45,7 @@ from aqueduct_grpc.storage.database import budget_holds_table, budget_spend_tabl
 
 __all__ = ["BudgetHold", "BudgetLedger", "BudgetRefusal"]
 
-_Key = tuple[str, str, str]  # (scope, owner id, "2026-11-25" or "2026-11")
+_Key = Key
 
 _EPSILON = 1e-9  # float sums of prices: a budget met exactly is not overspent
 _SWEEP_SECONDS = 60.0
@@ -104,7 +105,7 @@ class BudgetLedger:
         self._hold_seconds = hold_seconds
         self._clock = clock
         self._shared = shared
-        self._upsert = _spend_upsert(engine.dialect.name)
+        self._sql = BudgetStatements(engine.dialect)
         # Holds taken by this process, by request key: settled with the row.
         self._holding: dict[str, BudgetHold] = {}
         # Unshared: the spend of this month, and what holds hold, per key.
@@ -184,9 +185,7 @@ class BudgetLedger:
             self._unhold(hold)
             return
         async with self._engine.begin() as connection:
-            await connection.execute(
-                budget_holds_table.delete().where(budget_holds_table.c.request_key == request_key)
-            )
+            await _run(connection, self._sql.delete_hold, {"request_key": request_key})
 
     def charge(self, row: UsageRecord) -> None:
         """Prices a finished request: sets its row's team and cost.
@@ -229,8 +228,9 @@ class BudgetLedger:
                 for key in _row_keys(row):
                     spend[key] = spend.get(key, 0.0) + row.cost
         if spend:
-            await connection.execute(
-                self._upsert,
+            await _run_many(
+                connection,
+                self._sql.add_spend,
                 [
                     {"scope": scope, "owner": owner, "period": period, "spent": amount}
                     for (scope, owner, period), amount in sorted(spend.items())
@@ -296,14 +296,15 @@ class BudgetLedger:
         self, budgets: dict[_Key, tuple[str, float]], hold: BudgetHold, now: float
     ) -> _Key | None:
         """Shared: the check and the hold in one transaction; the key that refuses, if any."""
-        keys = list(hold.keys)
+        sql, keys = self._sql, hold.keys
         async with self._engine.connect() as connection:
             if hold.amount:
                 committed = await self._locked_spend(connection, keys)
             else:
-                committed = await self._spend(connection, keys)
-            for key, held in (await self._holds(connection, keys, now)).items():
-                committed[key] = committed.get(key, 0.0) + held
+                committed = _totals(await _run(connection, sql.spend(len(keys)), key_values(keys)))
+            held = await _run(connection, sql.live_holds(len(keys)), key_values(keys, now=now))
+            for key, amount in _totals(held).items():
+                committed[key] = committed.get(key, 0.0) + amount
             for key in keys:
                 spent = committed.get(key, 0.0) + self._unsettled.get(key, 0.0)
                 if _over(spent, hold.amount, budgets[key][1]):
@@ -314,8 +315,9 @@ class BudgetLedger:
             # now, the row's commit drops whatever hold got written.
             self._holding[hold.request_key] = hold
             expires_at = now + self._hold_seconds
-            await connection.execute(
-                budget_holds_table.insert(),
+            await _run_many(
+                connection,
+                sql.insert_hold,
                 [
                     {"request_key": hold.request_key, "scope": scope, "owner": owner}
                     | {"period": period, "amount": hold.amount, "expires_at": expires_at}
@@ -324,9 +326,7 @@ class BudgetLedger:
             )
             if now - self._swept_at > _SWEEP_SECONDS:
                 self._swept_at = now
-                await connection.execute(
-                    budget_holds_table.delete().where(budget_holds_table.c.expires_at < now)
-                )
+                await _run(connection, sql.sweep, {"now": now})
             await connection.commit()
         return None
 
@@ -345,53 +345,39 @@ class BudgetLedger:
             self._spent[key] = self._spent.get(key, 0.0) + (row.cost or 0.0)
 
     async def _locked_spend(
-        self, connection: AsyncConnection, keys: list[_Key]
+        self, connection: AsyncConnection, keys: tuple[_Key, ...]
     ) -> dict[_Key, float]:
         """Starts a transaction holding the owners' spend rows (made if missing); their spend."""
-        spend = budget_spend_table.c
         if connection.dialect.name == "sqlite":
             # The database's one write lock, taken now rather than at the first write.
             await connection.exec_driver_sql("BEGIN IMMEDIATE")
-        locked = (
-            sa.select(spend.scope, spend.owner, spend.period, spend.spent)
-            .where(sa.tuple_(spend.scope, spend.owner, spend.period).in_(keys))
-            .order_by(spend.scope, spend.owner, spend.period)
-            .with_for_update()
-        )
-        found = {(s, o, p): float(v) for s, o, p, v in await connection.execute(locked)}
+        locked, values = self._sql.locked_spend(len(keys)), key_values(keys)
+        found = _totals(await _run(connection, locked, values))
         missing = [key for key in keys if key not in found]
         if missing:
             # A row is needed to lock on; a concurrent creator's row is kept.
-            await connection.execute(
-                _insert(connection.dialect.name, budget_spend_table).on_conflict_do_nothing(),
+            await _run_many(
+                connection,
+                self._sql.create_spend,
                 [{"scope": s, "owner": o, "period": p, "spent": 0.0} for s, o, p in missing],
             )
-            found = {(s, o, p): float(v) for s, o, p, v in await connection.execute(locked)}
+            found = _totals(await _run(connection, locked, values))
         return found
 
-    async def _spend(self, connection: AsyncConnection, keys: list[_Key]) -> dict[_Key, float]:
-        spend = budget_spend_table.c
-        result = await connection.execute(
-            sa.select(spend.scope, spend.owner, spend.period, spend.spent).where(
-                sa.tuple_(spend.scope, spend.owner, spend.period).in_(keys)
-            )
-        )
-        return {(s, o, p): float(v) for s, o, p, v in result}
 
-    async def _holds(
-        self, connection: AsyncConnection, keys: list[_Key], now: float
-    ) -> dict[_Key, float]:
-        """Live holds per key (read after the locks: it sees every hold committed before them)."""
-        holds = budget_holds_table.c
-        result = await connection.execute(
-            sa.select(holds.scope, holds.owner, holds.period, sa.func.sum(holds.amount))
-            .where(
-                sa.tuple_(holds.scope, holds.owner, holds.period).in_(keys),
-                holds.expires_at > now,
-            )
-            .group_by(holds.scope, holds.owner, holds.period)
-        )
-        return {(s, o, p): float(v) for s, o, p, v in result}
+async def _run(connection: AsyncConnection, statement: Compiled, values: dict[str, Any]) -> Any:
+    return await connection.exec_driver_sql(statement.sql, statement.values(values))
+
+
+async def _run_many(
+    connection: AsyncConnection, statement: Compiled, rows: list[dict[str, Any]]
+) -> None:
+    await connection.exec_driver_sql(statement.sql, [statement.values(row) for row in rows])
+
+
+def _totals(rows: Iterable[Any]) -> dict[_Key, float]:
+    """{key: amount} from rows of (scope, owner, period, amount)."""
+    return {(scope, owner, period): float(amount) for scope, owner, period, amount in rows}
 
 
 def _over(spent: float, cost: float, budget: float) -> bool:
@@ -416,23 +402,6 @@ def _row_keys(row: UsageRecord) -> tuple[_Key, ...]:
             for period in ("day", "month"):
                 keys.append((scope, owner, _period_name(row.created_at, period)))
     return tuple(keys)
-
-
-def _insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"no budget store for the {dialect} database")
-
-
-def _spend_upsert(dialect: str) -> sa.Executable:
-    """INSERT … ON CONFLICT DO UPDATE adding to the row's spend (both dialects say it alike)."""
-    insert = _insert(dialect, budget_spend_table)
-    return insert.on_conflict_do_update(
-        index_elements=["scope", "owner", "period"],
-        set_={"spent": budget_spend_table.c.spent + insert.excluded.spent},
-    )
 
 
 def _period_name(at: float, period: str) -> str:

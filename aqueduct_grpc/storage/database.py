@@ -191,6 +191,12 @@ def new_engine(url: str) -> AsyncEngine:
         # A database that stops answering must fail calls, not hang them: answers
         # wait for their usage commits (asyncpg's own defaults wait forever).
         options["connect_args"] = {"timeout": 10, "command_timeout": 30}
+        # Every request with a budget holds a connection for its check, besides
+        # the usage writer's: with SQLAlchemy's default 5 (+10 overflow) the
+        # overflow connections were closed and reopened under load, and each
+        # connect (and re-preparing statements on it) cost a core milliseconds.
+        options["pool_size"] = 20
+        options["max_overflow"] = 20
     engine = create_async_engine(url, **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
@@ -278,3 +284,4 @@ budget_holds_table = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
     sa.Index("ix_budget_holds_owner", "scope", "owner", "period"),
 )
+
