@@ -14,7 +14,6 @@ import math
 import os
 import pathlib
 import re
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -84,7 +83,8 @@ class ModelConfig:
     aliases: tuple[str, ...] = ()
     unknown_parameters: UnknownParameters = "reject"
     owned_by: str = "aqueduct"
-    created: int = 0
+    # OpenAI's model `created` (Unix time); None: when the gateway first served it.
+    created: int | None = None
     # Aqueduct's meaning: this model gets N times the limits, so each of its
     # requests (and images) counts 1/N toward them.
     request_limit_multiplier: float = 1.0
@@ -264,7 +264,12 @@ def _model(
         prices = parse_prices(info, f"{source}: model {name!r}")
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    streaming = info.get("supports_streaming", builtin)
+    # Known to stream: the demo and OpenAI's GPT image models. Others answer
+    # `stream: true` too, from one unary call (see upstreams/dispatch.py).
+    streaming = info.get(
+        "supports_streaming",
+        builtin or all(d.upstream_model.startswith("gpt-image") for d in deployments),
+    )
     if not isinstance(streaming, bool):
         raise ConfigError(f"{source}: model {name!r}: supports_streaming must be true or false")
     return ModelConfig(
@@ -273,8 +278,9 @@ def _model(
         aliases=tuple(aliases),
         unknown_parameters=unknown,
         owned_by=str(info.get("owned_by", "aqueduct" if builtin else deployments[0].provider)),
-        # OpenAI lists a creation time; without one configured, the load time.
-        created=int(info.get("created", time.time())),
+        # OpenAI lists a creation time; without one configured, its first sighting
+        # (images/model_times.py), so that it is the same across restarts.
+        created=None if info.get("created") is None else int(info["created"]),
         request_limit_multiplier=float(multiplier),
         prices=prices,
         supports_streaming=streaming,

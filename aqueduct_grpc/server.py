@@ -36,6 +36,7 @@ from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.error_exit import ErrorExit
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.links import ImageLinks, load_signing_key
+from aqueduct_grpc.images.model_times import with_created_times
 from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
 from aqueduct_grpc.storage.changes import ChangeWatcher
 from aqueduct_grpc.storage.database import open_engine
@@ -178,7 +179,8 @@ async def open_core(
             tokens=tokens,
             usage=usage,
             catalog=ModelCatalog(
-                config.models, default_model=config.default_model or config.models[0].name
+                await with_created_times(engine, config.models),
+                default_model=config.default_model or config.models[0].name,
             ),
             dispatcher=Dispatcher(
                 {

@@ -121,6 +121,10 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                         last = None
                     if event.type == COMPLETED:
                         _account_completed(row, event)
+                        # OpenAI's completed event always has usage (its SDK's
+                        # types require it): zeros when the upstream sent
+                        # none, which the row keeps as unknown (just counted).
+                        event.usage.input_tokens_details.SetInParent()
                         completed += 1
                         if completed >= expected:
                             # The final image leaves only once its row is durable.
@@ -224,12 +228,22 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     ) -> images_pb2.ListModelsResponse:
         """The models this caller may use."""
         token = current_token()
-        response = images_pb2.ListModelsResponse(object="list")
-        for model in self._catalog.visible(token):
-            response.data.add(
-                id=model.name, object="model", created=model.created, owned_by=model.owned_by
-            )
-        return response
+        return images_pb2.ListModelsResponse(
+            object="list", data=[_model(m) for m in self._catalog.visible(token)]
+        )
+
+    async def GetModel(
+        self, request: images_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> images_pb2.GetModelResponse:
+        """One model the caller may use, by name or alias (NOT_FOUND as for a request)."""
+        model = self._catalog.resolve(request.model, current_token())
+        return images_pb2.GetModelResponse(model=_model(model))
+
+
+def _model(model: ModelConfig) -> images_pb2.Model:
+    return images_pb2.Model(
+        id=model.name, object="model", created=model.created or 0, owned_by=model.owned_by
+    )
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

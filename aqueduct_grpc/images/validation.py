@@ -58,6 +58,9 @@ STRING_BOUNDS = {
 }
 """The longest value of each string field a usage row keeps (besides `model`)."""
 
+# Enumerated strings the upstream judges (complexity, effort): far longer than any value.
+_SHORT_CHARS = 32
+
 
 def storable(value: str, column: str) -> str:
     """`value` as the usage column `column` can hold it: cut to its length, NUL replaced.
@@ -124,6 +127,17 @@ def validate(
             "n",
             "integer_out_of_range",
         )
+    for name in ("frame_count", "frame_duration_ms"):
+        if request.HasField(name) and (value := getattr(request, name)) < 1:
+            raise _invalid(
+                f"Invalid {quoted(name)}: integer must be at least 1, got {value}.",
+                name,
+                "integer_below_min_value",
+            )
+    if request.HasField("complexity") and len(request.complexity) > _SHORT_CHARS:
+        raise _too_long("complexity", _SHORT_CHARS, len(request.complexity))
+    if request.HasField("svg"):
+        _validate_svg(request.svg)
     if request.HasField("output_compression") and not 0 <= request.output_compression <= 100:
         raise _invalid(
             f"Invalid 'output_compression': integer must be between 0 and 100, "
@@ -148,6 +162,18 @@ def validate(
             "invalid_value",
         )
     _validate_extras(request.extra_parameters, model)
+
+
+def _validate_svg(svg: images_pb2.SvgOptions) -> None:
+    if not svg.HasField("model"):
+        raise _invalid(
+            "Missing required parameter: 'svg.model'.", "svg.model", "missing_required_parameter"
+        )
+    if len(svg.model) > MAX_MODEL_CHARS:
+        raise _too_long("svg.model", MAX_MODEL_CHARS, len(svg.model))
+    effort = svg.reasoning.effort
+    if svg.reasoning.HasField("effort") and len(effort) > _SHORT_CHARS:
+        raise _too_long("svg.reasoning.effort", _SHORT_CHARS, len(effort))
 
 
 def _validate_extras(extras: struct_pb2.Struct, model: ModelConfig) -> None:
@@ -197,12 +223,6 @@ def _finite(value: struct_pb2.Value) -> bool:
 
 
 def _validate_streaming(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> None:
-    if not model.supports_streaming:
-        raise _invalid(
-            f"The model '{model.name}' does not support streaming; omit 'stream'.",
-            "stream",
-            "unsupported_value",
-        )
     if request.HasField("partial_images") and not (
         0 <= request.partial_images <= MAX_PARTIAL_IMAGES
     ):

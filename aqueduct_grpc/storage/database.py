@@ -30,6 +30,7 @@ __all__ = [
     "changes_table",
     "gateway_secrets_table",
     "metadata",
+    "models_seen_table",
     "new_engine",
     "normalized_url",
     "open_engine",
@@ -285,3 +286,11 @@ budget_holds_table = sa.Table(
     sa.Index("ix_budget_holds_owner", "scope", "owner", "period"),
 )
 
+# When each model name was first served, so that a model's `created` (OpenAI's
+# model listing) stays the same across restarts and replicas.
+models_seen_table = sa.Table(
+    "models_seen",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("first_seen", sa.BigInteger, nullable=False),
+)

@@ -643,7 +643,10 @@ class FakeUpstream:
         usage = self.usage if succeed.usage is None else succeed.usage
         url_root = succeed.url_root or self.root_url
         n = payload.get("n") or 1
-        echoed = tuple(payload.get(k) for k in ("background", "output_format", "quality", "size"))
+        echoed = tuple(
+            json.dumps(payload.get(k), sort_keys=True)
+            for k in ("background", "output_format", "quality", "size", "safety_identifier", "svg")
+        )
         text_tokens = len(str(payload.get("prompt", "")).split())
         key = (
             n,
@@ -700,6 +703,18 @@ class FakeUpstream:
         response["output_format"] = payload.get("output_format") or "png"
         response["quality"] = payload.get("quality") or "low"
         response["size"] = payload.get("size") or "1024x1024"
+        if payload.get("safety_identifier") is not None:
+            response["safety_identifier"] = payload["safety_identifier"]
+        svg = payload.get("svg")
+        if isinstance(svg, dict):
+            # What drawing the SVG cost, as OpenAI reports it for output_format "svg".
+            response["svg_usage"] = {
+                "input_tokens": text_tokens,
+                "model": str(svg.get("model")),
+                "output_tokens": 120,
+                "reasoning_tokens": 30,
+                "total_tokens": text_tokens + 120,
+            }
         if usage:
             output_tokens = 272 * n
             response["usage"] = {

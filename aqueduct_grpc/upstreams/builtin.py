@@ -38,6 +38,16 @@ SIZES = {
     "1024x1792": (1024, 1792),
 }
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+# Qualities asked for -> the one answered: always one of OpenAI's response values
+# (low|medium|high|...), also for DALL-E's "standard" and "hd".
+_QUALITIES = {
+    "auto": "medium",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "standard": "medium",
+    "hd": "high",
+}
 
 
 @dataclass(frozen=True)
@@ -136,14 +146,21 @@ def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
     background = given("background", "auto")
     if background == "transparent" and output_format == "jpeg":
         raise invalid_argument("Transparent background is not supported for jpeg.", "background")
-    quality = given("quality", "auto")
+    quality = _QUALITIES.get(given("quality", "auto"))
+    if quality is None:
+        raise invalid_argument(
+            f"Invalid value: {quoted(given('quality', ''))}. Supported values are: "
+            + ", ".join(f"'{q}'" for q in _QUALITIES)
+            + ".",
+            "quality",
+        )
     return _Job(
         prompt=request.prompt,
         n=request.n if request.HasField("n") else 1,
         size_name=size_name,
         output_format=output_format,
         background=background,
-        quality="medium" if quality == "auto" else quality,
+        quality=quality,
         compression=request.output_compression if request.HasField("output_compression") else 100,
     )
 

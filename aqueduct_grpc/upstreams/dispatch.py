@@ -25,6 +25,7 @@ import grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment, ModelConfig
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.upstreams.openai.wire import COMPLETED
 
 __all__ = ["Dispatcher", "ImageBackend"]
 
@@ -105,7 +106,16 @@ class Dispatcher:
         request: images_pb2.GenerateImagesRequest,
         deadline: float | None,
     ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
-        """Streams from `model`; arguments as for `generate`."""
+        """Streams from `model`; arguments as for `generate`.
+
+        A model whose upstream does not stream is called once, unary, and its
+        images come as completed events (no partials): callers need not know
+        which models stream.
+        """
+        if not model.supports_streaming:
+            for completed in _completed_events(await self.generate(model, request, deadline)):
+                yield completed
+            return
         loop = asyncio.get_running_loop()
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
@@ -153,6 +163,32 @@ class Dispatcher:
                 if timeout <= 0:
                     return
             yield deployment, timeout
+
+
+def _completed_events(
+    response: images_pb2.GenerateImagesResponse,
+) -> list[images_pb2.StreamGenerateImagesResponse]:
+    """A unary answer as the completed events a stream of it would end with.
+
+    The answer's usage covers all its images: it goes on the last event, so
+    that adding up the events' usage counts it once.
+    """
+    echoed = {
+        name: getattr(response, name)
+        for name in ("size", "quality", "background", "output_format")
+        if response.HasField(name)
+    }
+    events = [
+        images_pb2.StreamGenerateImagesResponse(
+            type=COMPLETED, b64_json=image.b64_json, created_at=response.created, **echoed
+        )
+        for image in response.data
+    ]
+    if events and response.HasField("usage"):
+        events[-1].usage.CopyFrom(response.usage)
+    if events and response.HasField("safety_identifier"):
+        events[-1].safety_identifier = response.safety_identifier
+    return events
 
 
 def _timed_out(what: str) -> GatewayError:

@@ -230,13 +230,6 @@ async def test_unknown_parameter_is_forwarded_when_the_model_allows(client, upst
     assert sent["input_fidelity"] == "high" and sent["seed"] == 42
 
 
-async def test_stream_true_is_a_clear_400(client, upstream):
-    with pytest.raises(openai.BadRequestError) as caught:
-        await client.images.generate(model="gpt-image-1", prompt="x", stream=True)
-    assert error_of(caught)["param"] == "stream"
-    assert upstream.request_count == 0
-
-
 @pytest.mark.parametrize(
     ("body", "headers", "status", "param", "code"),
     [

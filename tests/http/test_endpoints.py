@@ -42,6 +42,8 @@ MODES: list[tuple[str, str, type[Endpoint], type[Endpoint] | None]] = [
     ("GET", "/v1/images/files/{name}", HttpBodyEndpoint, None),
     ("GET", "/v1/models", UnaryEndpoint, None),
     ("GET", "/models", UnaryEndpoint, None),
+    ("GET", "/v1/models/{model}", UnaryEndpoint, None),
+    ("GET", "/models/{model}", UnaryEndpoint, None),
 ]
 
 

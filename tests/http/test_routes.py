@@ -31,6 +31,8 @@ def test_routes_of_the_image_service() -> None:
         ("POST", "/images/generations"),
         ("GET", "/v1/models"),
         ("GET", "/models"),
+        ("GET", "/v1/models/{model}"),
+        ("GET", "/models/{model}"),
         ("GET", "/v1/images/files/{name}"),
     }  # StreamGenerateImages has no rule of its own: it is GenerateImages' twin
     gen = routes["POST", "/v1/images/generations"]

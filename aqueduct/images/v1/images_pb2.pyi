@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateImagesRequest(_message.Message):
-    __slots__ = ("prompt", "model", "n", "size", "quality", "style", "response_format", "user", "background", "moderation", "output_compression", "output_format", "safety_identifier", "stream", "partial_images", "extra_parameters")
+    __slots__ = ("prompt", "model", "n", "size", "quality", "style", "response_format", "user", "background", "moderation", "output_compression", "output_format", "safety_identifier", "stream", "partial_images", "complexity", "frame_count", "frame_duration_ms", "svg", "extra_parameters")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,10 @@ class GenerateImagesRequest(_message.Message):
     SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    COMPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    SVG_FIELD_NUMBER: _ClassVar[int]
     EXTRA_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     model: str
@@ -43,11 +47,15 @@ class GenerateImagesRequest(_message.Message):
     safety_identifier: str
     stream: bool
     partial_images: int
+    complexity: str
+    frame_count: int
+    frame_duration_ms: int
+    svg: SvgOptions
     extra_parameters: _struct_pb2.Struct
-    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., style: _Optional[str] = ..., response_format: _Optional[str] = ..., user: _Optional[str] = ..., background: _Optional[str] = ..., moderation: _Optional[str] = ..., output_compression: _Optional[int] = ..., output_format: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., stream: _Optional[bool] = ..., partial_images: _Optional[int] = ..., extra_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., style: _Optional[str] = ..., response_format: _Optional[str] = ..., user: _Optional[str] = ..., background: _Optional[str] = ..., moderation: _Optional[str] = ..., output_compression: _Optional[int] = ..., output_format: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., stream: _Optional[bool] = ..., partial_images: _Optional[int] = ..., complexity: _Optional[str] = ..., frame_count: _Optional[int] = ..., frame_duration_ms: _Optional[int] = ..., svg: _Optional[_Union[SvgOptions, _Mapping]] = ..., extra_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GenerateImagesResponse(_message.Message):
-    __slots__ = ("created", "data", "background", "output_format", "quality", "size", "usage")
+    __slots__ = ("created", "data", "background", "output_format", "quality", "size", "usage", "safety_identifier", "svg_usage")
     CREATED_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +63,8 @@ class GenerateImagesResponse(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    SVG_USAGE_FIELD_NUMBER: _ClassVar[int]
     created: int
     data: _containers.RepeatedCompositeFieldContainer[Image]
     background: str
@@ -62,7 +72,37 @@ class GenerateImagesResponse(_message.Message):
     quality: str
     size: str
     usage: ImageUsage
-    def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., quality: _Optional[str] = ..., size: _Optional[str] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ...) -> None: ...
+    safety_identifier: str
+    svg_usage: SvgUsage
+    def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., quality: _Optional[str] = ..., size: _Optional[str] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ..., svg_usage: _Optional[_Union[SvgUsage, _Mapping]] = ...) -> None: ...
+
+class SvgOptions(_message.Message):
+    __slots__ = ("model", "reasoning")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reasoning: SvgReasoning
+    def __init__(self, model: _Optional[str] = ..., reasoning: _Optional[_Union[SvgReasoning, _Mapping]] = ...) -> None: ...
+
+class SvgReasoning(_message.Message):
+    __slots__ = ("effort",)
+    EFFORT_FIELD_NUMBER: _ClassVar[int]
+    effort: str
+    def __init__(self, effort: _Optional[str] = ...) -> None: ...
+
+class SvgUsage(_message.Message):
+    __slots__ = ("input_tokens", "model", "output_tokens", "reasoning_tokens", "total_tokens")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    model: str
+    output_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., model: _Optional[str] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("b64_json", "url", "revised_prompt")
@@ -103,7 +143,7 @@ class StreamGenerateImagesRequest(_message.Message):
     def __init__(self, request: _Optional[_Union[GenerateImagesRequest, _Mapping]] = ...) -> None: ...
 
 class StreamGenerateImagesResponse(_message.Message):
-    __slots__ = ("type", "b64_json", "created_at", "size", "quality", "background", "output_format", "partial_image_index", "usage")
+    __slots__ = ("type", "b64_json", "created_at", "size", "quality", "background", "output_format", "partial_image_index", "usage", "safety_identifier")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     B64_JSON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +153,7 @@ class StreamGenerateImagesResponse(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     type: str
     b64_json: bytes
     created_at: int
@@ -122,7 +163,8 @@ class StreamGenerateImagesResponse(_message.Message):
     output_format: str
     partial_image_index: int
     usage: ImageUsage
-    def __init__(self, type: _Optional[str] = ..., b64_json: _Optional[bytes] = ..., created_at: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., partial_image_index: _Optional[int] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ...) -> None: ...
+    safety_identifier: str
+    def __init__(self, type: _Optional[str] = ..., b64_json: _Optional[bytes] = ..., created_at: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., partial_image_index: _Optional[int] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ...) -> None: ...
 
 class GetImageFileRequest(_message.Message):
     __slots__ = ("name", "signature")
@@ -149,6 +191,18 @@ class ListModelsResponse(_message.Message):
     object: str
     data: _containers.RepeatedCompositeFieldContainer[Model]
     def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
     __slots__ = ("id", "object", "created", "owned_by")

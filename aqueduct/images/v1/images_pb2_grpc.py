@@ -56,6 +56,11 @@ class ImageServiceStub:
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/aqueduct.images.v1.ImageService/GetModel',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -95,6 +100,14 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModel(self, request, context):
+        """One model the caller's token may use (OpenAI `GET /v1/models/{model}`);
+        NOT_FOUND alike for an unknown model and one the token may not use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +130,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.FromString,
                     response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +247,33 @@ class ImageService:
             '/aqueduct.images.v1.ImageService/ListModels',
             aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
             aqueduct_dot_images_dot_v1_dot_images__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aqueduct.images.v1.ImageService/GetModel',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.GetModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,9 @@ _FORWARDED = (
     "output_compression",
     "output_format",
     "safety_identifier",
+    "complexity",
+    "frame_count",
+    "frame_duration_ms",
 )
 
 
@@ -68,6 +71,8 @@ def request_body(
     for name in _FORWARDED:
         if request.HasField(name):
             body[name] = getattr(request, name)
+    if request.HasField("svg"):
+        body["svg"] = json_format.MessageToDict(request.svg, preserving_proto_field_name=True)
     if body.get("response_format") == "url":
         del body["response_format"]
     if streaming:
@@ -99,6 +104,8 @@ def stream_event_from_json(
             setattr(event, name, scrub(str(document[name])))
     if document.get("partial_image_index") is not None:
         event.partial_image_index = int(document["partial_image_index"])
+    if document.get("safety_identifier") is not None:
+        event.safety_identifier = scrub(str(document["safety_identifier"]))
     if isinstance(document.get("usage"), dict):
         _usage_from_json(document["usage"], event.usage)
     return event
@@ -123,12 +130,18 @@ def response_from_json(document: dict[str, Any], scrub: Scrub) -> images_pb2.Gen
             image.url = item["url"]
         if item.get("revised_prompt") is not None:
             image.revised_prompt = scrub(item["revised_prompt"])
-    for name in ("background", "output_format", "quality", "size"):
+    for name in ("background", "output_format", "quality", "size", "safety_identifier"):
         if document.get(name) is not None:
             setattr(response, name, scrub(document[name]))
     usage = document.get("usage")
     if isinstance(usage, dict):
         _usage_from_json(usage, response.usage)
+    svg_usage = document.get("svg_usage")
+    if isinstance(svg_usage, dict):
+        target = response.svg_usage
+        target.model = scrub(str(svg_usage.get("model") or ""))
+        for name in ("input_tokens", "output_tokens", "reasoning_tokens", "total_tokens"):
+            setattr(target, name, int(svg_usage.get(name) or 0))
     return response
 
 
