@@ -356,7 +356,17 @@ def _gateway(
         raise ConfigError(
             f"{source}: gateway.image_redirect: presigned needs an s3:// gateway.image_store_url"
         )
+    ttl = overrides.get("image_url_ttl_seconds", config.image_url_ttl_seconds)
+    if redirect == "presigned" and ttl > _MAX_PRESIGNED_SECONDS:
+        # S3 refuses a presigned URL valid for longer (X-Amz-Expires).
+        raise ConfigError(
+            f"{source}: gateway.image_url_ttl_seconds must be at most {_MAX_PRESIGNED_SECONDS}"
+            " (7 days) with image_redirect: presigned"
+        )
     return GatewayConfig(**{**config.__dict__, **overrides})
+
+
+_MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 
 
 def _image_store_url(url: str | None, directory: str | None, source: str) -> str | None:

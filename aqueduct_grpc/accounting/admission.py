@@ -11,6 +11,7 @@ refusal raises RESOURCE_EXHAUSTED with a retry delay (HTTP: 429 with
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +24,8 @@ from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.errors import GatewayError
 
 __all__ = ["Admission", "Reservation"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,12 @@ class Admission:
             await self._charge(token.id, limits, team, weight, n)
         except BaseException:
             # Refused, or the caller gone while a shared storage answered:
-            # the hold must not outlive the call.
-            await asyncio.shield(self._ledger.release(request_key))
+            # the hold must not outlive the call. A release that fails leaves
+            # it to the row's commit, and must not hide the refusal.
+            try:
+                await asyncio.shield(self._ledger.release(request_key))
+            except Exception:
+                log.warning("could not release a budget hold; the usage row will", exc_info=True)
             raise
         return Reservation(team_id=None if team is None else team.id, estimate=estimate)
 

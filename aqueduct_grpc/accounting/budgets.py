@@ -27,12 +27,15 @@ memory (`charge`), so the next request sees it even while the row waits.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import datetime
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,9 +44,12 @@ from aqueduct_grpc.accounting.policy import Budgets
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.usage_record import UsageRecord
+from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.storage.database import budget_holds_table, budget_spend_table
 
 __all__ = ["BudgetHold", "BudgetLedger", "BudgetRefusal"]
+
+log = logging.getLogger(__name__)
 
 _Key = Key
 
@@ -164,7 +170,11 @@ class BudgetLedger:
         keys = tuple(sorted(budgets))  # one lock order for every transaction: no deadlocks
         hold = BudgetHold(request_key, cost, keys)
         if self._shared:
-            refused = await self._reserve_shared(budgets, hold, now)
+            async with self._unavailable_as_503():
+                refused = await self._reserve_shared(budgets, hold, now)
+            if refused is None and hold.amount and now - self._swept_at > _SWEEP_SECONDS:
+                self._swept_at = now
+                await self._sweep(now)
         else:
             refused = self._reserve_here(budgets, hold)
         if refused is not None:
@@ -178,14 +188,16 @@ class BudgetLedger:
 
         A limit refused it after its budgets held, or the database refused its row.
         """
-        hold = self._holding.pop(request_key, None)
+        hold = self._holding.get(request_key)
         if hold is None:
             return
-        if not self._shared:
+        if self._shared:
+            async with self._unavailable_as_503(), self._engine.begin() as connection:
+                await _run(connection, self._sql.delete_hold, {"request_key": request_key})
+        else:
             self._unhold(hold)
-            return
-        async with self._engine.begin() as connection:
-            await _run(connection, self._sql.delete_hold, {"request_key": request_key})
+        # Only now: had the DELETE failed, the row's commit would still drop it.
+        del self._holding[request_key]
 
     def charge(self, row: UsageRecord) -> None:
         """Prices a finished request: sets its row's team and cost.
@@ -245,18 +257,18 @@ class BudgetLedger:
                 budget_holds_table.delete().where(budget_holds_table.c.request_key.in_(chunk))
             )
 
-    def settled(self, rows: Iterable[UsageRecord]) -> None:
+    def settled(self, rows: Iterable[UsageRecord], *, committed: bool = True) -> None:
         """Forgets what this process kept in memory for rows now committed (or given up).
 
-        Unshared, the rows' costs join the spend kept in memory, as their
-        transaction added them to the table.
+        Unshared, the costs of committed rows join the spend kept in memory, as
+        their transaction added them to the table.
         """
         for row in rows:
             hold = self._holding.pop(row.request_key, None)
             if not self._shared:
                 if hold is not None:
                     self._unhold(hold)
-                if row.cost and row.token_id is not None:
+                if committed and row.cost and row.token_id is not None:
                     self._add_spent(row)
             entry = self._unsettled_rows.pop(row.request_key, None)
             if entry is None:
@@ -324,9 +336,6 @@ class BudgetLedger:
                     for scope, owner, period in keys
                 ],
             )
-            if now - self._swept_at > _SWEEP_SECONDS:
-                self._swept_at = now
-                await _run(connection, sql.sweep, {"now": now})
             await connection.commit()
         return None
 
@@ -347,22 +356,53 @@ class BudgetLedger:
     async def _locked_spend(
         self, connection: AsyncConnection, keys: tuple[_Key, ...]
     ) -> dict[_Key, float]:
-        """Starts a transaction holding the owners' spend rows (made if missing); their spend."""
-        if connection.dialect.name == "sqlite":
-            # The database's one write lock, taken now rather than at the first write.
-            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        """Starts a transaction holding the owners' spend rows (made if missing); their spend.
+
+        Rows are locked in key order, as the usage writer's upserts take them,
+        so the two never wait on each other in a cycle. A missing row is
+        created first in a transaction of its own, holding nothing else:
+        inserting it while holding the others could deadlock with a writer.
+        """
         locked, values = self._sql.locked_spend(len(keys)), key_values(keys)
-        found = _totals(await _run(connection, locked, values))
-        missing = [key for key in keys if key not in found]
-        if missing:
-            # A row is needed to lock on; a concurrent creator's row is kept.
+        for attempt in range(2):
+            if connection.dialect.name == "sqlite":
+                # The database's one write lock, taken now rather than at the first write.
+                await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            found = _totals(await _run(connection, locked, values))
+            missing = [key for key in keys if key not in found]
+            if not missing or attempt:
+                return found
+            # On this connection (a second one per check could exhaust the pool).
+            await connection.rollback()
             await _run_many(
                 connection,
                 self._sql.create_spend,
                 [{"scope": s, "owner": o, "period": p, "spent": 0.0} for s, o, p in missing],
             )
-            found = _totals(await _run(connection, locked, values))
-        return found
+            await connection.commit()
+        raise AssertionError("unreachable")  # the loop returns on its second pass
+
+    async def _sweep(self, now: float) -> None:
+        """Deletes lapsed holds, in a transaction of its own; a failure only waits for the next."""
+        try:
+            async with self._engine.begin() as connection:
+                await _run(connection, self._sql.sweep, {"now": now})
+        except Exception:
+            log.warning("could not delete lapsed budget holds; will retry", exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def _unavailable_as_503(self) -> AsyncIterator[None]:
+        """A database that fails the check is a retryable 503, as a rate-limit store's is."""
+        try:
+            yield
+        except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as error:
+            log.warning("budget check failed (%s)", type(error).__name__)
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                "The gateway cannot check budgets right now; retry shortly.",
+                reason="BUDGETS_UNAVAILABLE",
+                retry_after=1.0,
+            ) from None
 
 
 async def _run(connection: AsyncConnection, statement: Compiled, values: dict[str, Any]) -> Any:

@@ -51,6 +51,12 @@ def _refused(error: Exception) -> bool:
     """
     if isinstance(error, (OverflowError, ValueError, TypeError)):
         return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        # PostgreSQL says: only bad data (22), a violated constraint (23) or a
+        # statement it cannot run (42) is for good. A deadlock (40), too many
+        # connections (53), a lock timeout (55) or a shutdown (57) passes.
+        return sqlstate[:2] in ("22", "23", "42")
     return (
         isinstance(error, sa.exc.DBAPIError)
         and not isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
@@ -260,7 +266,7 @@ class UsageLog:
             )
             with contextlib.suppress(Exception):  # else the hold lapses at its expiry
                 await self._ledger.release(row.request_key)
-            self._ledger.settled([row])
+            self._ledger.settled([row], committed=False)
             self._journal.finished(row)
         else:
             self._journal.finished(row)

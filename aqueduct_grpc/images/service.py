@@ -213,8 +213,11 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         cache = ("cache-control", f"private, max-age={max_age}, immutable")
         location = await self._links.redirect(request.name, request.signature)
         if location is not None:
+            # Briefly: a presigned URL can die before the image (its signing
+            # credentials may be temporary), and a cached redirect with it.
+            short = ("cache-control", f"private, max-age={min(max_age, 60)}")
             await context.send_initial_metadata(
-                (cache, ("location", location), ("x-http-status", "302"))
+                (short, ("location", location), ("x-http-status", "302"))
             )
             return images_pb2.GetImageFileResponse(file=httpbody_pb2.HttpBody())
         data, content_type = await self._links.open(request.name, request.signature)

@@ -7,6 +7,7 @@ import pathlib
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +19,9 @@ from aqueduct_grpc.accounting.pricing import PriceTable, parse_prices
 from aqueduct_grpc.accounting.usage_journal import UsageJournal
 from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_record import UsageRecord
+from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.storage.database import budget_holds_table, new_engine, open_engine
+from tests.servers import PostgresServer
 
 PRICE = 0.04
 PRICES = PriceTable([("priced", parse_prices({"cost_per_image": {"1024x1024": PRICE}}, "test"))])
@@ -159,11 +162,16 @@ async def test_an_answered_row_not_yet_committed_counts_in_memory(engine):
 
 async def test_owners_without_budgets_never_touch_the_database(tmp_path):
     unreachable = new_engine(f"sqlite:///{tmp_path}/missing-folder/db")
-    one = ledger(unreachable)
-    assert await one.reserve([("token", "t", Budgets())], PRICE, "a") == BudgetHold("", 0.0)
-    with pytest.raises(sa.exc.OperationalError):  # with a budget, it is asked
-        await one.reserve(token_budget(1.0), PRICE, "b")
-    await unreachable.dispose()
+    try:
+        one = ledger(unreachable)
+        assert await one.reserve([("token", "t", Budgets())], PRICE, "a") == BudgetHold("", 0.0)
+        with pytest.raises(GatewayError) as caught:  # with a budget, it is asked
+            await one.reserve(token_budget(1.0), PRICE, "b")
+        # A database that cannot answer is a retryable 503, never a 500.
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.reason == "BUDGETS_UNAVAILABLE"
+    finally:
+        await unreachable.dispose()
 
 
 async def test_recovered_rows_settle_spend_and_drop_holds(engine, tmp_path):
@@ -223,3 +231,52 @@ async def test_unshared_holds_and_spend_in_memory_and_the_table_for_restarts(eng
     # The hold of "c" died with its process: only the spend counts now.
     assert isinstance(await restarted.reserve(budget, PRICE, "e"), BudgetHold)
     assert isinstance(await restarted.reserve(budget, PRICE, "f"), BudgetRefusal)
+
+
+@pytest.fixture
+async def pg_engine(postgres_server: PostgresServer) -> AsyncIterator[AsyncEngine]:
+    """PostgreSQL alone: SQLite has one writer at a time, so no lock order to get wrong."""
+    url = await postgres_server.create_database()
+    opened = await open_engine(url)
+    yield opened
+    await opened.dispose()
+    await postgres_server.drop_database(url)
+
+
+async def test_a_check_creating_a_teams_rows_never_deadlocks_with_the_usage_writer(pg_engine):
+    engine = pg_engine
+    # The token has spend rows, its team none yet. The usage writer has
+    # upserted the team's rows (they sort first) and is about to do the
+    # token's; a check locking the token's rows and then creating the team's
+    # would wait on the writer while the writer waits on it.
+    one = ledger(engine)
+    sql = one._sql
+    now = time.time()
+    day, month = (time.strftime(f, time.gmtime(now)) for f in ("%Y-%m-%d", "%Y-%m"))
+
+    def spend(scope: str, owner: str, period: str) -> object:
+        return sql.add_spend.values(
+            {"scope": scope, "owner": owner, "period": period, "spent": 0.04}
+        )
+
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            sql.add_spend.sql, [spend("token", "tok_1", p) for p in (month, day)]
+        )
+    writer = await engine.connect()
+    try:
+        await writer.begin()
+        for period in sorted((day, month)):
+            await writer.exec_driver_sql(sql.add_spend.sql, spend("team", "team_1", period))
+        owners = [
+            ("token", "tok_1", Budgets(per_day_usd=10.0)),
+            ("team", "team_1", Budgets(per_day_usd=10.0)),
+        ]
+        check = asyncio.create_task(one.reserve(owners, PRICE, "r"))
+        await asyncio.sleep(0.3)  # the check is now waiting for the writer
+        for period in sorted((day, month)):
+            await writer.exec_driver_sql(sql.add_spend.sql, spend("token", "tok_1", period))
+        await writer.commit()
+        assert isinstance(await asyncio.wait_for(check, 30), BudgetHold)
+    finally:
+        await writer.close()

@@ -17,7 +17,7 @@ from aqueduct_grpc.accounting.budgets import BudgetLedger
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.pricing import PriceTable
 from aqueduct_grpc.accounting.usage_journal import INTERRUPTED, UsageJournal
-from aqueduct_grpc.accounting.usage_log import UsageLog
+from aqueduct_grpc.accounting.usage_log import UsageLog, _refused
 from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.storage.database import open_engine, sqlite_url, usage_table
 
@@ -228,3 +228,27 @@ def test_a_row_waiting_for_the_database_is_journaled_once(tmp_path: pathlib.Path
     assert path.read_text().count('"row"') == 1
     journal.finished(waiting)
     journal.close()
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "for_good"),
+    [
+        ("22001", True),  # string too long for its column
+        ("23505", True),  # unique violation
+        ("42703", True),  # no such column
+        ("40P01", False),  # deadlock: the next try may well pass
+        ("53300", False),  # too many connections
+        ("55P03", False),  # lock not available
+        ("57P01", False),  # the server is shutting down
+    ],
+)
+def test_only_errors_about_the_data_drop_a_row(sqlstate: str, for_good: bool):
+    # asyncpg's errors reach SQLAlchemy as one DBAPIError class whatever
+    # happened; the SQLSTATE it carries says whether a retry can succeed.
+    class DriverError(Exception):
+        def __init__(self) -> None:
+            super().__init__("from the server")
+            self.sqlstate = sqlstate
+
+    error = sa.exc.DBAPIError("INSERT ...", None, DriverError())
+    assert _refused(error) is for_good
