@@ -15,6 +15,7 @@ from aqueduct_grpc.cli.serve import run_serve
 from aqueduct_grpc.cli.store_commands import run_db, run_teams, run_tokens, run_usage
 from aqueduct_grpc.config import ConfigError
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES
 from aqueduct_grpc.storage.database import sqlite_url
 
 __all__ = ["main", "parse_duration"]
@@ -71,8 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-bytes",
         type=int,
-        default=1024 * 1024,
-        help="largest HTTP request body the door accepts (default 1 MiB; over it: 413)",
+        default=64 * 1024 * 1024,
+        help="largest HTTP request body the door accepts (default 64 MiB, the core's "
+        "message limit: room for edits' uploads; over it: 413)",
+    )
+    serve.add_argument(
+        "--max-part-bytes",
+        type=int,
+        default=MAX_INPUT_IMAGE_BYTES,
+        help="largest file in a multipart upload (default 50 MiB, OpenAI's image limit)",
     )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to finish calls on stop")
     storage(serve)

@@ -88,6 +88,8 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
         args.log_level,
         "--max-body-bytes",
         str(args.max_body_bytes),
+        "--max-part-bytes",
+        str(args.max_part_bytes),
     ]
     if args.http_workers > 1:
         command.append("--reuse-port")

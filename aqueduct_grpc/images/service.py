@@ -1,6 +1,6 @@
 """The ImageService handlers: resolve, validate, admit, dispatch, account.
 
-Each generation reads as the business it does: the model is resolved and the
+Each generation or edit reads as the business it does: the model is resolved and the
 request validated, then `Admission.admit` charges limits and holds budget,
 the dispatcher calls a typed backend, and the finished request is priced and
 its usage row recorded, whatever the outcome. Images asked for by URL are
@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
@@ -30,10 +31,11 @@ from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
+from aqueduct_grpc.images.edit_inputs import decode_inputs
 from aqueduct_grpc.images.links import ImageLinks
 from aqueduct_grpc.images.validation import storable, validate
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
-from aqueduct_grpc.upstreams.openai.wire import COMPLETED
+from aqueduct_grpc.upstreams.openai.wire import COMPLETED, EDIT_COMPLETED
 
 __all__ = ["GET_IMAGE_FILE", "ImageService"]
 
@@ -79,6 +81,36 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self, request: images_pb2.GenerateImagesRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GenerateImagesResponse:
         """Generates images: one answer with all of them."""
+        return await self._answer(request, context, self._dispatcher.generate)
+
+    async def EditImages(
+        self, request: images_pb2.EditImagesRequest, context: grpc.aio.ServicerContext
+    ) -> images_pb2.EditImagesResponse:
+        """Edits images: one answer with all of them."""
+        return await self._answer(request, context, self._dispatcher.edit)
+
+    async def StreamGenerateImages(
+        self, request: images_pb2.StreamGenerateImagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
+        """Generates images as a stream of partial and completed images."""
+        async for event in self._streamed(
+            request.request, context, self._dispatcher.stream, COMPLETED
+        ):
+            yield event
+
+    async def StreamEditImages(
+        self, request: images_pb2.StreamEditImagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
+        """Edits images as a stream of completed images."""
+        async for event in self._streamed(
+            request.request, context, self._dispatcher.stream_edit, EDIT_COMPLETED
+        ):
+            yield event
+
+    async def _answer(
+        self, request: Any, context: grpc.aio.ServicerContext, call: Callable[..., Awaitable[Any]]
+    ) -> Any:
+        """A generation or an edit: resolve, validate, admit, `call` the upstream, account."""
         token = current_token()
         row = _usage_row(token, request)
         async with self._accounted(row):
@@ -89,7 +121,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
             await self._admitted(token, model, row)
-            response = await self._dispatcher.generate(model, request, _deadline(context))
+            response = await call(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
                 urls = await asyncio.gather(
@@ -100,11 +132,14 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                     image.ClearField("b64_json")
         return response
 
-    async def StreamGenerateImages(
-        self, request: images_pb2.StreamGenerateImagesRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
-        """Generates images as a stream of partial and completed images."""
-        inner = request.request
+    async def _streamed(
+        self,
+        inner: Any,
+        context: grpc.aio.ServicerContext,
+        stream: Callable[..., AsyncIterator[Any]],
+        completed_type: str,
+    ) -> AsyncIterator[Any]:
+        """A streamed generation or edit: its events, the last once its row is durable."""
         token = current_token()
         row = _usage_row(token, inner)
         # One usage row per stream, however it ends; a caller that goes away
@@ -115,11 +150,11 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 model = self._resolved(inner, token, row, streaming=True)
                 await self._admitted(token, model, row)
                 expected, completed = row.n or 1, 0
-                async for event in self._dispatcher.stream(model, inner, _deadline(context)):
+                async for event in stream(model, inner, _deadline(context)):
                     if last is not None:
                         yield last  # the upstream sent more than it was asked for
                         last = None
-                    if event.type == COMPLETED:
+                    if event.type == completed_type:
                         _account_completed(row, event)
                         # OpenAI's completed event always has usage (its SDK's
                         # types require it): zeros when the upstream sent
@@ -140,7 +175,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
 
     def _resolved(
         self,
-        request: images_pb2.GenerateImagesRequest,
+        request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest,
         token: Token,
         row: UsageRecord,
         *,
@@ -150,6 +185,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         model = self._catalog.resolve(row.requested_model, token)
         row.model = model.name
         validate(request, model, streaming=streaming)
+        if isinstance(request, images_pb2.EditImagesRequest):
+            decode_inputs(request)  # and the images are bytes from here on
         return model
 
     async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> None:
@@ -255,7 +292,9 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _usage_row(token: Token, request: images_pb2.GenerateImagesRequest) -> UsageRecord:
+def _usage_row(
+    token: Token, request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest
+) -> UsageRecord:
     def kept(field: str, column: str) -> str | None:
         # The row is made before the request is validated, and a refused
         # request is accounted too: so no more than its column holds.
@@ -270,10 +309,14 @@ def _usage_row(token: Token, request: images_pb2.GenerateImagesRequest) -> Usage
         quality=kept("quality", "quality"),
         end_user=kept("user", "end_user"),
         safety_identifier=kept("safety_identifier", "safety_identifier"),
+        operation="edit" if isinstance(request, images_pb2.EditImagesRequest) else "generate",
     )
 
 
-def _account_completed(row: UsageRecord, event: images_pb2.StreamGenerateImagesResponse) -> None:
+def _account_completed(
+    row: UsageRecord,
+    event: images_pb2.StreamGenerateImagesResponse | images_pb2.StreamEditImagesResponse,
+) -> None:
     row.images += 1
     if event.HasField("usage"):
         row.input_tokens = (row.input_tokens or 0) + event.usage.input_tokens
@@ -281,7 +324,9 @@ def _account_completed(row: UsageRecord, event: images_pb2.StreamGenerateImagesR
         row.total_tokens = (row.total_tokens or 0) + event.usage.total_tokens
 
 
-def _account(row: UsageRecord, response: images_pb2.GenerateImagesResponse) -> None:
+def _account(
+    row: UsageRecord, response: images_pb2.GenerateImagesResponse | images_pb2.EditImagesResponse
+) -> None:
     row.images = len(response.data)
     if response.HasField("usage"):
         row.input_tokens = response.usage.input_tokens

@@ -75,7 +75,16 @@ def storable(value: str, column: str) -> str:
 # Names a gRPC caller could also put among the unknown parameters; forwarded,
 # they would skip the checks above (an `n` of 1,000, a `stream` the answer is
 # not read as) and what admission charged.
-_DECLARED = frozenset(f.name for f in images_pb2.GenerateImagesRequest.DESCRIPTOR.fields)
+_DECLARED = {
+    message.DESCRIPTOR.full_name: frozenset(f.name for f in message.DESCRIPTOR.fields)
+    for message in (images_pb2.GenerateImagesRequest, images_pb2.EditImagesRequest)
+}
+
+
+def _declared(
+    request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest,
+) -> frozenset[str]:
+    return _DECLARED[request.DESCRIPTOR.full_name]
 
 
 def _invalid(message: str, param: str, code: str) -> GatewayError:
@@ -103,11 +112,15 @@ def check_model_name(name: str) -> None:
 
 
 def validate(
-    request: images_pb2.GenerateImagesRequest, model: ModelConfig, *, streaming: bool = False
+    request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest,
+    model: ModelConfig,
+    *,
+    streaming: bool = False,
 ) -> None:
     """Raises INVALID_ARGUMENT naming the field when the request cannot be served.
 
-    `streaming` says the request came through StreamGenerateImages.
+    A generation and an edit share these parameters (same names). `streaming`
+    says the request came through the method's streaming twin.
     """
     if not request.HasField("prompt"):
         raise _invalid(
@@ -148,9 +161,10 @@ def validate(
     if streaming:
         _validate_streaming(request, model)
     elif request.stream:
-        # The HTTP door routes `stream: true` to StreamGenerateImages itself.
+        # The HTTP door routes `stream: true` to the streaming twin itself.
+        method = type(request).__name__.removesuffix("Request")
         raise _invalid(
-            "GenerateImages does not stream; call StreamGenerateImages for a stream.",
+            f"{method} does not stream; call Stream{method} for a stream.",
             "stream",
             "unsupported_value",
         )
@@ -161,7 +175,7 @@ def validate(
             "response_format",
             "invalid_value",
         )
-    _validate_extras(request.extra_parameters, model)
+    _validate_extras(request.extra_parameters, model, _declared(request))
 
 
 def _validate_svg(svg: images_pb2.SvgOptions) -> None:
@@ -176,7 +190,9 @@ def _validate_svg(svg: images_pb2.SvgOptions) -> None:
         raise _too_long("svg.reasoning.effort", _SHORT_CHARS, len(effort))
 
 
-def _validate_extras(extras: struct_pb2.Struct, model: ModelConfig) -> None:
+def _validate_extras(
+    extras: struct_pb2.Struct, model: ModelConfig, declared_names: frozenset[str]
+) -> None:
     if not extras.fields:
         return
     names = sorted(extras.fields)
@@ -185,7 +201,7 @@ def _validate_extras(extras: struct_pb2.Struct, model: ModelConfig) -> None:
         raise _invalid(
             f"Unknown parameter: {quoted(name)}.", clipped(name, QUOTED_CHARS), "unknown_parameter"
         )
-    declared = sorted(_DECLARED.intersection(names))
+    declared = sorted(declared_names.intersection(names))
     if declared:
         raise _invalid(
             f"Invalid {quoted(declared[0])}: a declared parameter, "
@@ -222,7 +238,9 @@ def _finite(value: struct_pb2.Value) -> bool:
     return True
 
 
-def _validate_streaming(request: images_pb2.GenerateImagesRequest, model: ModelConfig) -> None:
+def _validate_streaming(
+    request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest, model: ModelConfig
+) -> None:
     if request.HasField("partial_images") and not (
         0 <= request.partial_images <= MAX_PARTIAL_IMAGES
     ):

@@ -105,6 +105,8 @@ usage_table = sa.Table(
     # The request's own key (see UsageRecord): crash recovery writes a row
     # only if no row has its key. NULL on rows older than revision 0002.
     sa.Column("request_key", sa.String(32), nullable=True, unique=True, index=True),
+    # "generate" or "edit"; NULL on rows older than revision 0007 (all generations).
+    sa.Column("operation", sa.String(16), nullable=True),
 )
 
 teams_table = sa.Table(

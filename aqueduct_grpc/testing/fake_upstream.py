@@ -22,6 +22,11 @@ A request with ``"stream": true`` gets Server-Sent Events as OpenAI sends them: 
 image, ``partial_images`` ``image_generation.partial_image`` events, then one
 ``image_generation.completed`` event (with ``usage``), ``Succeed.event_delay`` seconds apart.
 ``streaming=False`` makes the fake refuse streaming like a legacy model does.
+
+``POST {base_url}/images/edits`` takes OpenAI's ``multipart/form-data`` edit request; its text
+fields land in ``RecordedRequest.form`` and its file parts in ``RecordedRequest.files``. The
+planned behaviours apply to it as to generations (it is never streamed), and a success echoes
+the form's ``n``, ``background``, ``output_format``, ``quality`` and ``size``.
 """
 
 from __future__ import annotations
@@ -42,11 +47,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from PIL import Image, PngImagePlugin
 
 __all__ = [
+    "EDIT_IMAGE_TOKENS",
     "TINY_IMAGE_BYTES",
     "Behaviour",
     "Drop",
@@ -56,6 +62,7 @@ __all__ = [
     "InvalidJson",
     "RecordedRequest",
     "Succeed",
+    "UploadedFile",
     "png_image",
 ]
 
@@ -66,6 +73,14 @@ PNG_INDEX_KEY = "fake-upstream-index"
 """PNG text chunk holding the image's position in the response (0-based)."""
 
 MAX_N = 10
+
+EDIT_IMAGE_TOKENS = 65
+"""``usage.input_tokens_details.image_tokens`` an edit reports per uploaded input image."""
+
+# Form fields of an edit that OpenAI reads as integers.
+_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+# File parts of an edit that are input images (the mask is not counted as one).
+_IMAGE_PARTS = frozenset({"image", "image[]"})
 
 ResponseFormat = Literal["b64_json", "url"]
 Outcome = Literal[
@@ -236,6 +251,23 @@ class FailMidStream:
 Behaviour = Succeed | Fail | Drop | InvalidJson | FailMidStream
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UploadedFile:
+    """One file part of a ``multipart/form-data`` request.
+
+    Attributes:
+        name: The form field, e.g. ``image[]`` or ``mask``.
+        filename: The file name the client gave, if any.
+        content_type: The part's ``Content-Type``, if any.
+        data: The file's bytes.
+    """
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
 @dataclasses.dataclass(kw_only=True)
 class RecordedRequest:
     """One request the fake received.
@@ -245,8 +277,11 @@ class RecordedRequest:
         path: URL path, e.g. ``/v1/images/generations``.
         query: Query string parameters.
         headers: Request headers (case-insensitive lookup), including ``Authorization``.
-        body: The raw body.
-        json: The parsed JSON body, or None when it was not valid JSON.
+        body: The raw body; empty for a ``multipart/form-data`` one, read part by part into
+            ``form`` and ``files``.
+        json: The parsed JSON body, or None when it was not valid JSON or was a form.
+        form: A form's text fields, in arrival order (one list entry per part).
+        files: A form's file parts, in arrival order.
         behaviour: What the fake did with it.
         outcome: ``pending`` while the handler runs, then ``replied``, ``failed``, ``dropped``,
             ``invalid_json``, or ``cancelled`` when the client went away first.
@@ -261,6 +296,8 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]
     body: bytes
     json: Any
+    form: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    files: list[UploadedFile] = dataclasses.field(default_factory=list)
     behaviour: Behaviour | None = None
     outcome: Outcome = "pending"
     received_at: float = 0.0
@@ -279,7 +316,7 @@ class RecordedRequest:
 
 
 class FakeUpstream:
-    """A fake OpenAI image API (``POST {base_url}/images/generations``) on 127.0.0.1.
+    """A fake OpenAI image API (``POST {base_url}/images/generations`` and ``/edits``) on loopback.
 
     Attributes:
         default: The behaviour used when nothing is planned; assign to change it.
@@ -359,6 +396,8 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/images/generations", self._generate)
         app.router.add_post("/images/generations", self._generate)
+        app.router.add_post("/v1/images/edits", self._edit)
+        app.router.add_post("/images/edits", self._edit)
         app.router.add_get("/files/{nbytes:\\d+}/{index:\\d+}.png", self._file)
         app.router.add_get("/_stats", self._stats)
         # handler_cancellation: a client that goes away cancels the handler, so tests can see
@@ -457,33 +496,8 @@ class FakeUpstream:
             payload: Any = json.loads(raw)
         except ValueError:
             payload = None
-        record = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            query=dict(request.query),
-            headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-            body=raw,
-            json=payload,
-            received_at=time.monotonic(),
-        )
-        self.request_count += 1
-        if self.record:
-            self.requests.append(record)
-        self._signal()
-
-        if self.api_key is not None and request.headers.get("Authorization") != (
-            f"Bearer {self.api_key}"
-        ):
-            behaviour: Behaviour = Fail(401)
-        else:
-            behaviour = self._planned.popleft() if self._planned else self.default
-        record.behaviour = behaviour
-        if behaviour.delay > 0:
-            try:
-                await asyncio.sleep(behaviour.delay)
-            except asyncio.CancelledError:
-                self._settle(record, "cancelled")
-                raise
+        record = self._arrived(request, body=raw, json=payload)
+        behaviour = await self._behaviour(request, record)
         if isinstance(payload, dict) and payload.get("stream") is True:
             if not self.streaming:
                 behaviour = Fail(
@@ -497,6 +511,72 @@ class FakeUpstream:
         if isinstance(behaviour, FailMidStream):
             behaviour = Fail(400, message="FailMidStream needs a streaming request.")
         return self._act(behaviour, request, payload, record)
+
+    async def _edit(self, request: web.Request) -> web.StreamResponse:
+        form: dict[str, list[str]] = {}
+        files: list[UploadedFile] = []
+        raw = b""
+        problem: Fail | None = None
+        if request.content_type == "multipart/form-data":
+            try:
+                await _read_form(request, form, files)
+            except ValueError as error:  # aiohttp's errors for a malformed body
+                problem = Fail(400, message=f"Could not parse the multipart form: {error}")
+        else:
+            raw = await request.read()
+            problem = Fail(
+                400,
+                message=f"Invalid Content-Type header ({request.content_type}), expected "
+                "multipart/form-data.",
+            )
+        record = self._arrived(request, body=raw, json=None, form=form, files=files)
+        behaviour = await self._behaviour(request, record)
+        if isinstance(behaviour, FailMidStream):
+            behaviour = Fail(400, message="FailMidStream needs a streaming request.")
+        # The last value of a repeated field counts, as form parsers usually do.
+        payload = {name: _form_value(name, values[-1]) for name, values in form.items()}
+        image_tokens = EDIT_IMAGE_TOKENS * sum(part.name in _IMAGE_PARTS for part in files)
+        return self._act(
+            behaviour,
+            request,
+            payload,
+            record,
+            problem=problem,
+            image_tokens=image_tokens,
+        )
+
+    def _arrived(self, request: web.Request, **fields: Any) -> RecordedRequest:
+        """Counts and records the request (``fields`` are its parsed body)."""
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+            received_at=time.monotonic(),
+            **fields,
+        )
+        self.request_count += 1
+        if self.record:
+            self.requests.append(record)
+        self._signal()
+        return record
+
+    async def _behaviour(self, request: web.Request, record: RecordedRequest) -> Behaviour:
+        """What the request gets, after its delay; a bad API key always gets a 401."""
+        if self.api_key is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            behaviour: Behaviour = Fail(401)
+        else:
+            behaviour = self._planned.popleft() if self._planned else self.default
+        record.behaviour = behaviour
+        if behaviour.delay > 0:
+            try:
+                await asyncio.sleep(behaviour.delay)
+            except asyncio.CancelledError:
+                self._settle(record, "cancelled")
+                raise
+        return behaviour
 
     async def _stream(
         self,
@@ -586,7 +666,11 @@ class FakeUpstream:
         request: web.Request,
         payload: Any,
         record: RecordedRequest,
+        *,
+        problem: Fail | None = None,
+        image_tokens: int = 0,
     ) -> web.StreamResponse:
+        """Carries out ``behaviour``; a ``Succeed`` gets ``problem`` (default: ``_validate``)."""
         if isinstance(behaviour, Drop):
             self._settle(record, "dropped")
             transport = request.transport
@@ -609,11 +693,12 @@ class FakeUpstream:
             return self._error_response(behaviour)
         assert isinstance(behaviour, Succeed)
 
-        problem = _validate(payload)
+        if problem is None:
+            problem = _validate(payload)
         if problem is not None:
             self._settle(record, "failed")
             return self._error_response(problem)
-        body = self._images_body(behaviour, payload)
+        body = self._images_body(behaviour, payload, image_tokens)
         record.reply = body
         self._settle(record, "replied")
         return web.Response(body=body, content_type="application/json")
@@ -636,7 +721,9 @@ class FakeUpstream:
             headers=headers,
         )
 
-    def _images_body(self, succeed: Succeed, payload: dict[str, Any]) -> bytes:
+    def _images_body(
+        self, succeed: Succeed, payload: dict[str, Any], image_tokens: int = 0
+    ) -> bytes:
         image_bytes = succeed.image_bytes or self.image_bytes
         response_format = succeed.response_format or self.response_format
         revised_prompt = succeed.revised_prompt or self.revised_prompt
@@ -657,6 +744,7 @@ class FakeUpstream:
             echoed,
             text_tokens,
             url_root,
+            image_tokens,
         )
         body = self._bodies.get(key)
         if body is None:
@@ -669,6 +757,7 @@ class FakeUpstream:
                 payload=payload,
                 text_tokens=text_tokens,
                 url_root=url_root,
+                image_tokens=image_tokens,
             )
             if len(self._bodies) >= 64:
                 self._bodies.clear()
@@ -686,6 +775,7 @@ class FakeUpstream:
         payload: dict[str, Any],
         text_tokens: int,
         url_root: str,
+        image_tokens: int = 0,
     ) -> bytes:
         data: list[dict[str, Any]] = []
         for index in range(n):
@@ -717,11 +807,15 @@ class FakeUpstream:
             }
         if usage:
             output_tokens = 272 * n
+            input_tokens = text_tokens + image_tokens
             response["usage"] = {
-                "input_tokens": text_tokens,
-                "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+                "input_tokens": input_tokens,
+                "input_tokens_details": {
+                    "image_tokens": image_tokens,
+                    "text_tokens": text_tokens,
+                },
                 "output_tokens": output_tokens,
-                "total_tokens": text_tokens + output_tokens,
+                "total_tokens": input_tokens + output_tokens,
             }
         return json.dumps(response, separators=(",", ":")).encode()
 
@@ -742,6 +836,40 @@ class FakeUpstream:
 
 def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _read_form(
+    request: web.Request, form: dict[str, list[str]], files: list[UploadedFile]
+) -> None:
+    """Reads a ``multipart/form-data`` body part by part into ``form`` and ``files``.
+
+    Raises:
+        ValueError: The body is not a well-formed form.
+    """
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise ValueError("every part must be a named form field")
+        if part.filename is None:
+            form.setdefault(part.name, []).append(await part.text())
+        else:
+            data = bytes(await part.read())
+            files.append(
+                UploadedFile(
+                    name=part.name,
+                    filename=part.filename,
+                    content_type=part.headers.get(hdrs.CONTENT_TYPE),
+                    data=data,
+                )
+            )
+
+
+def _form_value(name: str, value: str) -> Any:
+    """A form field as the JSON body would carry it: integers parsed, else the text."""
+    if name in _INT_FIELDS:
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return value
 
 
 def _validate(payload: Any) -> Fail | None:

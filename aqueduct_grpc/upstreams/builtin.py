@@ -5,7 +5,9 @@ gradient seeded by the prompt, with the prompt written on it) so the gateway
 does its whole job on a machine with no API key and no network. Rendering
 runs in a worker thread so the event loop keeps serving other requests.
 It streams too: partial images are coarser renders of the final picture,
-each one finer than the last.
+each one finer than the last. And it edits for real: the rendering replaces
+the mask's transparent area of the first input image (or, with no mask, is
+blended over the whole image), so an edit visibly keeps its input.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ _QUALITIES = {
     "standard": "medium",
     "hd": "high",
 }
+# With no mask, the rendering's weight over the input: an even blend edits every
+# pixel yet keeps the input recognisable.
+_UNMASKED_BLEND = 0.5
+# Reference images (image[1:]) shown as thumbnails this fraction of the
+# output's shorter side, along the bottom edge of the rendering.
+_THUMBNAIL_FRACTION = 8
+
+_Settings = images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest
 
 
 @dataclass(frozen=True)
@@ -56,21 +66,20 @@ class _Job:
 
     prompt: str
     n: int
-    size_name: str
+    size: tuple[int, int]
     output_format: str
     background: str
     quality: str
     compression: int
 
+    @property
+    def size_name(self) -> str:
+        """The size as OpenAI writes it, e.g. `1024x1024`."""
+        return f"{self.size[0]}x{self.size[1]}"
+
     def render(self, index: int) -> bytes:
-        return _render(
-            self.prompt,
-            index,
-            SIZES[self.size_name],
-            self.output_format,
-            self.background,
-            self.compression,
-        )
+        picture = _picture(self.prompt, index, self.size, self.background)
+        return _encode(picture, self.output_format, self.compression)
 
     def echoed(self) -> dict[str, Any]:
         """The settings OpenAI reports beside the images."""
@@ -121,21 +130,108 @@ class BuiltinImageBackend:
                 type=COMPLETED, b64_json=final, created_at=int(time.time()), **echoed
             )
 
+    async def edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> images_pb2.EditImagesResponse:
+        """Renders the prompt into the first image's masked area, `n` times.
 
-def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
+        The caller has checked the inputs: 1 to 16 images that Pillow opens,
+        and a mask (when set) with an alpha channel, of the first image's size.
+        """
+        # Only the header is read here: the size "auto" means is the input's.
+        with Image.open(io.BytesIO(request.image[0].data)) as first:
+            own_size = first.size
+        job = _job(request, auto_size=own_size)
+        try:
+            source = await asyncio.to_thread(_EditSource.load, request, job)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            # A header that reads over pixels that do not (a truncated file).
+            raise invalid_argument(
+                "Invalid 'image': an input image could not be decoded.", "image"
+            ) from None
+        edits = [asyncio.to_thread(source.edit, job, index) for index in range(job.n)]
+        images = await asyncio.gather(*edits)
+        response = images_pb2.EditImagesResponse(created=int(time.time()), **job.echoed())
+        for data in images:
+            response.data.add(b64_json=data)
+        return response
+
+
+@dataclass(frozen=True)
+class _EditSource:
+    """The decoded inputs of an edit, at the output size, shared by its `n` outputs."""
+
+    base: Image.Image
+    # "L": 255 where the rendering shows, 0 where the input stays.
+    edit_area: Image.Image | None
+    thumbnails: tuple[Image.Image, ...]
+    keeps_alpha: bool
+
+    @classmethod
+    def load(cls, request: images_pb2.EditImagesRequest, job: _Job) -> _EditSource:
+        with Image.open(io.BytesIO(request.image[0].data)) as first:
+            keeps_alpha = first.mode in ("RGBA", "LA", "PA") or "transparency" in first.info
+            base = first.convert("RGBA").resize(job.size, Image.Resampling.BICUBIC)
+        edit_area = None
+        if request.HasField("mask"):
+            with Image.open(io.BytesIO(request.mask.data)) as mask:
+                alpha = mask.convert("RGBA").getchannel("A")
+            # NEAREST keeps the edge crisp: a pixel is edited or it is not.
+            alpha = alpha.resize(job.size, Image.Resampling.NEAREST)
+            edit_area = alpha.point([255] + [0] * 255)
+        side = max(1, min(job.size) // _THUMBNAIL_FRACTION)
+        thumbnails = []
+        for reference in request.image[1:]:
+            with Image.open(io.BytesIO(reference.data)) as picture:
+                # draft() lets JPEG decode at a fraction of its size: thumbnails stay cheap.
+                picture.draft("RGB", (side, side))
+                small = picture.convert("RGBA")
+            small.thumbnail((side, side))
+            thumbnails.append(small)
+        return cls(base, edit_area, tuple(thumbnails), keeps_alpha)
+
+    def edit(self, job: _Job, index: int) -> bytes:
+        rendering = _picture(job.prompt, index, job.size, job.background).convert("RGBA")
+        self._show_references(rendering)
+        if self.edit_area is None:
+            edited = Image.blend(self.base, rendering, _UNMASKED_BLEND)
+        else:
+            edited = Image.composite(rendering, self.base, self.edit_area)
+        if job.background == "transparent" or (
+            self.keeps_alpha and job.background == "auto" and job.output_format != "jpeg"
+        ):
+            return _encode(edited, job.output_format, job.compression)
+        # An opaque answer: what was see-through is shown over white, as viewers do.
+        backdrop = Image.new("RGBA", job.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(backdrop, edited).convert("RGB")
+        return _encode(flat, job.output_format, job.compression)
+
+    def _show_references(self, rendering: Image.Image) -> None:
+        """Pastes the reference thumbnails from the bottom-right corner leftwards."""
+        x, bottom = rendering.width, rendering.height
+        for thumbnail in self.thumbnails:
+            x -= thumbnail.width
+            if x < 0:
+                break
+            rendering.alpha_composite(thumbnail, (x, bottom - thumbnail.height))
+
+
+def _job(request: _Settings, auto_size: tuple[int, int] = SIZES["1024x1024"]) -> _Job:
+    """The request's shared settings, checked; `auto_size` is what size "auto" means."""
+
     def given(name: str, default: str) -> str:
+        # Both request types name their shared fields alike, each with presence.
         return getattr(request, name) if request.HasField(name) else default
 
     size_name = given("size", "auto")
-    if size_name == "auto":
-        size_name = "1024x1024"
-    if size_name not in SIZES:
+    if size_name != "auto" and size_name not in SIZES:
         raise invalid_argument(
             f"Invalid value: {quoted(size_name)}. Supported values are: "
             + ", ".join(f"'{s}'" for s in ["auto", *SIZES])
             + ".",
             "size",
         )
+    size = auto_size if size_name == "auto" else SIZES[size_name]
     output_format = given("output_format", "png")
     if output_format not in _FORMATS:
         raise invalid_argument(
@@ -157,7 +253,7 @@ def _job(request: images_pb2.GenerateImagesRequest) -> _Job:
     return _Job(
         prompt=request.prompt,
         n=request.n if request.HasField("n") else 1,
-        size_name=size_name,
+        size=size,
         output_format=output_format,
         background=background,
         quality=quality,
@@ -174,14 +270,8 @@ def _coarsen(final: bytes, block: int, job: _Job) -> bytes:
     )
 
 
-def _render(
-    prompt: str,
-    index: int,
-    size: tuple[int, int],
-    output_format: str,
-    background: str,
-    quality: int,
-) -> bytes:
+def _picture(prompt: str, index: int, size: tuple[int, int], background: str) -> Image.Image:
+    """The prompt's rendering: a seeded gradient with the prompt written on it."""
     seed = hashlib.sha256(f"{index}:{prompt}".encode()).digest()
     dark, light = (tuple(seed[0:3]), tuple(seed[3:6]))
     # A 256-pixel gradient scaled up: cheap, and no two prompts look alike.
@@ -195,7 +285,7 @@ def _render(
     draw.multiline_text(
         (16, 16), caption[:800], fill=(255, 255, 255), font_size=max(12, size[0] // 48)
     )
-    return _encode(picture, output_format, quality)
+    return picture
 
 
 def _encode(picture: Image.Image, output_format: str, quality: int) -> bytes:

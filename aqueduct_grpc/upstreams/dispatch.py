@@ -17,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Protocol, TypeVar
 
 import grpc
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment, ModelConfig
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.upstreams.openai.wire import COMPLETED
+from aqueduct_grpc.upstreams.openai.wire import COMPLETED, EDIT_COMPLETED
 
 __all__ = ["Dispatcher", "ImageBackend"]
+
+_Answer = TypeVar("_Answer", images_pb2.GenerateImagesResponse, images_pb2.EditImagesResponse)
+_Event = TypeVar(
+    "_Event", images_pb2.StreamGenerateImagesResponse, images_pb2.StreamEditImagesResponse
+)
 
 _DEADLINE_MARGIN_SECONDS = 0.05
 
@@ -57,6 +62,12 @@ class ImageBackend(Protocol):
         """The events for `request` from `deployment`, as they come."""
         ...
 
+    async def edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> images_pb2.EditImagesResponse:
+        """The edited images for `request` (its images decoded) from `deployment`."""
+        ...
+
 
 class Dispatcher:
     """Picks a deployment and the backend for its provider."""
@@ -83,13 +94,51 @@ class Dispatcher:
             request: the validated request.
             deadline: monotonic time by which the caller needs the answer, or None.
         """
+        return await self._unary(
+            model, deadline, lambda backend, deployment: backend.generate(request, deployment)
+        )
+
+    async def edit(
+        self,
+        model: ModelConfig,
+        request: images_pb2.EditImagesRequest,
+        deadline: float | None,
+    ) -> images_pb2.EditImagesResponse:
+        """Edits with `model`; arguments as for `generate` (the images already decoded)."""
+        return await self._unary(
+            model, deadline, lambda backend, deployment: backend.edit(request, deployment)
+        )
+
+    async def stream_edit(
+        self,
+        model: ModelConfig,
+        request: images_pb2.EditImagesRequest,
+        deadline: float | None,
+    ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
+        """A streamed edit: one unary edit, its images as `image_edit.completed` events.
+
+        Partial images of edits are not relayed yet: the events are those a
+        stream of the same answer ends with.
+        """
+        answer = await self.edit(model, request, deadline)
+        for completed in _completed_events(answer, images_pb2.StreamEditImagesResponse):
+            completed.type = EDIT_COMPLETED
+            yield completed
+
+    async def _unary(
+        self,
+        model: ModelConfig,
+        deadline: float | None,
+        call: Callable[[ImageBackend, Deployment], Awaitable[_Answer]],
+    ) -> _Answer:
+        """`call` on each deployment in turn, within its time, until one answers."""
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
             backend = self._backends[deployment.provider]
             bound = asyncio.timeout(timeout)
             try:
                 async with bound:
-                    return await backend.generate(request, deployment)
+                    return await call(backend, deployment)
             except TimeoutError:
                 if not bound.expired():
                     raise  # the backend's own, a bug: not the caller's timeout
@@ -166,8 +215,9 @@ class Dispatcher:
 
 
 def _completed_events(
-    response: images_pb2.GenerateImagesResponse,
-) -> list[images_pb2.StreamGenerateImagesResponse]:
+    response: images_pb2.GenerateImagesResponse | images_pb2.EditImagesResponse,
+    event_class: type[_Event] = images_pb2.StreamGenerateImagesResponse,  # type: ignore[assignment]
+) -> list[_Event]:
     """A unary answer as the completed events a stream of it would end with.
 
     The answer's usage covers all its images: it goes on the last event, so
@@ -179,9 +229,7 @@ def _completed_events(
         if response.HasField(name)
     }
     events = [
-        images_pb2.StreamGenerateImagesResponse(
-            type=COMPLETED, b64_json=image.b64_json, created_at=response.created, **echoed
-        )
+        event_class(type=COMPLETED, b64_json=image.b64_json, created_at=response.created, **echoed)
         for image in response.data
     ]
     if events and response.HasField("usage"):

@@ -16,12 +16,14 @@ import pytest
 from PIL import Image
 
 from aqueduct_grpc.testing.fake_upstream import (
+    EDIT_IMAGE_TOKENS,
     PNG_INDEX_KEY,
     Drop,
     Fail,
     FakeUpstream,
     InvalidJson,
     Succeed,
+    UploadedFile,
     png_image,
 )
 
@@ -314,3 +316,150 @@ async def test_stats_count_what_was_answered(upstream, session):
         stats = await response.json()
     assert stats["requests"] == 2
     assert stats["outcomes"] == {"replied": 1, "failed": 1}
+
+
+# -- edits -------------------------------------------------------------------------------------
+
+
+def edit_form(n: int | str | None = 2, **fields: str) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("prompt", "add a red hat")
+    form.add_field("model", "gpt-image-1")
+    if n is not None:
+        form.add_field("n", str(n))
+    for name, value in fields.items():
+        form.add_field(name, value)
+    form.add_field("image[]", png_image(200, 0), filename="a.png", content_type="image/png")
+    form.add_field("image[]", png_image(200, 1), filename="b.png", content_type="image/png")
+    form.add_field("mask", png_image(200, 2), filename="mask.png", content_type="image/png")
+    return form
+
+
+async def edit(
+    session: aiohttp.ClientSession, upstream: FakeUpstream, data: object, path: str = "/v1"
+) -> tuple[int, bytes]:
+    async with session.post(
+        f"{upstream.root_url}{path}/images/edits",
+        data=data,
+        headers={"Authorization": "Bearer sk-upstream"},
+    ) as response:
+        return response.status, await response.read()
+
+
+@pytest.mark.parametrize("path", ["/v1", ""])
+async def test_edit_records_fields_and_files(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, path: str
+) -> None:
+    status, _ = await edit(session, upstream, edit_form(size="1024x1536"), path)
+
+    assert status == 200
+    [record] = upstream.requests
+    assert record.path == f"{path}/images/edits"
+    assert record.json is None
+    assert record.authorization == "Bearer sk-upstream"
+    assert record.form == {
+        "prompt": ["add a red hat"],
+        "model": ["gpt-image-1"],
+        "n": ["2"],
+        "size": ["1024x1536"],
+    }
+    assert list(record.form) == ["prompt", "model", "n", "size"]  # arrival order
+    assert record.files == [
+        UploadedFile(
+            name="image[]", filename="a.png", content_type="image/png", data=png_image(200, 0)
+        ),
+        UploadedFile(
+            name="image[]", filename="b.png", content_type="image/png", data=png_image(200, 1)
+        ),
+        UploadedFile(
+            name="mask", filename="mask.png", content_type="image/png", data=png_image(200, 2)
+        ),
+    ]
+    assert record.outcome == "replied"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_edit_answers_n_images_and_echoes_the_form(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, n: int
+) -> None:
+    form = edit_form(n, size="1536x1024", quality="high", output_format="webp")
+    status, raw = await edit(session, upstream, form)
+
+    assert status == 200
+    body = json.loads(raw)
+    assert [base64.b64decode(item["b64_json"]) for item in body["data"]] == [
+        upstream.image(index) for index in range(n)
+    ]
+    assert (body["size"], body["quality"], body["output_format"], body["background"]) == (
+        "1536x1024",
+        "high",
+        "webp",
+        "opaque",
+    )
+    # Four prompt words; two input images (the mask is not one).
+    assert body["usage"]["input_tokens_details"] == {
+        "image_tokens": 2 * EDIT_IMAGE_TOKENS,
+        "text_tokens": 4,
+    }
+    assert body["usage"]["input_tokens"] == 4 + 2 * EDIT_IMAGE_TOKENS
+    assert body["usage"]["output_tokens"] == n * 272
+    assert upstream.requests[0].reply_json == body
+
+
+async def test_edit_without_n_answers_one_image(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    status, raw = await edit(session, upstream, edit_form(None))
+    assert status == 200
+    assert len(json.loads(raw)["data"]) == 1
+
+
+async def test_edit_follows_the_plan(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    upstream.plan(Fail(429, retry_after=1), InvalidJson())
+
+    status, raw = await edit(session, upstream, edit_form())
+    assert status == 429
+    assert json.loads(raw)["error"]["code"] == "rate_limit_exceeded"
+    assert upstream.requests[0].outcome == "failed"
+    assert upstream.requests[0].files  # recorded even when failed
+    status, raw = await edit(session, upstream, edit_form())
+    assert status == 200
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    status, _ = await edit(session, upstream, edit_form())
+    assert status == 200
+
+
+async def test_edit_drop_closes_without_response(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    upstream.plan(Drop())
+    with pytest.raises(aiohttp.ClientError):
+        await edit(session, upstream, edit_form())
+    assert upstream.requests[0].outcome == "dropped"
+
+
+@pytest.mark.parametrize("n", ["11", "two"])
+async def test_edit_rejects_a_bad_n(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, n: str
+) -> None:
+    status, raw = await edit(session, upstream, edit_form(n))
+    assert status == 400
+    assert json.loads(raw)["error"]["param"] == "n"
+
+
+async def test_edit_needs_a_multipart_body(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    async with session.post(f"{upstream.base_url}/images/edits", json=BODY) as response:
+        status, body = response.status, await response.json()
+
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "multipart/form-data" in body["error"]["message"]
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    record = upstream.requests[0]
+    assert (record.json, record.form, record.files) == (None, {}, [])
+    assert record.body == json.dumps(BODY).encode()

@@ -39,6 +39,8 @@ MODES: list[tuple[str, str, type[Endpoint], type[Endpoint] | None]] = [
     # ImageService: a twin, a `response_body` that is an HttpBody, plain JSON.
     ("POST", "/v1/images/generations", StreamTwinEndpoint, UnaryEndpoint),
     ("POST", "/images/generations", StreamTwinEndpoint, UnaryEndpoint),
+    ("POST", "/v1/images/edits", StreamTwinEndpoint, UnaryEndpoint),
+    ("POST", "/images/edits", StreamTwinEndpoint, UnaryEndpoint),
     ("GET", "/v1/images/files/{name}", HttpBodyEndpoint, None),
     ("GET", "/v1/models", UnaryEndpoint, None),
     ("GET", "/models", UnaryEndpoint, None),

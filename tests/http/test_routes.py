@@ -29,12 +29,14 @@ def test_routes_of_the_image_service() -> None:
     assert set(routes) == {
         ("POST", "/v1/images/generations"),
         ("POST", "/images/generations"),
+        ("POST", "/v1/images/edits"),
+        ("POST", "/images/edits"),
         ("GET", "/v1/models"),
         ("GET", "/models"),
         ("GET", "/v1/models/{model}"),
         ("GET", "/models/{model}"),
         ("GET", "/v1/images/files/{name}"),
-    }  # StreamGenerateImages has no rule of its own: it is GenerateImages' twin
+    }  # the streaming methods have no rule of their own: each is its unary method's twin
     gen = routes["POST", "/v1/images/generations"]
     assert gen.grpc_path == "/aqueduct.images.v1.ImageService/GenerateImages"
     assert gen.body == "*"

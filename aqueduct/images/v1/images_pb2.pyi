@@ -166,6 +166,124 @@ class StreamGenerateImagesResponse(_message.Message):
     safety_identifier: str
     def __init__(self, type: _Optional[str] = ..., b64_json: _Optional[bytes] = ..., created_at: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., partial_image_index: _Optional[int] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ...) -> None: ...
 
+class InputImage(_message.Message):
+    __slots__ = ("data", "filename", "content_type", "image_url", "file_id")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    filename: str
+    content_type: str
+    image_url: str
+    file_id: str
+    def __init__(self, data: _Optional[bytes] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ..., image_url: _Optional[str] = ..., file_id: _Optional[str] = ...) -> None: ...
+
+class EditImagesRequest(_message.Message):
+    __slots__ = ("image", "images", "mask", "markup", "prompt", "model", "n", "size", "quality", "background", "input_fidelity", "output_format", "output_compression", "response_format", "moderation", "user", "safety_identifier", "stream", "partial_images", "complexity", "frame_count", "frame_duration_ms", "svg", "extra_parameters")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    MARKUP_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MODERATION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    COMPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    SVG_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    image: _containers.RepeatedCompositeFieldContainer[InputImage]
+    images: _containers.RepeatedCompositeFieldContainer[InputImage]
+    mask: InputImage
+    markup: InputImage
+    prompt: str
+    model: str
+    n: int
+    size: str
+    quality: str
+    background: str
+    input_fidelity: str
+    output_format: str
+    output_compression: int
+    response_format: str
+    moderation: str
+    user: str
+    safety_identifier: str
+    stream: bool
+    partial_images: int
+    complexity: str
+    frame_count: int
+    frame_duration_ms: int
+    svg: SvgOptions
+    extra_parameters: _struct_pb2.Struct
+    def __init__(self, image: _Optional[_Iterable[_Union[InputImage, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[InputImage, _Mapping]]] = ..., mask: _Optional[_Union[InputImage, _Mapping]] = ..., markup: _Optional[_Union[InputImage, _Mapping]] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ..., n: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., input_fidelity: _Optional[str] = ..., output_format: _Optional[str] = ..., output_compression: _Optional[int] = ..., response_format: _Optional[str] = ..., moderation: _Optional[str] = ..., user: _Optional[str] = ..., safety_identifier: _Optional[str] = ..., stream: _Optional[bool] = ..., partial_images: _Optional[int] = ..., complexity: _Optional[str] = ..., frame_count: _Optional[int] = ..., frame_duration_ms: _Optional[int] = ..., svg: _Optional[_Union[SvgOptions, _Mapping]] = ..., extra_parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class EditImagesResponse(_message.Message):
+    __slots__ = ("created", "data", "background", "output_format", "quality", "size", "usage", "safety_identifier", "svg_usage")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    SVG_USAGE_FIELD_NUMBER: _ClassVar[int]
+    created: int
+    data: _containers.RepeatedCompositeFieldContainer[Image]
+    background: str
+    output_format: str
+    quality: str
+    size: str
+    usage: ImageUsage
+    safety_identifier: str
+    svg_usage: SvgUsage
+    def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., quality: _Optional[str] = ..., size: _Optional[str] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ..., svg_usage: _Optional[_Union[SvgUsage, _Mapping]] = ...) -> None: ...
+
+class StreamEditImagesRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: EditImagesRequest
+    def __init__(self, request: _Optional[_Union[EditImagesRequest, _Mapping]] = ...) -> None: ...
+
+class StreamEditImagesResponse(_message.Message):
+    __slots__ = ("type", "b64_json", "created_at", "size", "quality", "background", "output_format", "partial_image_index", "usage", "safety_identifier")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    B64_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    b64_json: bytes
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+    partial_image_index: int
+    usage: ImageUsage
+    safety_identifier: str
+    def __init__(self, type: _Optional[str] = ..., b64_json: _Optional[bytes] = ..., created_at: _Optional[int] = ..., size: _Optional[str] = ..., quality: _Optional[str] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., partial_image_index: _Optional[int] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ...) -> None: ...
+
 class GetImageFileRequest(_message.Message):
     __slots__ = ("name", "signature")
     NAME_FIELD_NUMBER: _ClassVar[int]

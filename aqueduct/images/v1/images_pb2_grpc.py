@@ -46,6 +46,16 @@ class ImageServiceStub:
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.FromString,
                 _registered_method=True)
+        self.EditImages = channel.unary_unary(
+                '/aqueduct.images.v1.ImageService/EditImages',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.FromString,
+                _registered_method=True)
+        self.StreamEditImages = channel.unary_stream(
+                '/aqueduct.images.v1.ImageService/StreamEditImages',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesResponse.FromString,
+                _registered_method=True)
         self.GetImageFile = channel.unary_unary(
                 '/aqueduct.images.v1.ImageService/GetImageFile',
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.GetImageFileRequest.SerializeToString,
@@ -79,6 +89,23 @@ class ImageServiceServicer:
         """Creates images and streams partial renders, then the final image
         (OpenAI `POST /v1/images/generations` with `"stream": true`; the HTTP door
         reaches it through GenerateImages' streaming_twin option).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditImages(self, request, context):
+        """Edits or extends images from a prompt: one to 16 input images, and an
+        optional mask whose transparent pixels mark where the first image is
+        edited (OpenAI `POST /v1/images/edits`, as multipart/form-data or JSON).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamEditImages(self, request, context):
+        """Edits images and streams partial renders, then the final image
+        (`image_edit.partial_image`, `image_edit.completed`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +147,16 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.StreamGenerateImages,
                     request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.FromString,
                     response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.SerializeToString,
+            ),
+            'EditImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditImages,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.SerializeToString,
+            ),
+            'StreamEditImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEditImages,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesResponse.SerializeToString,
             ),
             'GetImageFile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetImageFile,
@@ -193,6 +230,60 @@ class ImageService:
             '/aqueduct.images.v1.ImageService/StreamGenerateImages',
             aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesRequest.SerializeToString,
             aqueduct_dot_images_dot_v1_dot_images__pb2.StreamGenerateImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aqueduct.images.v1.ImageService/EditImages',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEditImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aqueduct.images.v1.ImageService/StreamEditImages',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,7 @@ from aqueduct_grpc.upstreams.openai.scrubbing import scrubber_for
 from aqueduct_grpc.upstreams.openai.wire import (
     COMPLETED,
     RELAYED_EVENTS,
+    edit_form,
     request_body,
     response_from_json,
     stream_event_from_json,
@@ -85,6 +86,40 @@ class OpenAIBackend:
                         image.b64_json = await self._download(image.url, deployment)
                     image.ClearField("url")  # an upstream URL is never passed on
             return parsed
+
+    async def edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> images_pb2.EditImagesResponse:
+        """Sends the edit upstream as multipart/form-data, as OpenAI's SDK does.
+
+        The request's images are already decoded bytes (`image`); the answer
+        is read as a generation's is, and has the same fields.
+        """
+        url, headers = _endpoint(deployment, "edits")
+        del headers["Content-Type"]  # aiohttp writes the multipart boundary
+        async with _connection_errors(deployment, started=lambda: False):
+            async with self._session.post(
+                url,
+                data=edit_form(request, deployment.upstream_model),
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                raw = await self._read(response)
+                if response.status >= 400:
+                    raise failed.upstream_error(
+                        response.status, raw, response.headers.get("Retry-After"), deployment
+                    )
+            try:
+                parsed = response_from_json(parse_images_response(raw), scrubber_for(deployment))
+            except _MALFORMED:
+                raise failed.invalid_response(deployment) from None
+            for image in parsed.data:
+                if image.HasField("url"):
+                    if not image.HasField("b64_json"):
+                        image.b64_json = await self._download(image.url, deployment)
+                    image.ClearField("url")
+            # The contract's two answers are field for field the same message.
+            return images_pb2.EditImagesResponse.FromString(parsed.SerializeToString())
 
     async def stream(
         self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
@@ -199,16 +234,16 @@ def _stream_event(
         raise failed.invalid_response(deployment) from None
 
 
-def _endpoint(deployment: Deployment) -> tuple[str, dict[str, str]]:
+def _endpoint(deployment: Deployment, operation: str = "generations") -> tuple[str, dict[str, str]]:
     headers = {"Content-Type": "application/json"}
     if deployment.provider == "azure":
         url = (
             f"{deployment.api_base}/openai/deployments/{deployment.upstream_model}"
-            f"/images/generations?api-version={deployment.api_version}"
+            f"/images/{operation}?api-version={deployment.api_version}"
         )
         if deployment.api_key:
             headers["api-key"] = deployment.api_key
         return url, headers
     if deployment.api_key:
         headers["Authorization"] = f"Bearer {deployment.api_key}"
-    return f"{deployment.api_base}/images/generations", headers
+    return f"{deployment.api_base}/images/{operation}", headers

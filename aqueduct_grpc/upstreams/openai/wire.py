@@ -9,20 +9,26 @@ The event type names are OpenAI's, which the contract adopts as they are.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pybase64
 from google.protobuf import json_format
 
 from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.image_formats import sniff_image_type
 
 __all__ = [
     "COMPLETED",
+    "EDIT_COMPLETED",
+    "EDIT_PARTIAL_IMAGE",
     "PARTIAL_IMAGE",
     "RELAYED_EVENTS",
     "Scrub",
+    "edit_form",
     "request_body",
     "response_from_json",
     "stream_event_from_json",
@@ -34,6 +40,8 @@ Scrub = Callable[[str], str]
 PARTIAL_IMAGE = "image_generation.partial_image"
 COMPLETED = "image_generation.completed"
 RELAYED_EVENTS = (PARTIAL_IMAGE, COMPLETED)
+EDIT_PARTIAL_IMAGE = "image_edit.partial_image"
+EDIT_COMPLETED = "image_edit.completed"
 
 # Optional parameters passed upstream as they are when the caller set them.
 _FORWARDED = (
@@ -80,6 +88,66 @@ def request_body(
         if request.HasField("partial_images"):
             body["partial_images"] = request.partial_images
     return body
+
+
+# Edit parameters sent as text parts when the caller set them.
+_EDIT_FORWARDED = (
+    "n",
+    "size",
+    "quality",
+    "background",
+    "input_fidelity",
+    "output_format",
+    "output_compression",
+    "moderation",
+    "user",
+    "safety_identifier",
+    "complexity",
+    "frame_count",
+    "frame_duration_ms",
+)
+
+
+def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aiohttp.FormData:
+    """The multipart form for an OpenAI-compatible `/images/edits`, as OpenAI's SDK sends it.
+
+    Images go as `image[]` file parts (the decoded bytes in `request.image`),
+    the mask as `mask`; nested parameters as `svg[model]`-style names;
+    forwarded unknown parameters first, as text, so no declared field can be
+    overridden through them. `response_format: "url"` is not forwarded (the
+    gateway hosts the images itself).
+    """
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in json_format.MessageToDict(request.extra_parameters).items():
+        form.add_field(name, value if isinstance(value, str) else json.dumps(value))
+    form.add_field("model", upstream_model)
+    form.add_field("prompt", request.prompt)
+    for name in _EDIT_FORWARDED:
+        if request.HasField(name):
+            form.add_field(name, str(getattr(request, name)))
+    if request.HasField("svg"):
+        svg = json_format.MessageToDict(request.svg, preserving_proto_field_name=True)
+        for name, value in _bracketed("svg", svg):
+            form.add_field(name, value)
+    for index, image in enumerate(request.image):
+        _add_file(form, "image[]", image, f"image-{index}")
+    if request.HasField("mask"):
+        _add_file(form, "mask", request.mask, "mask")
+    return form
+
+
+def _add_file(form: aiohttp.FormData, name: str, image: images_pb2.InputImage, stem: str) -> None:
+    kind = sniff_image_type(image.data)
+    form.add_field(name, image.data, filename=f"{stem}.{kind}", content_type=f"image/{kind}")
+
+
+def _bracketed(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """`{"a": {"b": 1}}` under `prefix` as `prefix[a][b]=1` parts, as OpenAI's SDKs nest them."""
+    if isinstance(value, dict):
+        return [
+            part for key, inner in value.items() for part in _bracketed(f"{prefix}[{key}]", inner)
+        ]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
 
 
 def stream_event_from_json(

@@ -1,0 +1,230 @@
+"""Image edits end to end: the SDK (multipart), the JSON form, gRPC bytes, the upstream."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import openai
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.accounting.policy import Limits
+from aqueduct_grpc.server import Core
+from aqueduct_grpc.storage.database import usage_table
+from aqueduct_grpc.testing.fake_upstream import FakeUpstream
+from tests.accounting import token_with
+from tests.conftest import UPSTREAM_KEY, bearer
+
+EDIT_COMPLETED = "image_edit.completed"
+
+
+def png(size: tuple[int, int] = (256, 256), colour: tuple[int, ...] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def left_half_mask(size: tuple[int, int] = (256, 256)) -> bytes:
+    """Transparent (to be edited) on the left half, opaque on the right."""
+    mask = Image.new("RGBA", size, (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1]))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def error_of(caught: pytest.ExceptionInfo[openai.APIStatusError]) -> dict[str, Any]:
+    body = caught.value.response.json()
+    assert set(body) == {"error"} and "Traceback" not in caught.value.response.text
+    return body["error"]
+
+
+async def rows(gateway: Core) -> list[Any]:
+    await gateway.usage.flush()
+    async with gateway.engine.connect() as connection:
+        return (await connection.execute(sa.select(usage_table).order_by(usage_table.c.id))).all()
+
+
+@pytest.fixture
+async def http(http_door: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=http_door) as session:
+        yield session
+
+
+async def test_sdk_edit_with_a_mask_reaches_the_upstream_as_multipart(
+    client, upstream: FakeUpstream, gateway: Core
+):
+    image, mask = png(), left_half_mask()
+    answer = await client.images.edit(
+        model="gpt-image-1",
+        image=("lighthouse.png", image, "image/png"),
+        mask=("mask.png", mask, "image/png"),
+        prompt="add a boat",
+        n=2,
+        size="1024x1024",
+        input_fidelity="high",
+    )
+    assert [base64.b64decode(d.b64_json or "") for d in answer.data] == [
+        upstream.image(0),
+        upstream.image(1),
+    ]
+    [sent] = upstream.requests
+    assert sent.path == "/v1/images/edits" and sent.authorization == f"Bearer {UPSTREAM_KEY}"
+    assert sent.form["model"] == ["gpt-image-1"] and sent.form["prompt"] == ["add a boat"]
+    assert (sent.form["n"], sent.form["size"], sent.form["input_fidelity"]) == (
+        ["2"],
+        ["1024x1024"],
+        ["high"],
+    )
+    assert [(f.name, f.data) for f in sent.files] == [("image[]", image), ("mask", mask)]
+    [row] = await rows(gateway)
+    assert (row.operation, row.status, row.images, row.model) == ("edit", "OK", 2, "gpt-image-1")
+
+
+async def test_sdk_edit_with_several_images_keeps_their_order(client, upstream: FakeUpstream):
+    images = [png(colour=(i * 40, 0, 0)) for i in range(3)]
+    await client.images.edit(
+        model="gpt-image-1",
+        image=[(f"ref{i}.png", data, "image/png") for i, data in enumerate(images)],
+        prompt="combine them",
+    )
+    assert [f.data for f in upstream.requests[0].files] == images
+
+
+async def test_the_json_form_with_data_urls(http, secret, upstream: FakeUpstream):
+    image, mask = png(), left_half_mask()
+    async with http.post(
+        "/v1/images/edits",
+        json={
+            "model": "gpt-image-1",
+            "prompt": "x",
+            "images": [{"image_url": data_url(image)}],
+            "mask": {"image_url": data_url(mask)},
+        },
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    assert len(answer["data"]) == 1
+    assert [(f.name, f.data) for f in upstream.requests[0].files] == [
+        ("image[]", image),
+        ("mask", mask),
+    ]
+
+
+async def test_the_demo_edits_the_masked_area_for_real(client, upstream: FakeUpstream):
+    image = png(colour=(10, 200, 10))
+    answer = await client.images.edit(
+        model="demo",
+        image=("in.png", image, "image/png"),
+        mask=("mask.png", left_half_mask(), "image/png"),
+        prompt="a red fox",
+    )
+    edited = Image.open(io.BytesIO(base64.b64decode(answer.data[0].b64_json or ""))).convert("RGB")
+    assert edited.size == (256, 256)
+    assert edited.getpixel((200, 128)) == (10, 200, 10)  # outside the mask: kept
+    assert edited.getpixel((40, 128)) != (10, 200, 10)  # inside: edited
+    assert upstream.request_count == 0
+
+
+async def test_a_streamed_edit_ends_with_completed_events_with_usage(client, gateway: Core):
+    stream = await client.images.edit(
+        model="demo", image=("in.png", png(), "image/png"), prompt="x", n=2, stream=True
+    )
+    events = [event async for event in stream]
+    assert [e.type for e in events] == [EDIT_COMPLETED, EDIT_COMPLETED]
+    assert all(e.usage.total_tokens == 0 for e in events)
+    [row] = await rows(gateway)
+    assert (row.operation, row.images) == ("edit", 2)
+
+
+async def test_grpc_callers_send_raw_bytes(stub, secret):
+    answer = await stub.EditImages(
+        images_pb2.EditImagesRequest(
+            model="demo", prompt="x", image=[images_pb2.InputImage(data=png((64, 64)))]
+        ),
+        metadata=bearer(secret),
+    )
+    assert Image.open(io.BytesIO(answer.data[0].b64_json)).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("files", "param"),
+    [
+        ({"image": ("a.png", b"not an image at all", "image/png")}, "image[0]"),
+        (
+            {
+                "image": ("a.png", png((256, 256)), "image/png"),
+                "mask": ("m.png", left_half_mask((128, 128)), "image/png"),
+            },
+            "mask",
+        ),
+        ({"image": [(f"{i}.png", png((8, 8)), "image/png") for i in range(17)]}, "image"),
+    ],
+)
+async def test_bad_uploads_name_the_field(client, upstream, files, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.images.edit(model="gpt-image-1", prompt="x", **files)
+    assert error_of(caught)["param"] == param
+    assert upstream.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("images", "param"),
+    [
+        ([], "image"),
+        ([{"file_id": "file-abc"}], "images[0]"),
+        ([{"image_url": "https://example.com/a.png"}], "images[0].image_url"),
+        ([{"image_url": "data:image/png;base64,@@@"}], "images[0].image_url"),
+    ],
+)
+async def test_references_the_gateway_cannot_follow_are_400s(http, secret, upstream, images, param):
+    async with http.post(
+        "/v1/images/edits",
+        json={"model": "gpt-image-1", "prompt": "x", "images": images},
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["param"] == param
+    assert upstream.request_count == 0
+
+
+async def test_an_upload_over_the_doors_limit_is_a_413(client, upstream):
+    big = png((2048, 2048)) + b"\0" * (2 * 1024 * 1024)  # past the test door's 1 MiB
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.images.edit(model="gpt-image-1", prompt="x", image=("a.png", big, "image/png"))
+    assert caught.value.status_code == 413
+    assert upstream.request_count == 0
+
+
+async def test_edits_count_against_image_limits(http_door, gateway: Core, upstream):
+    secret = await token_with(gateway, "editor", limits=Limits(images_per_minute=2))
+    async with openai.AsyncOpenAI(base_url=f"{http_door}/v1", api_key=secret, max_retries=0) as sdk:
+        await sdk.images.edit(
+            model="gpt-image-1", image=("a.png", png(), "image/png"), prompt="x", n=2
+        )
+        with pytest.raises(openai.RateLimitError):
+            await sdk.images.edit(
+                model="gpt-image-1", image=("a.png", png(), "image/png"), prompt="x"
+            )
+    assert upstream.request_count == 1
+
+
+async def test_grpc_unknown_upload_is_refused_without_the_upstream(stub, secret, upstream):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.EditImages(
+            images_pb2.EditImagesRequest(model="gpt-image-1", prompt="x"), metadata=bearer(secret)
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert upstream.request_count == 0
