@@ -21,6 +21,7 @@ from aqueduct_grpc.accounting.usage_log import UsageLog
 from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.storage.database import budget_holds_table, new_engine, open_engine
+from tests.conftest import closed_port
 from tests.servers import PostgresServer
 
 PRICE = 0.04
@@ -160,8 +161,10 @@ async def test_an_answered_row_not_yet_committed_counts_in_memory(engine):
     assert isinstance(await one.reserve(token_budget(0.05), None, "b"), BudgetHold)
 
 
-async def test_owners_without_budgets_never_touch_the_database(tmp_path):
-    unreachable = new_engine(f"sqlite:///{tmp_path}/missing-folder/db")
+async def test_owners_without_budgets_never_touch_the_database():
+    # A server that refuses connections (an unopenable SQLite file would
+    # leave aiosqlite's thread to fail after the test's loop is gone).
+    unreachable = new_engine(f"postgresql://nobody@127.0.0.1:{closed_port()}/none")
     try:
         one = ledger(unreachable)
         assert await one.reserve([("token", "t", Budgets())], PRICE, "a") == BudgetHold("", 0.0)
