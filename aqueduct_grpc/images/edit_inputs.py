@@ -50,31 +50,33 @@ def decode_inputs(request: images_pb2.EditImagesRequest) -> tuple[int, int]:
             field,
             "array_above_max_length",
         )
-    decoded = [_decoded(image, f"{field}[{index}]") for index, image in enumerate(inputs)]
-    size = _size(decoded[0].data, f"{field}[0]")
-    del request.images[:]
-    del request.image[:]
-    request.image.extend(decoded)
+    sizes = [_decode(image, f"{field}[{index}]") for index, image in enumerate(inputs)]
+    if request.images:
+        # References now hold their bytes: one list, in the order sent. Uploads
+        # stay where they are: copying megabytes per image is what to avoid.
+        request.image.extend(request.images)
+        del request.images[:]
     if request.HasField("mask"):
-        mask = _decoded(request.mask, "mask")
-        if sniff_image_type(mask.data) != "png":
+        mask_size = _decode(request.mask, "mask")
+        if request.mask.content_type != "image/png":
             raise _invalid("Invalid 'mask': the mask must be a PNG image.", "mask", "invalid_value")
-        mask_size = _size(mask.data, "mask")
-        if mask_size != size:
+        if mask_size != sizes[0]:
             raise _invalid(
                 f"Invalid 'mask': it is {mask_size[0]}x{mask_size[1]}, but the image is "
-                f"{size[0]}x{size[1]}; the mask must be the same size as the first image.",
+                f"{sizes[0][0]}x{sizes[0][1]}; the mask must be the same size as the first image.",
                 "mask",
                 "invalid_value",
             )
-        request.mask.CopyFrom(mask)
     if request.HasField("markup"):
-        request.markup.CopyFrom(_decoded(request.markup, "markup"))
-    return size
+        _decode(request.markup, "markup")
+    return sizes[0]
 
 
-def _decoded(image: images_pb2.InputImage, param: str) -> images_pb2.InputImage:
-    """The image as bytes (a data: URL decoded), checked to be an image we take."""
+def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
+    """Checks the image in place (a data: URL decoded into `data`), sets its content type.
+
+    Returns its width and height.
+    """
     if image.HasField("file_id"):
         raise _invalid(
             f"Invalid '{param}': file_id references need OpenAI's Files API, which this "
@@ -83,9 +85,9 @@ def _decoded(image: images_pb2.InputImage, param: str) -> images_pb2.InputImage:
             "invalid_value",
         )
     if image.HasField("image_url"):
-        data = _from_url(image.image_url, param)
-    else:
-        data = image.data
+        image.data = _from_url(image.image_url, param)
+        image.ClearField("image_url")
+    data = image.data
     if not data:
         raise _invalid(f"Invalid '{param}': the image is empty.", param, "invalid_value")
     if len(data) > MAX_INPUT_IMAGE_BYTES:
@@ -103,8 +105,8 @@ def _decoded(image: images_pb2.InputImage, param: str) -> images_pb2.InputImage:
         raise _invalid(
             f"Invalid '{param}': not a PNG, JPEG or WebP image.", param, "invalid_image_format"
         )
-    _size(data, param)  # its header must read, or no backend can use it
-    return images_pb2.InputImage(data=data, filename=image.filename, content_type=f"image/{kind}")
+    image.content_type = f"image/{kind}"  # what the bytes are, whatever the client said
+    return _size(data, param)  # its header must read, or no backend can use it
 
 
 def _from_url(url: str, param: str) -> bytes:

@@ -19,7 +19,6 @@ import pybase64
 from google.protobuf import json_format
 
 from aqueduct.images.v1 import images_pb2
-from aqueduct_grpc.image_formats import sniff_image_type
 
 __all__ = [
     "COMPLETED",
@@ -137,8 +136,10 @@ def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aio
 
 
 def _add_file(form: aiohttp.FormData, name: str, image: images_pb2.InputImage, stem: str) -> None:
-    kind = sniff_image_type(image.data)
-    form.add_field(name, image.data, filename=f"{stem}.{kind}", content_type=f"image/{kind}")
+    # The content type is the checked one (edit_inputs): reading `data` again
+    # to sniff it would copy the image once more.
+    kind = image.content_type.removeprefix("image/")
+    form.add_field(name, image.data, filename=f"{stem}.{kind}", content_type=image.content_type)
 
 
 def _bracketed(prefix: str, value: Any) -> list[tuple[str, str]]:
