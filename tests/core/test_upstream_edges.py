@@ -294,3 +294,10 @@ async def test_json_nested_past_the_parser_is_an_upstream_fault_not_a_500(
         else:
             await backend.generate(PROMPT, deployment(upstream))
     assert str(caught.value.http_status) == expected
+
+
+@pytest.mark.parametrize("key", ["k", "sk", "sk-", "sk-up"])
+def test_a_short_key_is_scrubbed_too(key: str) -> None:
+    # Too short for any base64 piece: building the scrubber used to raise,
+    # which turned every upstream answer into a 502.
+    assert KeyScrubber(key)(f"got: {key}.") == f"got: {REDACTED}."

@@ -49,7 +49,7 @@ class KeyScrubber:
             either = "|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True))
             alternatives.append(f"(?P<b64>{either})[A-Za-z0-9+/_-]{{0,3}}={{0,2}}")
         self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
-        self._longest = max(3 * len(key.encode()), *(len(p) + 8 for p in pieces))
+        self._longest = max([3 * len(key.encode()), *(len(p) + 8 for p in pieces)])
 
     def __call__(self, text: str) -> str:
         """The text with every form of the key replaced by `***`."""
@@ -59,7 +59,7 @@ class KeyScrubber:
         done = 0
         for found in self._pattern.finditer(text):
             start = found.start()
-            if found.group("b64") is not None:
+            if found.groupdict().get("b64") is not None:
                 # Also the characters before the piece that mix its first bits
                 # with the byte before (a leading class in the pattern would be
                 # tried at every position of every text, at three times the cost).
