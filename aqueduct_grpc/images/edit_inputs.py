@@ -38,7 +38,8 @@ def decode_inputs(request: images_pb2.EditImagesRequest) -> tuple[int, int]:
     the gateway cannot follow, or a mask that is not a PNG of the first
     image's size.
     """
-    inputs = [*request.image, *request.images]
+    inputs = [(image, f"image[{i}]") for i, image in enumerate(request.image)]
+    inputs += [(image, f"images[{i}]") for i, image in enumerate(request.images)]
     field = "image" if request.image else "images"
     if not inputs:
         raise _invalid(
@@ -50,26 +51,43 @@ def decode_inputs(request: images_pb2.EditImagesRequest) -> tuple[int, int]:
             field,
             "array_above_max_length",
         )
-    sizes = [_decode(image, f"{field}[{index}]") for index, image in enumerate(inputs)]
+    sizes = [_decode(image, param) for image, param in inputs]
     if request.images:
         # References now hold their bytes: one list, in the order sent. Uploads
         # stay where they are: copying megabytes per image is what to avoid.
         request.image.extend(request.images)
         del request.images[:]
-    if request.HasField("mask"):
-        mask_size = _decode(request.mask, "mask")
-        if request.mask.content_type != "image/png":
-            raise _invalid("Invalid 'mask': the mask must be a PNG image.", "mask", "invalid_value")
-        if mask_size != sizes[0]:
-            raise _invalid(
-                f"Invalid 'mask': it is {mask_size[0]}x{mask_size[1]}, but the image is "
-                f"{sizes[0][0]}x{sizes[0][1]}; the mask must be the same size as the first image.",
-                "mask",
-                "invalid_value",
-            )
-    if request.HasField("markup"):
-        _decode(request.markup, "markup")
+    if request.HasField("mask") and request.HasField("markup"):
+        raise _invalid(
+            "Invalid 'markup': send a mask or a markup, not both.", "markup", "invalid_value"
+        )
+    for name in ("mask", "markup"):
+        # Both are transparent PNGs over the first image: its size, with alpha.
+        if request.HasField(name):
+            _check_overlay(getattr(request, name), name, sizes[0])
     return sizes[0]
+
+
+def _check_overlay(image: images_pb2.InputImage, param: str, size: tuple[int, int]) -> None:
+    own = _decode(image, param)
+    if image.content_type != "image/png":
+        raise _invalid(f"Invalid '{param}': it must be a PNG image.", param, "invalid_value")
+    if own != size:
+        raise _invalid(
+            f"Invalid '{param}': it is {own[0]}x{own[1]}, but the image is {size[0]}x{size[1]};"
+            f" the {param} must be the same size as the first image.",
+            param,
+            "invalid_value",
+        )
+    with Image.open(io.BytesIO(image.data)) as picture:
+        has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
+    if not has_alpha:
+        # Without transparency it marks nothing: the edit would silently do nothing.
+        raise _invalid(
+            f"Invalid '{param}': it needs an alpha channel (transparent where it applies).",
+            param,
+            "invalid_value",
+        )
 
 
 def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
@@ -85,6 +103,12 @@ def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
             "invalid_value",
         )
     if image.HasField("image_url"):
+        if image.data:
+            raise _invalid(
+                f"Invalid '{param}': send the image's bytes or its image_url, not both.",
+                param,
+                "invalid_value",
+            )
         image.data = _from_url(image.image_url, param)
         image.ClearField("image_url")
     data = image.data
@@ -139,7 +163,13 @@ def _size(data: bytes, param: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as picture:
             width, height = picture.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise _invalid(
+            f"Invalid '{param}': too many pixels; at most {MAX_INPUT_PIXELS} are accepted.",
+            param,
+            "image_too_large",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise _invalid(
             f"Invalid '{param}': the image cannot be read.", param, "invalid_image_format"
         ) from None

@@ -9,6 +9,7 @@ error comes back to the caller unchanged.
 from __future__ import annotations
 
 import math
+import re
 
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
@@ -79,6 +80,10 @@ _DECLARED = {
     message.DESCRIPTOR.full_name: frozenset(f.name for f in message.DESCRIPTOR.fields)
     for message in (images_pb2.GenerateImagesRequest, images_pb2.EditImagesRequest)
 }
+
+
+# What a multipart field name may be (its Content-Disposition header quotes it).
+_FORM_NAME = re.compile(r"[!#-~]+")
 
 
 def _declared(
@@ -175,7 +180,12 @@ def validate(
             "response_format",
             "invalid_value",
         )
-    _validate_extras(request.extra_parameters, model, _declared(request))
+    _validate_extras(
+        request.extra_parameters,
+        model,
+        _declared(request),
+        as_form=isinstance(request, images_pb2.EditImagesRequest),
+    )
 
 
 def _validate_svg(svg: images_pb2.SvgOptions) -> None:
@@ -191,7 +201,7 @@ def _validate_svg(svg: images_pb2.SvgOptions) -> None:
 
 
 def _validate_extras(
-    extras: struct_pb2.Struct, model: ModelConfig, declared_names: frozenset[str]
+    extras: struct_pb2.Struct, model: ModelConfig, declared_names: frozenset[str], *, as_form: bool
 ) -> None:
     if not extras.fields:
         return
@@ -200,6 +210,14 @@ def _validate_extras(
         name = names[0]
         raise _invalid(
             f"Unknown parameter: {quoted(name)}.", clipped(name, QUOTED_CHARS), "unknown_parameter"
+        )
+    if as_form and any(not _FORM_NAME.fullmatch(name) for name in names):
+        name = next(n for n in names if not _FORM_NAME.fullmatch(n))
+        raise _invalid(
+            f"Invalid {quoted(name)}: an edit forwards its parameters as form fields, whose "
+            "names cannot hold quotes, spaces or control characters.",
+            clipped(name, QUOTED_CHARS),
+            "invalid_value",
         )
     declared = sorted(declared_names.intersection(names))
     if declared:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import math
 import textwrap
 import time
 from collections.abc import AsyncGenerator
@@ -141,10 +142,10 @@ class BuiltinImageBackend:
         # Only the header is read here: the size "auto" means is the input's.
         with Image.open(io.BytesIO(request.image[0].data)) as first:
             own_size = first.size
-        job = _job(request, auto_size=own_size)
+        job = _job(request, auto_size=_nearest_size(own_size))
         try:
             source = await asyncio.to_thread(_EditSource.load, request, job)
-        except (OSError, ValueError, Image.DecompressionBombError):
+        except Exception:
             # A header that reads over pixels that do not (a truncated file).
             raise invalid_argument(
                 "Invalid 'image': an input image could not be decoded.", "image"
@@ -214,6 +215,20 @@ class _EditSource:
             if x < 0:
                 break
             rendering.alpha_composite(thumbnail, (x, bottom - thumbnail.height))
+
+
+def _nearest_size(size: tuple[int, int]) -> tuple[int, int]:
+    """What size "auto" means for an edit: the input's own, or gpt-image's closest in shape.
+
+    The input's own only while it is no larger than gpt-image's largest
+    answer: a small file may claim a huge size, and rendering it n times would
+    take gigabytes.
+    """
+    if size[0] * size[1] <= 1536 * 1024 and max(size) <= 1536:
+        return size
+    ratio = size[0] / max(1, size[1])
+    choices = (SIZES["1024x1024"], SIZES["1536x1024"], SIZES["1024x1536"])
+    return min(choices, key=lambda choice: abs(math.log(ratio * choice[1] / choice[0])))
 
 
 def _job(request: _Settings, auto_size: tuple[int, int] = SIZES["1024x1024"]) -> _Job:

@@ -216,3 +216,33 @@ async def test_a_truncated_image_is_a_400_not_a_crash() -> None:
             request, Deployment(provider="builtin", upstream_model="demo")
         )
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.param == "image"
+
+
+async def test_a_huge_claimed_size_is_answered_at_a_gpt_image_size() -> None:
+    # "auto" follows the input's shape, not its claimed size (which a small
+    # file can make enormous): 4000 x 2000 becomes 1536 x 1024.
+    buffer = io.BytesIO()
+    Image.new("1", (4000, 2000)).save(buffer, "PNG")
+    request = images_pb2.EditImagesRequest(
+        prompt="x", image=[images_pb2.InputImage(data=buffer.getvalue())]
+    )
+    response = await BuiltinImageBackend().edit(
+        request, Deployment(provider="builtin", upstream_model="demo")
+    )
+    assert response.size == "1536x1024"
+    assert Image.open(io.BytesIO(response.data[0].b64_json)).size == (1536, 1024)
+
+
+async def test_a_corrupt_image_is_a_400_whatever_pillow_raises() -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 50).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[60:80] = b"\xff" * 20  # inside the first chunk after the header: a broken chunk
+    request = images_pb2.EditImagesRequest(
+        prompt="x", image=[images_pb2.InputImage(data=bytes(data))]
+    )
+    with pytest.raises(GatewayError) as caught:
+        await BuiltinImageBackend().edit(
+            request, Deployment(provider="builtin", upstream_model="demo")
+        )
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -90,3 +90,35 @@ def test_a_tiny_file_claiming_gigapixels_is_refused_before_decoding() -> None:
     request = images_pb2.EditImagesRequest(image=[images_pb2.InputImage(data=buffer.getvalue())])
     error = refusal(request)
     assert error.param == "image[0]" and "pixels" in error.message
+
+
+def test_each_list_names_its_own_index() -> None:
+    request = images_pb2.EditImagesRequest(
+        image=[images_pb2.InputImage(data=png())],
+        images=[images_pb2.InputImage(image_url="https://example.com/x.png")],
+    )
+    assert refusal(request).param == "images[0].image_url"
+
+
+def test_bytes_and_a_url_for_one_image_are_refused() -> None:
+    both = images_pb2.InputImage(data=png(), image_url="data:image/png;base64,AAAA")
+    assert refusal(images_pb2.EditImagesRequest(image=[both])).param == "image[0]"
+
+
+@pytest.mark.parametrize(("mode", "param"), [("L", "mask"), ("RGB", "mask")])
+def test_a_mask_without_transparency_marks_nothing_and_is_refused(mode: str, param: str) -> None:
+    request = images_pb2.EditImagesRequest(
+        image=[images_pb2.InputImage(data=png())], mask=images_pb2.InputImage(data=png(mode=mode))
+    )
+    error = refusal(request)
+    assert error.param == param and "alpha" in error.message
+
+
+def test_a_mask_and_a_markup_together_are_refused() -> None:
+    overlay = png(mode="RGBA")
+    request = images_pb2.EditImagesRequest(
+        image=[images_pb2.InputImage(data=png())],
+        mask=images_pb2.InputImage(data=overlay),
+        markup=images_pb2.InputImage(data=overlay),
+    )
+    assert refusal(request).param == "markup"

@@ -228,3 +228,46 @@ async def test_grpc_unknown_upload_is_refused_without_the_upstream(stub, secret,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert upstream.request_count == 0
+
+
+async def test_a_forwarded_parameter_that_cannot_be_a_form_field_is_a_400(http, secret, upstream):
+    # The model forwards unknown parameters; an edit sends them as form
+    # fields, whose names cannot hold a line break (it was a 500).
+    async with http.post(
+        "/v1/images/edits",
+        json={
+            "model": "forwarding-image",
+            "prompt": "x",
+            "images": [{"image_url": data_url(png())}],
+            "bad\r\nname": 1,
+        },
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_value"
+    assert upstream.request_count == 0
+
+
+async def test_forwarded_numbers_and_markup_reach_the_upstream_as_the_sdk_sends_them(
+    http, secret, upstream: FakeUpstream
+):
+    markup = left_half_mask()
+    async with http.post(
+        "/v1/images/edits",
+        json={
+            "model": "forwarding-image",
+            "prompt": "x",
+            "images": [{"image_url": data_url(png())}],
+            "markup": {"image_url": data_url(markup)},
+            "seed": 42,
+            "style_hints": {"tone": "warm", "strength": 2},
+        },
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
+        assert response.status == 200, await response.text()
+    sent = upstream.requests[0]
+    assert sent.form["seed"] == ["42"]
+    assert sent.form["style_hints[tone]"] == ["warm"] and sent.form["style_hints[strength]"] == [
+        "2"
+    ]
+    assert [(f.name, f.data) for f in sent.files][-1] == ("markup", markup)

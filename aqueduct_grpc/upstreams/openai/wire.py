@@ -118,7 +118,8 @@ def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aio
     """
     form = aiohttp.FormData(quote_fields=False)
     for name, value in json_format.MessageToDict(request.extra_parameters).items():
-        form.add_field(name, value if isinstance(value, str) else json.dumps(value))
+        for part, text in _bracketed(name, value):
+            form.add_field(part, text)
     form.add_field("model", upstream_model)
     form.add_field("prompt", request.prompt)
     for name in _EDIT_FORWARDED:
@@ -130,8 +131,9 @@ def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aio
             form.add_field(name, value)
     for index, image in enumerate(request.image):
         _add_file(form, "image[]", image, f"image-{index}")
-    if request.HasField("mask"):
-        _add_file(form, "mask", request.mask, "mask")
+    for name in ("mask", "markup"):
+        if request.HasField(name):
+            _add_file(form, name, getattr(request, name), name)
     return form
 
 
@@ -143,12 +145,24 @@ def _add_file(form: aiohttp.FormData, name: str, image: images_pb2.InputImage, s
 
 
 def _bracketed(prefix: str, value: Any) -> list[tuple[str, str]]:
-    """`{"a": {"b": 1}}` under `prefix` as `prefix[a][b]=1` parts, as OpenAI's SDKs nest them."""
+    """`{"a": {"b": 1}}` under `prefix` as `prefix[a][b]=1` parts, as OpenAI's SDKs nest them.
+
+    Lists go as one JSON text.
+    """
     if isinstance(value, dict):
         return [
             part for key, inner in value.items() for part in _bracketed(f"{prefix}[{key}]", inner)
         ]
-    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
+    return [(prefix, _form_text(value))]
+
+
+def _form_text(value: Any) -> str:
+    """A JSON value as a form field's text: 3 rather than 3.0 (Struct numbers are floats)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value)
 
 
 def stream_event_from_json(
