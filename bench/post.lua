@@ -1,6 +1,6 @@
 -- wrk script: POST a JSON body, optionally with a bearer token, and print a JSON summary.
 --
--- usage: wrk -s bench/post.lua URL -- BODY_FILE [TOKEN]
+-- usage: wrk -s bench/post.lua URL -- BODY_FILE [TOKEN] [CONTENT_TYPE]
 --
 -- done() prints one line "BENCH_JSON {...}" that bench/run.py parses: completed requests,
 -- socket errors, responses with status >= 400 ("status"), and latency percentiles in
@@ -12,7 +12,7 @@ function init(args)
   local file = assert(io.open(args[1], "rb"))
   local body = file:read("*a")
   file:close()
-  local headers = { ["Content-Type"] = "application/json" }
+  local headers = { ["Content-Type"] = args[3] or "application/json" }
   if args[2] and args[2] ~= "" then
     headers["Authorization"] = "Bearer " .. args[2]
   end

@@ -68,6 +68,14 @@ class Workload:
     image_bytes: int
     delay: float
     connections: int
+    # Edits: input images uploaded with each request (multipart), and their size.
+    upload_images: int = 0
+    upload_bytes: int = 0
+
+    @property
+    def path(self) -> str:
+        """The Images API route the workload posts to."""
+        return "/v1/images/edits" if self.upload_images else "/v1/images/generations"
 
 
 WORKLOADS = {
@@ -78,6 +86,10 @@ WORKLOADS = {
         Workload("W3", "upstream delay 5 s, 1,000 connections", 1_000, 5.0, 1000),
         Workload("L1", "one connection: latency the gateway adds", 1_000, 0.0, 1),
         Workload("C64", "~1 KB images, 64 connections: commits under load", 1_000, 0.0, 64),
+        Workload("E1", "edits of 2 ~1.5 MB uploads, 8 connections", 1_000, 0.0, 8, 2, 1_500_000),
+        Workload(
+            "E2", "edits of one 10 MB upload, 16 connections: memory", 1_000, 0.0, 16, 1, 10_000_000
+        ),
     )
 }
 
@@ -323,6 +335,7 @@ def run_wrk(
     duration: float,
     timeout: float,
     threads: int,
+    content_type: str = "application/json",
 ) -> LoadResult:
     """Run wrk with ``post.lua``, POSTing ``body_file`` to ``url``; return what it measured."""
     before = children_cpu()
@@ -338,6 +351,7 @@ def run_wrk(
         "--",
         str(body_file),
         token,
+        content_type,
     ]
     child = procs.start("wrk", argv)
     result = _wait_wrk(procs, child, duration)
@@ -614,6 +628,33 @@ def wait_ready(gateway: Gateway, log_dir: Path, name: str, timeout: float = 60.0
 # A target whose answers fail any of these gets an error: its row prints FAILED, not figures.
 
 
+_BOUNDARY = "bench-edit-boundary-7f3a"
+
+
+def request_body(workload: Workload, model: str) -> tuple[bytes, str]:
+    """The body every request of the workload sends, and its content type.
+
+    Generations: the JSON. Edits: a multipart form as OpenAI's SDK sends it,
+    with `upload_images` real, incompressible PNGs of `upload_bytes` each.
+    """
+    fields = {"model": model, "prompt": PROMPT, "n": 1}
+    if not workload.upload_images:
+        return json.dumps(fields).encode(), "application/json"
+    parts = [
+        f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+        f"{value}\r\n".encode()
+        for name, value in fields.items()
+    ]
+    for index in range(workload.upload_images):
+        head = (
+            f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="image[]"; '
+            f'filename="input-{index}.png"\r\nContent-Type: image/png\r\n\r\n'
+        )
+        parts.append(head.encode() + png_image(workload.upload_bytes, index) + b"\r\n")
+    parts.append(f"--{_BOUNDARY}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={_BOUNDARY}"
+
+
 def expected_image(image_bytes: int) -> bytes:
     """The PNG the fake serves as the only image of an n=1 answer."""
     return png_image(image_bytes, 0)
@@ -661,10 +702,17 @@ def http_post_raw(
     return int(status_line.split()[1]), payload, size
 
 
-def check_http(url: str, token: str, body: dict[str, Any], image_bytes: int) -> int:
+def check_http(
+    url: str,
+    token: str,
+    body: dict[str, Any] | bytes,
+    image_bytes: int,
+    content_type: str = "application/json",
+) -> int:
     """One call; checks its answer and returns its exact size on the wire."""
-    headers = {"Content-Type": "application/json", **_auth(token)}
-    status, payload, size = http_post_raw(url, headers, json.dumps(body).encode(), timeout=120)
+    headers = {"Content-Type": content_type, **_auth(token)}
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    status, payload, size = http_post_raw(url, headers, raw, timeout=120)
     if status != 200:
         raise RuntimeError(f"POST {url} -> {status}: {payload[:2000]!r}")
     data = json.loads(payload)["data"]
@@ -812,21 +860,25 @@ def run_workload(
         # rounds, after at least three, so jitter cannot move a round in or out of the window.
         duration = max(duration, math.ceil(3.5 * workload.delay))
     call_timeout = workload.delay + 60
-    body = {"model": MODEL, "prompt": PROMPT, "n": 1}
-    direct_body = {**body, "model": "gpt-image-1"}
-    body_file = work / "body.json"
-    body_file.write_text(json.dumps(body))
-    direct_body_file = work / "direct_body.json"
-    direct_body_file.write_text(json.dumps(direct_body))
+    body, content_type = request_body(workload, MODEL)
+    direct_body, _ = request_body(workload, "gpt-image-1")
+    (work / "body").write_bytes(body)
+    direct_body_file = work / "direct_body"
+    direct_body_file.write_bytes(direct_body)
     if workload.connections > 100:
         raise_fd_limit(workload.connections * 4 + 1024)
 
     fake_pid, fake_port = start_fake(procs, workload, upstream_key)
-    fake_url = f"http://{HOST}:{fake_port}/v1/images/generations"
+    fake_url = f"http://{HOST}:{fake_port}{workload.path}"
     try:
         # Warm the fake's response cache and check its answer like the gateway's.
-        direct_bytes = check_http(fake_url, upstream_key, direct_body, workload.image_bytes)
+        direct_bytes = check_http(
+            fake_url, upstream_key, direct_body, workload.image_bytes, content_type
+        )
         for target in args.targets:
+            if workload.upload_images and target not in ("direct", "http"):
+                print(f"  {workload.name} {target}: not measured (HTTP edits only)", flush=True)
+                continue
             print(
                 f"  {workload.name} {target}: {duration:g} s, {workload.connections} conn",
                 flush=True,
@@ -846,6 +898,7 @@ def run_workload(
                             duration=duration,
                             timeout=call_timeout,
                             threads=args.wrk_threads,
+                            content_type=content_type,
                         )
                     row.upstream_peak_mb = monitor.peak_mb("upstream")
                     row.upstream_cpu_s = monitor.cpu_seconds("upstream")
@@ -898,10 +951,13 @@ class GatewayTarget:
         gateway = start_gateway(procs, args.gateway_cmd, config, self.work / "data", env, name)
         try:
             wait_ready(gateway, procs.log_dir, name)
-            url = f"{gateway.http_url}/v1/images/generations"
+            url = f"{gateway.http_url}{workload.path}"
+            payload, content_type = request_body(workload, MODEL)
             response_bytes: int | None = None
             if row.target == "http":
-                response_bytes = check_http(url, self.token, body, workload.image_bytes)
+                response_bytes = check_http(
+                    url, self.token, payload, workload.image_bytes, content_type
+                )
             else:
                 check_grpc(gateway.grpc_target, self.token, body, workload.image_bytes)
             answered_before = upstream_answered(fake_port)
@@ -910,12 +966,13 @@ class GatewayTarget:
                     row.result = run_wrk(
                         procs,
                         url,
-                        self.work / "body.json",
+                        self.work / "body",
                         self.token,
                         connections=workload.connections,
                         duration=duration,
                         timeout=call_timeout,
                         threads=args.wrk_threads,
+                        content_type=content_type,
                     )
                 else:
                     row.result = run_grpc_load(
@@ -1021,7 +1078,7 @@ class ScaleTarget:
                 row.result = run_wrk(
                     procs,
                     url,
-                    self.work / "body.json",
+                    self.work / "body",
                     token,
                     connections=workload.connections,
                     duration=duration,
