@@ -67,9 +67,30 @@ class OpenAIBackend:
         """Sends the request upstream and returns its answer as a response message."""
         url, headers = _endpoint(deployment)
         payload = json.dumps(request_body(request, deployment.upstream_model)).encode()
+        return await self._images(url, payload, headers, deployment)
+
+    async def edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> images_pb2.EditImagesResponse:
+        """Sends the edit upstream as multipart/form-data, as OpenAI's SDK does.
+
+        The request's images are already decoded bytes (`image`); the answer
+        is read as a generation's is, and has the same fields.
+        """
+        url, headers = _endpoint(deployment, "edits")
+        del headers["Content-Type"]  # aiohttp writes the multipart boundary
+        form = edit_form(request, deployment.upstream_model)
+        answer = await self._images(url, form, headers, deployment)
+        # The contract's two answers are field for field the same message.
+        return images_pb2.EditImagesResponse.FromString(answer.SerializeToString())
+
+    async def _images(
+        self, url: str, data: Any, headers: dict[str, str], deployment: Deployment
+    ) -> images_pb2.GenerateImagesResponse:
+        """POSTs `data` and reads the upstream's `ImagesResponse` (its image URLs fetched)."""
         async with _connection_errors(deployment, started=lambda: False):
             async with self._session.post(
-                url, data=payload, headers=headers, allow_redirects=False
+                url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 raw = await self._read(response)
                 if response.status >= 400:
@@ -86,40 +107,6 @@ class OpenAIBackend:
                         image.b64_json = await self._download(image.url, deployment)
                     image.ClearField("url")  # an upstream URL is never passed on
             return parsed
-
-    async def edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
-    ) -> images_pb2.EditImagesResponse:
-        """Sends the edit upstream as multipart/form-data, as OpenAI's SDK does.
-
-        The request's images are already decoded bytes (`image`); the answer
-        is read as a generation's is, and has the same fields.
-        """
-        url, headers = _endpoint(deployment, "edits")
-        del headers["Content-Type"]  # aiohttp writes the multipart boundary
-        async with _connection_errors(deployment, started=lambda: False):
-            async with self._session.post(
-                url,
-                data=edit_form(request, deployment.upstream_model),
-                headers=headers,
-                allow_redirects=False,
-            ) as response:
-                raw = await self._read(response)
-                if response.status >= 400:
-                    raise failed.upstream_error(
-                        response.status, raw, response.headers.get("Retry-After"), deployment
-                    )
-            try:
-                parsed = response_from_json(parse_images_response(raw), scrubber_for(deployment))
-            except _MALFORMED:
-                raise failed.invalid_response(deployment) from None
-            for image in parsed.data:
-                if image.HasField("url"):
-                    if not image.HasField("b64_json"):
-                        image.b64_json = await self._download(image.url, deployment)
-                    image.ClearField("url")
-            # The contract's two answers are field for field the same message.
-            return images_pb2.EditImagesResponse.FromString(parsed.SerializeToString())
 
     async def stream(
         self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
