@@ -134,7 +134,8 @@ def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
 
 
 def _from_url(url: str, param: str) -> bytes:
-    if not url.startswith(_DATA_URL):
+    # The scheme and ";base64" are case-insensitive (RFC 2397).
+    if url[: len(_DATA_URL)].lower() != _DATA_URL:
         raise _invalid(
             f"Invalid '{param}.image_url': this gateway does not fetch images from URLs; "
             "send a data: URL (data:image/png;base64,...) or upload the file.",
@@ -142,14 +143,16 @@ def _from_url(url: str, param: str) -> bytes:
             "invalid_value",
         )
     header, comma, payload = url.partition(",")
-    if not comma or not header.endswith(";base64"):
+    if not comma or not header.lower().endswith(";base64"):
         raise _invalid(
             f"Invalid '{param}.image_url': expected data:image/...;base64,<data>.",
             f"{param}.image_url",
             "invalid_value",
         )
     try:
-        return pybase64.b64decode(payload, validate=True)
+        # Line breaks (MIME-style base64) and the URL-safe alphabet are common.
+        compact = "".join(payload.split()).replace("-", "+").replace("_", "/")
+        return pybase64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise _invalid(
             f"Invalid '{param}.image_url': its data is not valid base64.",

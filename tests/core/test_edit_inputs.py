@@ -122,3 +122,19 @@ def test_a_mask_and_a_markup_together_are_refused() -> None:
         markup=images_pb2.InputImage(data=overlay),
     )
     assert refusal(request).param == "markup"
+
+
+@pytest.mark.parametrize(
+    "prefix", ["data:image/png;base64,", "DATA:image/png;BASE64,", "Data:image/png;Base64,"]
+)
+@pytest.mark.parametrize("spelling", ["standard", "wrapped", "url-safe"])
+def test_data_urls_in_every_common_spelling(prefix: str, spelling: str) -> None:
+    data = png((40, 40), "RGBA")
+    text = base64.b64encode(data).decode()
+    if spelling == "wrapped":
+        text = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    elif spelling == "url-safe":
+        text = base64.urlsafe_b64encode(data).decode()
+    request = images_pb2.EditImagesRequest(images=[images_pb2.InputImage(image_url=prefix + text)])
+    assert decode_inputs(request) == (40, 40)
+    assert request.image[0].data == data
