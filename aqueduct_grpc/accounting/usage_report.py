@@ -20,7 +20,7 @@ from aqueduct_grpc.storage.database import teams_table, tokens_table, usage_tabl
 
 __all__ = ["GROUPINGS", "UsageGroup", "parse_moment", "usage_report"]
 
-GROUPINGS = ("token", "team", "model", "day")
+GROUPINGS = ("token", "team", "model", "operation", "day")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -86,7 +86,7 @@ async def usage_report(
     u = usage_table
     query = sa.select(
         u.c.created_at, u.c.token_id, u.c.team_id, u.c.model, u.c.status, u.c.images,
-        u.c.latency_ms, u.c.cost,
+        u.c.latency_ms, u.c.cost, u.c.operation,
     ).where(u.c.created_at >= since)  # fmt: skip
     if until is not None:
         query = query.where(u.c.created_at < until)
@@ -121,6 +121,8 @@ async def usage_report(
 def _key(row: sa.Row, by: str) -> str:  # type: ignore[type-arg]
     if by == "day":
         return datetime.datetime.fromtimestamp(row.created_at, datetime.UTC).strftime("%Y-%m-%d")
+    if by == "operation":
+        return row.operation or "generate"  # rows older than the column are generations
     value = {"token": row.token_id, "team": row.team_id, "model": row.model}[by]
     return value if value is not None else "-"
 

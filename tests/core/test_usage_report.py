@@ -115,3 +115,22 @@ async def test_cli_formats_agree(engine, database_url, capsys):
     assert [int(r["requests"]) for r in as_csv] == [g["requests"] for g in as_json["groups"]]
     assert table[0].split()[:3] == ["MODEL", "NAME", "REQUESTS"] and len(table) == 4
     assert "unpriced" in table[1]  # the unknown-model row has no price
+
+
+async def test_edits_and_generations_apart(engine):
+    async with engine.begin() as connection:
+        await connection.execute(
+            usage_table.insert(),
+            [
+                {"created_at": NOW, "token_id": "tok_a", "model": "m1", "status": "OK",
+                 "images": 3, "latency_ms": 10.0, "operation": "edit"},
+                {"created_at": NOW, "token_id": "tok_a", "model": "m1", "status": "OK",
+                 "images": 1, "latency_ms": 10.0, "operation": "generate"},
+            ],
+        )  # fmt: skip
+    groups = {
+        g.key: g for g in await usage_report(engine, since=NOW - DAY, until=None, by="operation")
+    }
+    # Rows older than the column (the fixture's, operation NULL) were generations.
+    assert groups["edit"].requests == 1 and groups["edit"].images == 3
+    assert groups["generate"].requests == 1 + sum(1 for r in ROWS if r[0] <= 1)
