@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, cast
@@ -114,6 +115,16 @@ def _enum_type(fd: FieldDescriptor) -> EnumDescriptor:
 
 def _is_map(fd: FieldDescriptor) -> bool:
     return fd.message_type is not None and fd.message_type.GetOptions().map_entry
+
+
+def _is_repeated_message(fd: FieldDescriptor) -> bool:
+    """A list of messages whose JSON form is an object (not a map; not a well-known type)."""
+    return (
+        fd.is_repeated
+        and fd.message_type is not None
+        and not _is_map(fd)
+        and not fd.message_type.full_name.startswith("google.protobuf.")
+    )
 
 
 def _json_kind(value: Any) -> str:
@@ -344,6 +355,13 @@ class _MessagePlan:
     def _find_fault(msg: Message, delegated: dict[str, Any], prefix: str) -> NoReturn:
         """Raises the error of the delegated key at fault (slow path, errors only)."""
         for key, value in delegated.items():
+            fd = cast(FieldDescriptor, msg.DESCRIPTOR.fields_by_name[key])
+            if _is_repeated_message(fd) and isinstance(value, list):
+                # Elements of a list of messages must be objects: protobuf's
+                # error for a string would read its letters as field names.
+                for index, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        raise _invalid_type(f"{prefix}{key}[{index}]", "an object", item)
             try:
                 json_format.ParseDict(
                     {key: value}, type(msg)(), max_recursion_depth=_PARSE_DICT_DEPTH
@@ -398,8 +416,16 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, OverflowError) or "out of range" in text:
         # Python's and protobuf's words name their internals ("convert to float").
         return "the number is out of range for this field."
-    text = text.split(" at ", 1)[0] if text.startswith("Message type") else text
+    unknown = _NO_SUCH_FIELD.search(text)
+    if unknown is not None:
+        # protobuf's words name the message type; the caller knows only fields.
+        return f"it has no field {unknown[1]!r}."
+    if text.startswith("Message type"):
+        text = text.split(" at ", 1)[0]
     return text[:200].rstrip(".") + "."
+
+
+_NO_SUCH_FIELD = re.compile(r'has no field named "([^"]{0,100})"')
 
 
 def _from_text(fd: FieldDescriptor, text: str, param: str) -> Any:

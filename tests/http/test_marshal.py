@@ -570,3 +570,17 @@ def refusal(m: Marshaler, cls: Any, body: bytes) -> HttpError:
     with pytest.raises(HttpError) as info:
         decode(m, cls, body)
     return info.value
+
+
+def test_a_list_of_messages_wants_objects_and_says_so(m: Marshaler) -> None:
+    # protobuf would read the string's letters as field names of the message.
+    error = bad(m, tp.FormRequest, b'{"files": [{"data": "AA=="}, "data:image/png;base64,AA"]}')
+    assert (error.param, error.code) == ("files[1]", "invalid_type")
+    assert "tp." not in error.message and "Message type" not in error.message
+
+
+def test_an_unknown_key_inside_a_list_of_messages_names_only_the_field(m: Marshaler) -> None:
+    error = bad(m, tp.FormRequest, b'{"files": [{"detail": 1}]}')
+    assert error.param == "files"
+    assert error.message.endswith("it has no field 'detail'.")
+    assert "gatewayhttp.test" not in error.message
