@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import pytest
 
+from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy
 from aqueduct_grpc.accounting.usage_record import UsageRecord
 from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
-from tests.conftest import UPSTREAM_KEY, router_config
+from tests.conftest import UPSTREAM_KEY, bearer, router_config
 
 IMAGE_PRICE = 0.04  # priced-image, 1024x1024 standard
 HD_PRICE = 0.08
@@ -86,3 +88,17 @@ def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Ev
 
     monkeypatch.setattr(gateway.usage, "commit", commit_and_signal)
     return recorded
+
+
+async def grpc_generate(
+    stub: images_pb2_grpc.ImageServiceStub, secret: str, **fields: Any
+) -> grpc.StatusCode:
+    """One GenerateImages call (gpt-image-1 unless `fields` say otherwise); its status code."""
+    request = images_pb2.GenerateImagesRequest(prompt="x", model="gpt-image-1")
+    for key, value in fields.items():
+        setattr(request, key, value)
+    try:
+        await stub.GenerateImages(request, metadata=bearer(secret))
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK

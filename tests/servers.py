@@ -322,6 +322,17 @@ class RedisServer(_Process):
         """The server's URL, database 0."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    async def emptied(self) -> str:
+        """The server's URL, its database emptied: a test starts with no counters."""
+        import redis.asyncio  # the redis extra; only tests that use Redis need it
+
+        client = redis.asyncio.Redis.from_url(self.url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+        return self.url
+
 
 class S3Server(_Process):
     """Moto's S3-compatible server (any bucket, any credentials); made once it answers HTTP."""

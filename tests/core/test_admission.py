@@ -31,6 +31,7 @@ from tests.accounting import (
     IMAGE_PRICE,
     INPUT_TOKEN_PRICE,
     OUTPUT_TOKEN_PRICE,
+    grpc_generate,
     priced_config,
     token_with,
 )
@@ -62,17 +63,6 @@ async def http_generate(
         ) as response,
     ):
         return response.status, await response.json(), dict(response.headers)
-
-
-async def grpc_generate(stub, secret: str, **fields: Any) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    request = images_pb2.GenerateImagesRequest(prompt="x", model="gpt-image-1")
-    for key, value in fields.items():
-        setattr(request, key, value)
-    try:
-        await stub.GenerateImages(request, metadata=bearer(secret))
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 async def test_fifty_concurrent_over_http_give_exactly_the_limit(gateway, door, upstream):

@@ -15,11 +15,12 @@ import grpc
 import pytest
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
-from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.accounting.policy import TokenPolicy
 from aqueduct_grpc.cli import main as cli_main
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.server import Core, open_core, start_grpc_server
+from tests.accounting import grpc_generate
 from tests.conftest import bearer
 
 SETTLE_SECONDS = 30  # a guard against hanging, not a measure: the poll runs every 0.5 s
@@ -36,18 +37,6 @@ async def serving(config: GatewayConfig, url: str) -> AsyncIterator[tuple[Core, 
             await server.stop(0)
 
 
-async def generate(channel: grpc.aio.Channel, secret: str) -> grpc.StatusCode:
-    stub = images_pb2_grpc.ImageServiceStub(channel)
-    try:
-        await stub.GenerateImages(
-            images_pb2.GenerateImagesRequest(prompt="x", model="gpt-image-1"),
-            metadata=bearer(secret),
-        )
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
 async def until(probe: Callable[[], Awaitable[bool]]) -> None:
     """Waits until `probe()` holds, polling every 50 ms."""
     async with asyncio.timeout(SETTLE_SECONDS):
@@ -60,7 +49,8 @@ async def test_a_revocation_holds_on_every_core(config, database_url, revoker):
     cached = dataclasses.replace(config, token_cache_seconds=3600.0)
     async with serving(config, database_url) as (a, _), serving(cached, database_url) as (_, b):
         token, secret = await a.tokens.create("soon-revoked")
-        assert await generate(b, secret) == grpc.StatusCode.OK  # now cached on B
+        on_b = images_pb2_grpc.ImageServiceStub(b)
+        assert await grpc_generate(on_b, secret) == grpc.StatusCode.OK  # now cached on B
         if revoker == "cli":
             await asyncio.to_thread(
                 cli_main, ["tokens", "revoke", token.id, "--database-url", database_url]
@@ -69,7 +59,7 @@ async def test_a_revocation_holds_on_every_core(config, database_url, revoker):
             await a.tokens.revoke(token.id)
 
         async def refused() -> bool:
-            return await generate(b, secret) == grpc.StatusCode.UNAUTHENTICATED
+            return await grpc_generate(on_b, secret) == grpc.StatusCode.UNAUTHENTICATED
 
         await until(refused)
 

@@ -10,17 +10,6 @@ import redis.asyncio
 
 from aqueduct_grpc.accounting.rate_limits import Charge, RateLimiter, redis_url
 from aqueduct_grpc.config import ConfigError, parse_config
-from tests.servers import RedisServer
-
-
-async def fresh_redis(server: RedisServer) -> str:
-    """The server's URL, its database emptied: each test starts with no counters."""
-    client = redis.asyncio.Redis.from_url(server.url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    return server.url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -28,7 +17,7 @@ async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[RateLimiter]:
     """A RateLimiter in memory, or on the real Redis with no counters yet."""
     url = "memory://"
     if request.param == "redis":
-        url = await fresh_redis(request.getfixturevalue("redis_server"))
+        url = await request.getfixturevalue("redis_server").emptied()
     opened = RateLimiter(url)
     yield opened
     await opened.aclose()
@@ -104,7 +93,7 @@ async def test_a_tiny_weight_still_counts(limiter):
 
 
 async def test_redis_keys_are_the_documented_ones_with_their_window(redis_server):
-    url = await fresh_redis(redis_server)
+    url = await redis_server.emptied()
     limiter = RateLimiter(url)
     client = redis.asyncio.Redis.from_url(url)
     try:

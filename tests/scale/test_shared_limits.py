@@ -9,29 +9,17 @@ import logging
 import aiohttp
 import grpc
 import pytest
-import redis.asyncio
 from aiohttp import web
 
-from aqueduct.images.v1 import images_pb2, images_pb2_grpc
+from aqueduct.images.v1 import images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Limits
 from aqueduct_grpc.accounting.rate_limits import Charge, RateLimiter
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.server import open_core, start_grpc_server
 from aqueduct_grpc.testing.fake_upstream import FakeUpstream
 from gateway_http import DoorRunner, create_app
-from tests.accounting import priced_config, token_with
-from tests.conftest import bearer
+from tests.accounting import grpc_generate, priced_config, token_with
 from tests.servers import RedisServer
-
-
-async def fresh_redis(server: RedisServer) -> str:
-    """The server's URL, its database emptied: each test starts with no counters."""
-    client = redis.asyncio.Redis.from_url(server.url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    return server.url
 
 
 class RestartableRedis(RedisServer):
@@ -53,7 +41,7 @@ def requests_charge(owner: str = "tok_1", limit: int = 100) -> Charge:
 
 
 async def test_two_limiters_on_one_redis_admit_exactly_the_limit(redis_server):
-    url = await fresh_redis(redis_server)
+    url = await redis_server.emptied()
     replicas = [RateLimiter(url), RateLimiter(url)]
     try:
         results = await asyncio.gather(
@@ -107,21 +95,10 @@ async def test_the_outage_log_never_shows_a_password(caplog):
     assert f"127.0.0.1:{server.port}/0" in caplog.text
 
 
-async def generate(stub: images_pb2_grpc.ImageServiceStub, secret: str) -> grpc.StatusCode:
-    try:
-        await stub.GenerateImages(
-            images_pb2.GenerateImagesRequest(prompt="x", model="gpt-image-1"),
-            metadata=bearer(secret),
-        )
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
 async def test_two_cores_on_one_redis_admit_exactly_the_limit(
     redis_server, database_url, upstream: FakeUpstream
 ):
-    url = await fresh_redis(redis_server)
+    url = await redis_server.emptied()
     config = priced_config(upstream, limits={"storage": url})
     async with contextlib.AsyncExitStack() as stack:
         stubs, secret = [], ""
@@ -135,7 +112,7 @@ async def test_two_cores_on_one_redis_admit_exactly_the_limit(
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
             stack.push_async_callback(channel.close)
             stubs.append(images_pb2_grpc.ImageServiceStub(channel))
-        codes = await asyncio.gather(*(generate(stubs[i % 2], secret) for i in range(400)))
+        codes = await asyncio.gather(*(grpc_generate(stubs[i % 2], secret) for i in range(400)))
     assert codes.count(grpc.StatusCode.OK) == 100
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 300
     assert upstream.request_count == 100
@@ -162,7 +139,7 @@ async def test_a_core_whose_redis_is_down_answers_unavailable_not_internal(
                     aiohttp.ClientSession() as session,
                 ):
                     stub = images_pb2_grpc.ImageServiceStub(channel)
-                    assert await generate(stub, secret) == grpc.StatusCode.UNAVAILABLE
+                    assert await grpc_generate(stub, secret) == grpc.StatusCode.UNAVAILABLE
                     async with session.post(
                         f"http://127.0.0.1:{site.port}/v1/images/generations",
                         json={"prompt": "x", "model": "gpt-image-1"},
@@ -171,7 +148,7 @@ async def test_a_core_whose_redis_is_down_answers_unavailable_not_internal(
                         assert response.status == 503
                         assert (await response.json())["error"]["type"] == "server_error"
                     redis_server.resume()
-                    assert await generate(stub, secret) == grpc.StatusCode.OK
+                    assert await grpc_generate(stub, secret) == grpc.StatusCode.OK
             finally:
                 await runner.cleanup()
                 await server.stop(0)
