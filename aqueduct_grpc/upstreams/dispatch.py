@@ -121,8 +121,9 @@ class Dispatcher:
         stream of the same answer ends with.
         """
         answer = await self.edit(model, request, deadline)
-        for completed in _completed_events(answer, images_pb2.StreamEditImagesResponse):
-            completed.type = EDIT_COMPLETED
+        for completed in _completed_events(
+            answer, images_pb2.StreamEditImagesResponse, EDIT_COMPLETED
+        ):
             yield completed
 
     async def _unary(
@@ -162,7 +163,10 @@ class Dispatcher:
         which models stream.
         """
         if not model.supports_streaming:
-            for completed in _completed_events(await self.generate(model, request, deadline)):
+            answer = await self.generate(model, request, deadline)
+            for completed in _completed_events(
+                answer, images_pb2.StreamGenerateImagesResponse, COMPLETED
+            ):
                 yield completed
             return
         loop = asyncio.get_running_loop()
@@ -216,7 +220,8 @@ class Dispatcher:
 
 def _completed_events(
     response: images_pb2.GenerateImagesResponse | images_pb2.EditImagesResponse,
-    event_class: type[_Event] = images_pb2.StreamGenerateImagesResponse,  # type: ignore[assignment]
+    event_class: type[_Event],
+    event_type: str,
 ) -> list[_Event]:
     """A unary answer as the completed events a stream of it would end with.
 
@@ -229,7 +234,7 @@ def _completed_events(
         if response.HasField(name)
     }
     events = [
-        event_class(type=COMPLETED, b64_json=image.b64_json, created_at=response.created, **echoed)
+        event_class(type=event_type, b64_json=image.b64_json, created_at=response.created, **echoed)
         for image in response.data
     ]
     if events and response.HasField("usage"):

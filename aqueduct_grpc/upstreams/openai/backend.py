@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import yarl
@@ -42,6 +42,8 @@ from aqueduct_grpc.upstreams.openai.wire import (
 __all__ = ["OpenAIBackend"]
 
 log = logging.getLogger(__name__)
+
+_Answer = TypeVar("_Answer", images_pb2.GenerateImagesResponse, images_pb2.EditImagesResponse)
 
 # What a malformed answer can raise while it is read into messages
 # (RecursionError: JSON nested deeper than the parser goes).
@@ -67,7 +69,9 @@ class OpenAIBackend:
         """Sends the request upstream and returns its answer as a response message."""
         url, headers = _endpoint(deployment)
         payload = json.dumps(request_body(request, deployment.upstream_model)).encode()
-        return await self._images(url, payload, headers, deployment)
+        return await self._images(
+            url, payload, headers, deployment, images_pb2.GenerateImagesResponse
+        )
 
     async def edit(
         self, request: images_pb2.EditImagesRequest, deployment: Deployment
@@ -80,13 +84,16 @@ class OpenAIBackend:
         url, headers = _endpoint(deployment, "edits")
         del headers["Content-Type"]  # aiohttp writes the multipart boundary
         form = edit_form(request, deployment.upstream_model)
-        answer = await self._images(url, form, headers, deployment)
-        # The contract's two answers are field for field the same message.
-        return images_pb2.EditImagesResponse.FromString(answer.SerializeToString())
+        return await self._images(url, form, headers, deployment, images_pb2.EditImagesResponse)
 
     async def _images(
-        self, url: str, data: Any, headers: dict[str, str], deployment: Deployment
-    ) -> images_pb2.GenerateImagesResponse:
+        self,
+        url: str,
+        data: Any,
+        headers: dict[str, str],
+        deployment: Deployment,
+        answer: type[_Answer],
+    ) -> _Answer:
         """POSTs `data` and reads the upstream's `ImagesResponse` (its image URLs fetched)."""
         async with _connection_errors(deployment, started=lambda: False):
             async with self._session.post(
@@ -98,7 +105,9 @@ class OpenAIBackend:
                         response.status, raw, response.headers.get("Retry-After"), deployment
                     )
             try:
-                parsed = response_from_json(parse_images_response(raw), scrubber_for(deployment))
+                parsed = response_from_json(
+                    parse_images_response(raw), scrubber_for(deployment), answer
+                )
             except _MALFORMED:
                 raise failed.invalid_response(deployment) from None
             for image in parsed.data:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pybase64
@@ -194,17 +194,20 @@ def stream_event_from_json(
     return event
 
 
-def response_from_json(document: dict[str, Any], scrub: Scrub) -> images_pb2.GenerateImagesResponse:
+_Answer = TypeVar("_Answer", images_pb2.GenerateImagesResponse, images_pb2.EditImagesResponse)
+
+
+def response_from_json(document: dict[str, Any], scrub: Scrub, answer: type[_Answer]) -> _Answer:
     """Converts a parsed `ImagesResponse` (`b64_json` already decoded) to the message.
 
     Args:
         document: the parsed answer.
         scrub: cleans every text the upstream sent (the deployment's key scrubber);
             an image `url` is kept as sent, for the backend to fetch and drop.
+        answer: the contract's message for it: a generation's or an edit's,
+            which are field for field the same.
     """
-    response = images_pb2.GenerateImagesResponse(
-        created=int(document.get("created") or time.time())
-    )
+    response = answer(created=int(document.get("created") or time.time()))
     for item in document["data"]:
         image = response.data.add()
         if item.get("b64_json") is not None:
