@@ -281,13 +281,9 @@ class BudgetLedger:
         key = (scope, owner, _period_name(self._clock(), period))
         if not self._shared:
             return self._spent.get(key, 0.0)
-        spend = budget_spend_table.c
-        query = sa.select(spend.spent).where(
-            spend.scope == key[0], spend.owner == key[1], spend.period == key[2]
-        )
         async with self._engine.connect() as connection:
-            value = (await connection.execute(query)).scalar()
-        return float(value or 0.0)
+            found = await _run(connection, self._sql.spend(1), key_values((key,)))
+            return _totals(found).get(key, 0.0)
 
     def _reserve_here(
         self, budgets: dict[_Key, tuple[str, float]], hold: BudgetHold
