@@ -101,7 +101,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     async def StreamEditImages(
         self, request: images_pb2.StreamEditImagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
-        """Edits images as a stream of completed images."""
+        """Edits images as a stream of partial and completed images."""
         async for event in self._streamed(
             request.request, context, self._dispatcher.stream_edit, EDIT_COMPLETED
         ):

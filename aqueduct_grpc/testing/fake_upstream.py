@@ -25,8 +25,9 @@ image, ``partial_images`` ``image_generation.partial_image`` events, then one
 
 ``POST {base_url}/images/edits`` takes OpenAI's ``multipart/form-data`` edit request; its text
 fields land in ``RecordedRequest.form`` and its file parts in ``RecordedRequest.files``. The
-planned behaviours apply to it as to generations (it is never streamed), and a success echoes
-the form's ``n``, ``background``, ``output_format``, ``quality`` and ``size``.
+planned behaviours apply to it as to generations, ``stream=true`` streams it as
+``image_edit.partial_image`` / ``image_edit.completed`` events, and a success echoes the
+form's ``n``, ``background``, ``output_format``, ``quality`` and ``size``.
 """
 
 from __future__ import annotations
@@ -531,11 +532,23 @@ class FakeUpstream:
             )
         record = self._arrived(request, body=raw, json=None, form=form, files=files)
         behaviour = await self._behaviour(request, record)
-        if isinstance(behaviour, FailMidStream):
-            behaviour = Fail(400, message="FailMidStream needs a streaming request.")
         # The last value of a repeated field counts, as form parsers usually do.
         payload = {name: _form_value(name, values[-1]) for name, values in form.items()}
         image_tokens = EDIT_IMAGE_TOKENS * sum(part.name in _IMAGE_PARTS for part in files)
+        if payload.get("stream") == "true" and problem is None:
+            if not self.streaming:
+                behaviour = Fail(
+                    400,
+                    message="Streaming is not supported for this model.",
+                    param="stream",
+                    code="unsupported_value",
+                )
+            elif isinstance(behaviour, Succeed | FailMidStream):
+                return await self._stream(
+                    behaviour, request, payload, record, "image_edit", image_tokens
+                )
+        if isinstance(behaviour, FailMidStream):
+            behaviour = Fail(400, message="FailMidStream needs a streaming request.")
         return self._act(
             behaviour,
             request,
@@ -584,12 +597,14 @@ class FakeUpstream:
         request: web.Request,
         payload: Any,
         record: RecordedRequest,
+        operation: str = "image_generation",
+        image_tokens: int = 0,
     ) -> web.StreamResponse:
         problem = _validate(payload)
         if problem is not None:
             self._settle(record, "failed")
             return self._error_response(problem)
-        events = self._stream_events(payload)
+        events = self._stream_events(payload, operation, image_tokens)
         event_delay = behaviour.event_delay if isinstance(behaviour, Succeed) else 0.0
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         try:
@@ -622,7 +637,10 @@ class FakeUpstream:
         self._settle(record, "streamed")
         return response
 
-    def _stream_events(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    def _stream_events(
+        self, payload: dict[str, Any], operation: str, image_tokens: int
+    ) -> list[dict[str, Any]]:
+        """The events of a stream; ``operation`` is ``image_generation`` or ``image_edit``."""
         n = payload.get("n") or 1
         partials = payload.get("partial_images") or 0
         echoed = {
@@ -637,7 +655,7 @@ class FakeUpstream:
             for step in range(partials):
                 events.append(
                     {
-                        "type": "image_generation.partial_image",
+                        "type": f"{operation}.partial_image",
                         "b64_json": base64.b64encode(self.partial_image(index, step)).decode(),
                         "created_at": int(time.time()),
                         "partial_image_index": step,
@@ -646,15 +664,18 @@ class FakeUpstream:
                 )
             events.append(
                 {
-                    "type": "image_generation.completed",
+                    "type": f"{operation}.completed",
                     "b64_json": base64.b64encode(self.image(index)).decode(),
                     "created_at": int(time.time()),
                     **echoed,
                     "usage": {
-                        "input_tokens": text_tokens,
-                        "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+                        "input_tokens": text_tokens + image_tokens,
+                        "input_tokens_details": {
+                            "image_tokens": image_tokens,
+                            "text_tokens": text_tokens,
+                        },
                         "output_tokens": 272,
-                        "total_tokens": text_tokens + 272,
+                        "total_tokens": text_tokens + image_tokens + 272,
                     },
                 }
             )

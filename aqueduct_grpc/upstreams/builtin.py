@@ -13,21 +13,22 @@ blended over the whole image), so an edit visibly keeps its input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import math
 import textwrap
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, ImageDraw, ImageOps
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import invalid_argument, quoted
-from aqueduct_grpc.upstreams.openai.wire import COMPLETED, PARTIAL_IMAGE
+from aqueduct_grpc.upstreams.openai.wire import EDIT_EVENTS, GENERATION_EVENTS, StreamEvents
 
 __all__ = ["SIZES", "BuiltinImageBackend"]
 
@@ -59,6 +60,9 @@ _UNMASKED_BLEND = 0.5
 _THUMBNAIL_FRACTION = 8
 
 _Settings = images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest
+_Event = TypeVar(
+    "_Event", images_pb2.StreamGenerateImagesResponse, images_pb2.StreamEditImagesResponse
+)
 
 
 @dataclass(frozen=True)
@@ -112,24 +116,18 @@ class BuiltinImageBackend:
     ) -> AsyncGenerator[images_pb2.StreamGenerateImagesResponse, None]:
         """Yields `partial_images` coarse renders, then the final image, for each image."""
         job = _job(request)
-        partials = request.partial_images if request.HasField("partial_images") else 0
-        echoed = job.echoed()
-        for index in range(job.n):
-            final = await asyncio.to_thread(job.render, index)
-            for step in range(partials):
-                # Blocks of 2^(partials - step + 2) pixels: each partial finer.
-                block = 1 << (partials - step + 2)
-                coarse = await asyncio.to_thread(_coarsen, final, block, job)
-                yield images_pb2.StreamGenerateImagesResponse(
-                    type=PARTIAL_IMAGE,
-                    b64_json=coarse,
-                    created_at=int(time.time()),
-                    partial_image_index=step,
-                    **echoed,
-                )
-            yield images_pb2.StreamGenerateImagesResponse(
-                type=COMPLETED, b64_json=final, created_at=int(time.time()), **echoed
-            )
+        async for event in _streamed(job, request, job.render, GENERATION_EVENTS):
+            yield event
+
+    async def stream_edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
+        """An edit's images as a stream: coarse renders of each edited image, then the image."""
+        job, source = await _edit_inputs(request)
+        async for event in _streamed(
+            job, request, functools.partial(source.edit, job), EDIT_EVENTS
+        ):
+            yield event
 
     async def edit(
         self, request: images_pb2.EditImagesRequest, deployment: Deployment
@@ -139,23 +137,60 @@ class BuiltinImageBackend:
         The caller has checked the inputs: 1 to 16 images that Pillow opens,
         and a mask (when set) with an alpha channel, of the first image's size.
         """
-        # Only the header is read here: the size "auto" means is the input's.
-        with Image.open(io.BytesIO(request.image[0].data)) as first:
-            own_size = first.size
-        job = _job(request, auto_size=_nearest_size(own_size))
-        try:
-            source = await asyncio.to_thread(_EditSource.load, request, job)
-        except Exception:
-            # A header that reads over pixels that do not (a truncated file).
-            raise invalid_argument(
-                "Invalid 'image': an input image could not be decoded.", "image"
-            ) from None
+        job, source = await _edit_inputs(request)
         edits = [asyncio.to_thread(source.edit, job, index) for index in range(job.n)]
         images = await asyncio.gather(*edits)
         response = images_pb2.EditImagesResponse(created=int(time.time()), **job.echoed())
         for data in images:
             response.data.add(b64_json=data)
         return response
+
+
+async def _streamed(
+    job: _Job,
+    request: _Settings,
+    render: Callable[[int], bytes],
+    events: StreamEvents[_Event],
+) -> AsyncGenerator[_Event, None]:
+    """For each of the job's images: `partial_images` coarser copies of `render(index)`, then it."""
+    partials = request.partial_images if request.HasField("partial_images") else 0
+    echoed = job.echoed()
+    for index in range(job.n):
+        final = await asyncio.to_thread(render, index)
+        for step in range(partials):
+            # Blocks of 2^(partials - step + 2) pixels: each partial finer.
+            block = 1 << (partials - step + 2)
+            coarse = await asyncio.to_thread(_coarsen, final, block, job)
+            yield events.message(
+                type=events.partial_image,
+                b64_json=coarse,
+                created_at=int(time.time()),
+                partial_image_index=step,
+                **echoed,
+            )
+        yield events.message(
+            type=events.completed, b64_json=final, created_at=int(time.time()), **echoed
+        )
+
+
+async def _edit_inputs(request: images_pb2.EditImagesRequest) -> tuple[_Job, _EditSource]:
+    """The edit's settings and its decoded inputs.
+
+    The caller has checked the inputs: 1 to 16 images that Pillow opens,
+    and a mask (when set) with an alpha channel, of the first image's size.
+    """
+    # Only the header is read here: the size "auto" means is the input's.
+    with Image.open(io.BytesIO(request.image[0].data)) as first:
+        own_size = first.size
+    job = _job(request, auto_size=_nearest_size(own_size))
+    try:
+        source = await asyncio.to_thread(_EditSource.load, request, job)
+    except Exception:
+        # A header that reads over pixels that do not (a truncated file).
+        raise invalid_argument(
+            "Invalid 'image': an input image could not be decoded.", "image"
+        ) from None
+    return job, source
 
 
 @dataclass(frozen=True)

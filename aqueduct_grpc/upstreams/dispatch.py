@@ -25,7 +25,7 @@ import grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment, ModelConfig
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.upstreams.openai.wire import COMPLETED, EDIT_COMPLETED
+from aqueduct_grpc.upstreams.openai.wire import EDIT_EVENTS, GENERATION_EVENTS, StreamEvents
 
 __all__ = ["Dispatcher", "ImageBackend"]
 
@@ -66,6 +66,12 @@ class ImageBackend(Protocol):
         self, request: images_pb2.EditImagesRequest, deployment: Deployment
     ) -> images_pb2.EditImagesResponse:
         """The edited images for `request` (its images decoded) from `deployment`."""
+        ...
+
+    def stream_edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
+        """The events of the edit `request` from `deployment`, as they come."""
         ...
 
 
@@ -109,23 +115,6 @@ class Dispatcher:
             model, deadline, lambda backend, deployment: backend.edit(request, deployment)
         )
 
-    async def stream_edit(
-        self,
-        model: ModelConfig,
-        request: images_pb2.EditImagesRequest,
-        deadline: float | None,
-    ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
-        """A streamed edit: one unary edit, its images as `image_edit.completed` events.
-
-        Partial images of edits are not relayed yet: the events are those a
-        stream of the same answer ends with.
-        """
-        answer = await self.edit(model, request, deadline)
-        for completed in _completed_events(
-            answer, images_pb2.StreamEditImagesResponse, EDIT_COMPLETED
-        ):
-            yield completed
-
     async def _unary(
         self,
         model: ModelConfig,
@@ -150,29 +139,59 @@ class Dispatcher:
                 last_error = error
         raise last_error or _DEADLINE_PASSED
 
-    async def stream(
+    def stream(
         self,
         model: ModelConfig,
         request: images_pb2.GenerateImagesRequest,
         deadline: float | None,
     ) -> AsyncIterator[images_pb2.StreamGenerateImagesResponse]:
-        """Streams from `model`; arguments as for `generate`.
+        """Streams from `model`; arguments as for `generate`."""
+        return self._streamed(
+            model,
+            deadline,
+            GENERATION_EVENTS,
+            unary=lambda: self.generate(model, request, deadline),
+            opened=lambda backend, deployment: backend.stream(request, deployment),
+        )
 
-        A model whose upstream does not stream is called once, unary, and its
-        images come as completed events (no partials): callers need not know
-        which models stream.
+    def stream_edit(
+        self,
+        model: ModelConfig,
+        request: images_pb2.EditImagesRequest,
+        deadline: float | None,
+    ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
+        """Streams an edit from `model`; arguments as for `edit`."""
+        return self._streamed(
+            model,
+            deadline,
+            EDIT_EVENTS,
+            unary=lambda: self.edit(model, request, deadline),
+            opened=lambda backend, deployment: backend.stream_edit(request, deployment),
+        )
+
+    async def _streamed(
+        self,
+        model: ModelConfig,
+        deadline: float | None,
+        events: StreamEvents[_Event],
+        *,
+        unary: Callable[[], Awaitable[_Answer]],
+        opened: Callable[[ImageBackend, Deployment], AsyncGenerator[_Event, None]],
+    ) -> AsyncIterator[_Event]:
+        """The events of `opened` on each deployment in turn, until one streams.
+
+        A model whose upstream does not stream is called once, `unary`, and
+        its images come as completed events (no partials): callers need not
+        know which models stream.
         """
         if not model.supports_streaming:
-            answer = await self.generate(model, request, deadline)
-            for completed in _completed_events(
-                answer, images_pb2.StreamGenerateImagesResponse, COMPLETED
-            ):
+            for completed in _completed_events(await unary(), events):
                 yield completed
             return
         loop = asyncio.get_running_loop()
         last_error: GatewayError | None = None
         for deployment, timeout in self._attempts(model, deadline):
-            events = self._backends[deployment.provider].stream(request, deployment)
+            stream = opened(self._backends[deployment.provider], deployment)
             ends_at = loop.time() + timeout
             started = False
             try:
@@ -180,7 +199,7 @@ class Dispatcher:
                     bound = asyncio.timeout_at(ends_at)
                     try:
                         async with bound:
-                            event = await anext(events, None)
+                            event = await anext(stream, None)
                     except TimeoutError:
                         if not bound.expired():
                             raise
@@ -196,7 +215,7 @@ class Dispatcher:
                     raise
                 last_error = error
             finally:
-                await events.aclose()
+                await stream.aclose()
         raise last_error or _DEADLINE_PASSED
 
     def _attempts(
@@ -220,8 +239,7 @@ class Dispatcher:
 
 def _completed_events(
     response: images_pb2.GenerateImagesResponse | images_pb2.EditImagesResponse,
-    event_class: type[_Event],
-    event_type: str,
+    events: StreamEvents[_Event],
 ) -> list[_Event]:
     """A unary answer as the completed events a stream of it would end with.
 
@@ -233,15 +251,17 @@ def _completed_events(
         for name in ("size", "quality", "background", "output_format")
         if response.HasField(name)
     }
-    events = [
-        event_class(type=event_type, b64_json=image.b64_json, created_at=response.created, **echoed)
+    completed = [
+        events.message(
+            type=events.completed, b64_json=image.b64_json, created_at=response.created, **echoed
+        )
         for image in response.data
     ]
-    if events and response.HasField("usage"):
-        events[-1].usage.CopyFrom(response.usage)
-    if events and response.HasField("safety_identifier"):
-        events[-1].safety_identifier = response.safety_identifier
-    return events
+    if completed and response.HasField("usage"):
+        completed[-1].usage.CopyFrom(response.usage)
+    if completed and response.HasField("safety_identifier"):
+        completed[-1].safety_identifier = response.safety_identifier
+    return completed
 
 
 def _timed_out(what: str) -> GatewayError:

@@ -18,11 +18,12 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.accounting.policy import Limits
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.storage.database import usage_table
-from aqueduct_grpc.testing.fake_upstream import FakeUpstream
+from aqueduct_grpc.testing.fake_upstream import EDIT_IMAGE_TOKENS, FakeUpstream
 from tests.accounting import token_with
 from tests.conftest import UPSTREAM_KEY, bearer
 
 EDIT_COMPLETED = "image_edit.completed"
+EDIT_PARTIAL = "image_edit.partial_image"
 
 
 def png(size: tuple[int, int] = (256, 256), colour: tuple[int, ...] = (200, 30, 30)) -> bytes:
@@ -138,15 +139,91 @@ async def test_the_demo_edits_the_masked_area_for_real(client, upstream: FakeUps
     assert upstream.request_count == 0
 
 
-async def test_a_streamed_edit_ends_with_completed_events_with_usage(client, gateway: Core):
+async def test_a_streamed_demo_edit_shows_partials_of_the_edit_before_it(client, gateway: Core):
+    image = png(colour=(10, 200, 10))
     stream = await client.images.edit(
-        model="demo", image=("in.png", png(), "image/png"), prompt="x", n=2, stream=True
+        model="demo",
+        image=("in.png", image, "image/png"),
+        mask=("mask.png", left_half_mask(), "image/png"),
+        prompt="a red fox",
+        n=2,
+        partial_images=2,
+        stream=True,
+    )
+    events = [event async for event in stream]
+    assert [e.type for e in events] == [EDIT_PARTIAL, EDIT_PARTIAL, EDIT_COMPLETED] * 2
+    assert [e.partial_image_index for e in events if e.type == EDIT_PARTIAL] == [0, 1, 0, 1]
+    for event in events:
+        picture = Image.open(io.BytesIO(base64.b64decode(event.b64_json))).convert("RGB")
+        assert picture.size == (256, 256)
+        assert picture.getpixel((250, 128)) == (10, 200, 10)  # outside the mask: kept in all
+    completed = [e for e in events if e.type == EDIT_COMPLETED]
+    assert all(e.usage.total_tokens == 0 for e in completed)  # the demo reports none
+    [row] = await rows(gateway)
+    assert (row.operation, row.images, row.total_tokens) == ("edit", 2, None)
+
+
+async def test_a_streamed_edit_relays_the_upstreams_events(
+    client, upstream: FakeUpstream, gateway: Core
+):
+    image = png()
+    stream = await client.images.edit(
+        model="gpt-image-1",
+        image=("in.png", image, "image/png"),
+        prompt="add a boat",
+        partial_images=1,
+        stream=True,
+    )
+    events = [event async for event in stream]
+    [sent] = upstream.requests
+    assert (sent.form["stream"], sent.form["partial_images"]) == (["true"], ["1"])
+    assert [(f.name, f.data) for f in sent.files] == [("image[]", image)]
+    assert [e.type for e in events] == [EDIT_PARTIAL, EDIT_COMPLETED]
+    assert base64.b64decode(events[0].b64_json) == upstream.partial_image(0, 0)
+    assert base64.b64decode(events[1].b64_json) == upstream.image(0)
+    usage = events[1].usage
+    assert usage.input_tokens_details.image_tokens == EDIT_IMAGE_TOKENS
+    [row] = await rows(gateway)
+    assert (row.operation, row.images, row.total_tokens) == ("edit", 1, usage.total_tokens)
+
+
+async def test_a_streamed_edit_of_a_model_that_cannot_stream_is_one_unary_call(
+    client, upstream: FakeUpstream, gateway: Core
+):
+    stream = await client.images.edit(
+        model="failover-image",
+        image=("in.png", png(), "image/png"),
+        prompt="x",
+        n=2,
+        partial_images=2,
+        stream=True,
     )
     events = [event async for event in stream]
     assert [e.type for e in events] == [EDIT_COMPLETED, EDIT_COMPLETED]
-    assert all(e.usage.total_tokens == 0 for e in events)
+    assert [base64.b64decode(e.b64_json) for e in events] == [upstream.image(0), upstream.image(1)]
+    [sent] = upstream.requests
+    assert "stream" not in sent.form and "partial_images" not in sent.form
+    # The answer's usage covers both images: on the last event, counted once.
+    assert events[0].usage.total_tokens == 0 and events[1].usage.total_tokens > 0
     [row] = await rows(gateway)
-    assert (row.operation, row.images) == ("edit", 2)
+    assert (row.images, row.total_tokens) == (2, events[1].usage.total_tokens)
+
+
+async def test_grpc_streamed_edits_send_raw_bytes_and_get_partials(stub, secret):
+    request = images_pb2.EditImagesRequest(
+        model="demo",
+        prompt="x",
+        partial_images=1,
+        image=[images_pb2.InputImage(data=png((64, 64)))],
+    )
+    events = [
+        event
+        async for event in stub.StreamEditImages(
+            images_pb2.StreamEditImagesRequest(request=request), metadata=bearer(secret)
+        )
+    ]
+    assert [e.type for e in events] == [EDIT_PARTIAL, EDIT_COMPLETED]
+    assert all(Image.open(io.BytesIO(e.b64_json)).size == (64, 64) for e in events)
 
 
 async def test_grpc_callers_send_raw_bytes(stub, secret):

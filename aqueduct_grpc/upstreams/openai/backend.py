@@ -31,8 +31,9 @@ from aqueduct_grpc.upstreams.openai.event_stream import read_events
 from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
 from aqueduct_grpc.upstreams.openai.scrubbing import scrubber_for
 from aqueduct_grpc.upstreams.openai.wire import (
-    COMPLETED,
-    RELAYED_EVENTS,
+    EDIT_EVENTS,
+    GENERATION_EVENTS,
+    StreamEvents,
     edit_form,
     request_body,
     response_from_json,
@@ -44,6 +45,9 @@ __all__ = ["OpenAIBackend"]
 log = logging.getLogger(__name__)
 
 _Answer = TypeVar("_Answer", images_pb2.GenerateImagesResponse, images_pb2.EditImagesResponse)
+_Event = TypeVar(
+    "_Event", images_pb2.StreamGenerateImagesResponse, images_pb2.StreamEditImagesResponse
+)
 
 # What a malformed answer can raise while it is read into messages
 # (RecursionError: JSON nested deeper than the parser goes).
@@ -51,7 +55,7 @@ _MALFORMED = (ValueError, TypeError, KeyError, AttributeError, RecursionError, b
 
 
 class OpenAIBackend:
-    """Generates images by POSTing to a deployment's `/images/generations`."""
+    """Generates and edits images by POSTing to a deployment's `/images/generations` or `/edits`."""
 
     def __init__(self, session: aiohttp.ClientSession, *, max_response_bytes: int) -> None:
         """Creates the OpenAIBackend.
@@ -117,17 +121,37 @@ class OpenAIBackend:
                     image.ClearField("url")  # an upstream URL is never passed on
             return parsed
 
-    async def stream(
+    def stream(
         self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
     ) -> AsyncGenerator[images_pb2.StreamGenerateImagesResponse, None]:
         """Sends the request (with `stream: true`) upstream and yields its events as they come."""
         url, headers = _endpoint(deployment)
-        headers["Accept"] = "text/event-stream"
         body = request_body(request, deployment.upstream_model, streaming=True)
+        return self._events(url, json.dumps(body).encode(), headers, deployment, GENERATION_EVENTS)
+
+    def stream_edit(
+        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+    ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
+        """Sends the edit (with `stream=true`) upstream and yields its events as they come."""
+        url, headers = _endpoint(deployment, "edits")
+        del headers["Content-Type"]  # aiohttp writes the multipart boundary
+        form = edit_form(request, deployment.upstream_model, streaming=True)
+        return self._events(url, form, headers, deployment, EDIT_EVENTS)
+
+    async def _events(
+        self,
+        url: str,
+        data: Any,
+        headers: dict[str, str],
+        deployment: Deployment,
+        events: StreamEvents[_Event],
+    ) -> AsyncGenerator[_Event, None]:
+        """POSTs `data` and relays the upstream's Server-Sent Events as `events` messages."""
+        headers["Accept"] = "text/event-stream"
         started = completed = False
         async with _connection_errors(deployment, started=lambda: started):
             response = await self._session.post(
-                url, data=json.dumps(body).encode(), headers=headers, allow_redirects=False
+                url, data=data, headers=headers, allow_redirects=False
             )
             async with response:
                 if response.status >= 400:
@@ -135,16 +159,16 @@ class OpenAIBackend:
                     retry_after = response.headers.get("Retry-After")
                     raise failed.upstream_error(response.status, raw, retry_after, deployment)
                 try:
-                    async for event in read_events(
+                    async for sent in read_events(
                         response.content.iter_any(), max_event_bytes=self._max_response_bytes
                     ):
-                        if event.data.strip() == "[DONE]":
+                        if sent.data.strip() == "[DONE]":
                             break  # many OpenAI-compatible servers end streams so
-                        message = _stream_event(event.event, event.data, deployment)
+                        message = _stream_event(sent.event, sent.data, deployment, events)
                         if message is None:
                             continue  # an event type this gateway does not know yet
                         started = True
-                        completed = completed or message.type == COMPLETED
+                        completed = completed or message.type == events.completed
                         yield message
                 except ValueError:  # an event past the size limit
                     raise failed.invalid_response(deployment) from None
@@ -204,8 +228,8 @@ async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIt
 
 
 def _stream_event(
-    name: str, data: str, deployment: Deployment
-) -> images_pb2.StreamGenerateImagesResponse | None:
+    name: str, data: str, deployment: Deployment, events: StreamEvents[_Event]
+) -> _Event | None:
     """The event as a message; None for a type this gateway does not relay (skipped)."""
     try:
         document = json.loads(data)
@@ -219,13 +243,13 @@ def _stream_event(
         # and through the same mapping (which scrubs every text of it).
         raise failed.upstream_error(500, json.dumps({"error": error}).encode(), None, deployment)
     scrub = scrubber_for(deployment)
-    if document.get("type") not in RELAYED_EVENTS:
+    if document.get("type") not in (events.partial_image, events.completed):
         # OpenAI adds event types over time; one we do not know must not
         # break a stream that still delivers the ones we do.
         log.info("skipping upstream stream event %r", scrub.bounded(str(document.get("type")), 80))
         return None
     try:
-        return stream_event_from_json(document, scrub)
+        return stream_event_from_json(document, scrub, events)
     except _MALFORMED:
         raise failed.invalid_response(deployment) from None
 

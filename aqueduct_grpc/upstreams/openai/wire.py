@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import pybase64
@@ -23,10 +24,12 @@ from aqueduct.images.v1 import images_pb2
 __all__ = [
     "COMPLETED",
     "EDIT_COMPLETED",
+    "EDIT_EVENTS",
     "EDIT_PARTIAL_IMAGE",
+    "GENERATION_EVENTS",
     "PARTIAL_IMAGE",
-    "RELAYED_EVENTS",
     "Scrub",
+    "StreamEvents",
     "edit_form",
     "request_body",
     "response_from_json",
@@ -38,9 +41,29 @@ Scrub = Callable[[str], str]
 
 PARTIAL_IMAGE = "image_generation.partial_image"
 COMPLETED = "image_generation.completed"
-RELAYED_EVENTS = (PARTIAL_IMAGE, COMPLETED)
 EDIT_PARTIAL_IMAGE = "image_edit.partial_image"
 EDIT_COMPLETED = "image_edit.completed"
+
+_Event = TypeVar(
+    "_Event", images_pb2.StreamGenerateImagesResponse, images_pb2.StreamEditImagesResponse
+)
+
+
+@dataclass(frozen=True)
+class StreamEvents(Generic[_Event]):
+    """One streamed operation's events: their message and OpenAI's two type names.
+
+    A generation's and an edit's events are field for field the same; only
+    the names differ, so one relay and one renderer serve both.
+    """
+
+    message: type[_Event]
+    partial_image: str
+    completed: str
+
+
+GENERATION_EVENTS = StreamEvents(images_pb2.StreamGenerateImagesResponse, PARTIAL_IMAGE, COMPLETED)
+EDIT_EVENTS = StreamEvents(images_pb2.StreamEditImagesResponse, EDIT_PARTIAL_IMAGE, EDIT_COMPLETED)
 
 # Optional parameters passed upstream as they are when the caller set them.
 _FORWARDED = (
@@ -107,7 +130,9 @@ _EDIT_FORWARDED = (
 )
 
 
-def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aiohttp.FormData:
+def edit_form(
+    request: images_pb2.EditImagesRequest, upstream_model: str, *, streaming: bool = False
+) -> aiohttp.FormData:
     """The multipart form for an OpenAI-compatible `/images/edits`, as OpenAI's SDK sends it.
 
     Images go as `image[]` file parts (the decoded bytes in `request.image`),
@@ -129,6 +154,10 @@ def edit_form(request: images_pb2.EditImagesRequest, upstream_model: str) -> aio
         svg = json_format.MessageToDict(request.svg, preserving_proto_field_name=True)
         for name, value in _bracketed("svg", svg):
             form.add_field(name, value)
+    if streaming:
+        form.add_field("stream", "true")
+        if request.HasField("partial_images"):
+            form.add_field("partial_images", str(request.partial_images))
     for index, image in enumerate(request.image):
         _add_file(form, "image[]", image, f"image-{index}")
     for name in ("mask", "markup"):
@@ -166,18 +195,19 @@ def _form_text(value: Any) -> str:
 
 
 def stream_event_from_json(
-    document: dict[str, Any], scrub: Scrub
-) -> images_pb2.StreamGenerateImagesResponse:
-    """Converts one OpenAI `ImageGenStreamEvent` (JSON, `b64_json` as base64) to the message.
+    document: dict[str, Any], scrub: Scrub, events: StreamEvents[_Event]
+) -> _Event:
+    """Converts one OpenAI `ImageGenStreamEvent` or `ImageEditStreamEvent` to the message.
 
     Args:
-        document: the event's parsed JSON.
+        document: the event's parsed JSON (`b64_json` as base64).
         scrub: cleans every text the upstream sent (the deployment's key scrubber).
+        events: the operation's events, whose two types alone are relayed.
     """
     kind = document["type"]
-    if kind not in RELAYED_EVENTS:
+    if kind not in (events.partial_image, events.completed):
         raise ValueError(f"unknown image stream event {kind!r}")
-    event = images_pb2.StreamGenerateImagesResponse(
+    event = events.message(
         type=kind,
         b64_json=pybase64.b64decode(document["b64_json"], validate=True),
         created_at=int(document.get("created_at") or time.time()),
