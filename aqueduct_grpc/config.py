@@ -23,6 +23,7 @@ import yaml
 from aqueduct_grpc.accounting.policy import Budgets, Limits, parse_budgets, parse_limits
 from aqueduct_grpc.accounting.pricing import ModelPrices, parse_prices
 from aqueduct_grpc.accounting.rate_limits import redis_url
+from aqueduct_grpc.images.image_fetcher import AllowedHost, parse_allowed_host
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
@@ -124,6 +125,9 @@ class GatewayConfig:
     # to the object store's own presigned URL (s3:// stores only).
     image_redirect: str = "serve"
     image_url_secret: str | None = field(default=None, repr=False)
+    # Hosts whose http(s) image URLs edits may reference; empty: no URL is fetched.
+    fetch_image_hosts: tuple[AllowedHost, ...] = ()
+    fetch_image_timeout_seconds: float = 30.0
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
@@ -310,6 +314,7 @@ def _gateway(
         "usage_flush_rows",
         "image_url_ttl_seconds",
         "image_sweep_seconds",
+        "fetch_image_timeout_seconds",
     }
     texts = {
         "public_base_url",
@@ -318,7 +323,7 @@ def _gateway(
         "image_url_secret",
         "image_redirect",
     }
-    unknown = sorted(set(settings) - known - texts)
+    unknown = sorted(set(settings) - known - texts - {"fetch_image_hosts"})
     if unknown:
         raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
     default_model = settings.get("default_model")
@@ -330,6 +335,8 @@ def _gateway(
     for key, value in overrides.items():
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{source}: gateway.{key} must be a positive number")
+    if "fetch_image_hosts" in settings:
+        overrides["fetch_image_hosts"] = _fetch_image_hosts(settings["fetch_image_hosts"], source)
     for key in texts & set(settings):
         value = settings[key]
         if not isinstance(value, str) or not value:
@@ -367,6 +374,27 @@ def _gateway(
 
 
 _MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
+
+
+def _fetch_image_hosts(value: Any, source: str) -> tuple[AllowedHost, ...]:
+    """`gateway.fetch_image_hosts`, checked now so that a typo stops the start, not an edit."""
+    where = f"{source}: gateway.fetch_image_hosts"
+    if value is None:  # the key written with nothing after it: no hosts
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{where} must be a list of hosts (host, host:port, [IPv6]:port or *.domain)"
+        )
+    hosts = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str):
+            # YAML reads an unquoted [::1]:9000 as a list: quote IPv6 entries.
+            raise ConfigError(f'{where}[{index}] must be a string (quote IPv6: "[::1]:9000")')
+        try:
+            hosts.append(parse_allowed_host(entry))
+        except ValueError as error:
+            raise ConfigError(f"{where}[{index}]: {error}") from None
+    return tuple(dict.fromkeys(hosts))
 
 
 def _image_store_url(url: str | None, directory: str | None, source: str) -> str | None:

@@ -35,6 +35,8 @@ from aqueduct_grpc.auth.tokens import TokenStore
 from aqueduct_grpc.config import GatewayConfig
 from aqueduct_grpc.error_exit import ErrorExit
 from aqueduct_grpc.images.catalog import ModelCatalog
+from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES
+from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks, load_signing_key
 from aqueduct_grpc.images.model_times import with_created_times
 from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
@@ -73,6 +75,7 @@ class Core:
     admission: Admission
     links: ImageLinks
     sweeper: ImageSweeper
+    fetcher: ImageFetcher
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,14 @@ async def open_core(
         openai_backend = OpenAIBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
+        fetcher = ImageFetcher(
+            session,
+            allowed_hosts=config.fetch_image_hosts,
+            timeout_seconds=config.fetch_image_timeout_seconds,
+            max_image_bytes=MAX_INPUT_IMAGE_BYTES,
+            # What one upload request could carry: URLs cannot make an edit hold more.
+            max_total_bytes=config.max_message_bytes,
+        )
         store: ImageStore
         if config.image_store_url is not None:
             store = open_image_store(config.image_store_url)
@@ -201,6 +212,7 @@ async def open_core(
             ),
             links=links,
             sweeper=sweeper,
+            fetcher=fetcher,
         )
 
 
@@ -227,6 +239,7 @@ async def start_grpc_server(core: Core, *, host: str = "127.0.0.1", port: int = 
             ledger=core.ledger,
             usage=core.usage,
             links=core.links,
+            fetcher=core.fetcher,
         ),
         server,
     )

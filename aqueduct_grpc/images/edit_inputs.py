@@ -2,11 +2,13 @@
 
 Images arrive three ways: multipart file parts and gRPC bytes (`image`, with
 `data`), and the JSON form's references (`images`, with `image_url`).
-`data:` URLs are decoded here; http(s) URLs would need the gateway to fetch
-from hosts the operator allows, which it does not do yet, and `file_id`s
-name OpenAI's Files API, which this gateway has not: both are clear 400s.
-Afterwards `request.image` holds every input as bytes, so backends see one
-shape whatever the caller sent.
+`data:` URLs are decoded here. http(s) URLs arrive already fetched
+(`image_fetcher`, from the hosts the operator allows only), their bytes in
+`data`, so they are checked exactly as uploads are. Any other URL (`ftp:`, or
+an http(s) URL nothing fetched) is a clear 400, and so is a `file_id`: it
+names OpenAI's Files API, which this gateway has not. Afterwards
+`request.image` holds every input as bytes, so backends see one shape
+whatever the caller sent.
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ def _from_url(url: str, param: str) -> bytes:
     # The scheme and ";base64" are case-insensitive (RFC 2397).
     if url[: len(_DATA_URL)].lower() != _DATA_URL:
         raise _invalid(
-            f"Invalid '{param}.image_url': this gateway does not fetch images from URLs; "
-            "send a data: URL (data:image/png;base64,...) or upload the file.",
+            f"Invalid '{param}.image_url': this gateway reads data: URLs, and http(s) URLs only "
+            "from hosts its operator allows (gateway.fetch_image_hosts); send a data: URL "
+            "(data:image/png;base64,...) or upload the file.",
             f"{param}.image_url",
             "invalid_value",
         )

@@ -32,6 +32,7 @@ from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
 from aqueduct_grpc.images.edit_inputs import decode_inputs
+from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks
 from aqueduct_grpc.images.validation import storable, validate
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
@@ -59,6 +60,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         ledger: BudgetLedger,
         usage: UsageLog,
         links: ImageLinks,
+        fetcher: ImageFetcher,
     ) -> None:
         """Creates the ImageService.
 
@@ -69,6 +71,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             ledger: prices each finished request.
             usage: receives one row per request.
             links: stores images returned by URL and serves them back.
+            fetcher: fetches edits' http(s) image URLs from the hosts allowed.
         """
         self._catalog = catalog
         self._admission = admission
@@ -76,6 +79,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self._ledger = ledger
         self._usage = usage
         self._links = links
+        self._fetcher = fetcher
 
     async def GenerateImages(
         self, request: images_pb2.GenerateImagesRequest, context: grpc.aio.ServicerContext
@@ -114,7 +118,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         token = current_token()
         row = _usage_row(token, request)
         async with self._accounted(row):
-            model = self._resolved(request, token, row, streaming=False)
+            model = await self._resolved(request, token, row, streaming=False)
             base_url = None
             if request.response_format == "url":
                 # Known before the upstream is paid for: a caller whose URL
@@ -147,7 +151,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         last = None
         try:
             async with self._accounted(row):
-                model = self._resolved(inner, token, row, streaming=True)
+                model = await self._resolved(inner, token, row, streaming=True)
                 await self._admitted(token, model, row)
                 expected, completed = row.n or 1, 0
                 async for event in stream(model, inner, _deadline(context)):
@@ -173,7 +177,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         if last is not None:
             yield last
 
-    def _resolved(
+    async def _resolved(
         self,
         request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest,
         token: Token,
@@ -181,11 +185,17 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         *,
         streaming: bool,
     ) -> ModelConfig:
-        """The model the request names, once the request is known to be valid for it."""
+        """The model the request names, once the request is known to be valid for it.
+
+        An edit's images are fetched (http(s) URLs, from allowed hosts) and
+        checked here, before admission: a request refused for its images
+        costs its caller no limit.
+        """
         model = self._catalog.resolve(row.requested_model, token)
         row.model = model.name
         validate(request, model, streaming=streaming)
         if isinstance(request, images_pb2.EditImagesRequest):
+            await self._fetcher.fetch_inputs(request)
             decode_inputs(request)  # and the images are bytes from here on
         return model
 

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from aqueduct_grpc.config import ConfigError, load_config, parse_config
+from aqueduct_grpc.images.image_fetcher import AllowedHost
 
 ROUTER_CONFIG = textwrap.dedent(
     """
@@ -246,3 +247,77 @@ def test_invalid_yaml_is_a_config_error(tmp_path: pathlib.Path):
     path.write_text("model_list: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+DEMO_ONLY = {"model_list": [{"model_name": "m", "litellm_params": {"model": "builtin/demo"}}]}
+
+
+def test_fetching_image_urls_is_off_by_default():
+    config = parse_config(DEMO_ONLY, source="t")
+    assert (config.fetch_image_hosts, config.fetch_image_timeout_seconds) == ((), 30.0)
+
+
+def test_fetch_image_hosts_are_read_in_every_form(tmp_path: pathlib.Path):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            model_list:
+              - model_name: m
+                litellm_params: {model: builtin/demo}
+            gateway:
+              fetch_image_hosts:
+                - Images.Example.COM
+                - images.example.com:8443
+                - 127.0.0.1:9000
+                - "[::1]:9000"
+                - "*.cdn.example.com"
+                - images.example.com
+              fetch_image_timeout_seconds: 5
+            """
+        )
+    )
+    config = load_config(path)
+    assert config.fetch_image_hosts == (
+        AllowedHost(host="images.example.com"),
+        AllowedHost(host="images.example.com", port=8443),
+        AllowedHost(host="127.0.0.1", port=9000),
+        AllowedHost(host="::1", port=9000),
+        AllowedHost(host="cdn.example.com", subdomains=True),
+    )  # lowercased, and the repeated entry kept once
+    assert config.fetch_image_timeout_seconds == 5
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ("images.example.com", r"gateway\.fetch_image_hosts must be a list"),
+        ([""], r"gateway\.fetch_image_hosts\[0\]: an entry is empty"),
+        (["ok.example", "  "], r"gateway\.fetch_image_hosts\[1\]: an entry is empty"),
+        (["https://images.example.com"], "without a scheme, path or user"),
+        (["images.example.com/v1"], "without a scheme, path or user"),
+        (["user@images.example.com"], "without a scheme, path or user"),
+        (["images.example.com:0"], "port must be a number from 1 to 65535"),
+        (["images.example.com:65536"], "port must be a number from 1 to 65535"),
+        (["images.example.com:https"], "port must be a number from 1 to 65535"),
+        (["images.example.com:²"], "port must be a number from 1 to 65535"),
+        (["::1"], "IPv6 address in brackets"),
+        (["[::1"], r"write an IPv6 address as \[address\]"),
+        (["[not-v6]:80"], "is not an IPv6 address"),
+        (["*.127.0.0.1"], "takes a domain name, not an address"),
+        (["img*.example.com"], "not a valid host name"),
+        ([["::1"]], r"gateway\.fetch_image_hosts\[0\] must be a string"),
+    ],
+)
+def test_bad_fetch_image_hosts_say_what_is_wrong(hosts, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config({**DEMO_ONLY, "gateway": {"fetch_image_hosts": hosts}}, source="cfg.yaml")
+    assert "cfg.yaml: gateway.fetch_image_hosts" in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "30"])
+def test_the_fetch_timeout_must_be_positive(timeout):
+    with pytest.raises(
+        ConfigError, match=r"gateway\.fetch_image_timeout_seconds must be a positive"
+    ):
+        parse_config({**DEMO_ONLY, "gateway": {"fetch_image_timeout_seconds": timeout}}, source="t")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,13 +14,17 @@ import grpc
 import openai
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from PIL import Image
 
-from aqueduct.images.v1 import images_pb2
+from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.accounting.policy import Limits
-from aqueduct_grpc.server import Core
+from aqueduct_grpc.config import GatewayConfig
+from aqueduct_grpc.images.image_fetcher import AllowedHost
+from aqueduct_grpc.server import Core, open_core, start_grpc_server
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import EDIT_IMAGE_TOKENS, FakeUpstream
+from gateway_http import DoorRunner, create_app
 from tests.accounting import token_with
 from tests.conftest import UPSTREAM_KEY, bearer
 
@@ -348,3 +354,154 @@ async def test_forwarded_numbers_and_markup_reach_the_upstream_as_the_sdk_sends_
         "2"
     ]
     assert [(f.name, f.data) for f in sent.files][-1] == ("markup", markup)
+
+
+# -- image URLs fetched from hosts the operator allows ------------------------------------------
+
+
+class ImageHost:
+    """A real image host on loopback: serves `files` by path and notes every request."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requested: list[str] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> ImageHost:
+        app = web.Application()
+        app.router.add_get("/{name}", self._serve)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site.port
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def _serve(self, request: web.Request) -> web.Response:
+        self.requested.append(request.path_qs)
+        name = request.match_info["name"]
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.files[name], content_type="image/png")
+
+
+@pytest.fixture
+async def image_host() -> AsyncIterator[ImageHost]:
+    async with ImageHost({"in.png": png(), "mask.png": left_half_mask()}) as host:
+        yield host
+
+
+@contextlib.asynccontextmanager
+async def core_allowing(
+    config: GatewayConfig, database_url: str, *entries: AllowedHost
+) -> AsyncIterator[tuple[Core, str, int]]:
+    """A core whose config allows `entries`, its HTTP door's URL and its gRPC port."""
+    allowing = dataclasses.replace(config, fetch_image_hosts=entries)
+    async with open_core(allowing, database_url=database_url) as core:
+        server = await start_grpc_server(core)
+        runner = DoorRunner(
+            create_app(grpc_target=f"127.0.0.1:{server.port}", proto_packages=["aqueduct"])
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield core, f"http://127.0.0.1:{site.port}", server.port
+        finally:
+            await runner.cleanup()
+            await server.stop(0)
+
+
+async def test_image_urls_on_an_allowed_host_reach_the_upstream_as_their_bytes(
+    config: GatewayConfig, database_url: str, upstream: FakeUpstream, image_host: ImageHost
+):
+    allowed = AllowedHost(host="127.0.0.1", port=image_host.port)
+    async with core_allowing(config, database_url, allowed) as (core, door, grpc_port):
+        _, secret = await core.tokens.create("test")
+        async with aiohttp.ClientSession(base_url=door) as http:
+            response = await http.post(
+                "/v1/images/edits",
+                json={
+                    "model": "gpt-image-1",
+                    "prompt": "add a boat",
+                    "images": [{"image_url": image_host.url("in.png") + "?signature=abc"}],
+                    "mask": {"image_url": image_host.url("mask.png")},
+                },
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert response.status == 200, await response.text()
+            assert len((await response.json())["data"]) == 1
+        [sent] = upstream.requests
+        assert [(f.name, f.data) for f in sent.files] == [
+            ("image[]", png()),
+            ("mask", left_half_mask()),
+        ]
+        assert sorted(image_host.requested) == ["/in.png?signature=abc", "/mask.png"]
+        # A streamed edit fetches its images the same way.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            request = images_pb2.EditImagesRequest(
+                model="gpt-image-1",
+                prompt="x",
+                partial_images=1,
+                images=[images_pb2.InputImage(image_url=image_host.url("in.png"))],
+            )
+            events = [
+                event
+                async for event in images_pb2_grpc.ImageServiceStub(channel).StreamEditImages(
+                    images_pb2.StreamEditImagesRequest(request=request), metadata=bearer(secret)
+                )
+            ]
+        assert [e.type for e in events] == [EDIT_PARTIAL, EDIT_COMPLETED]
+        assert [(f.name, f.data) for f in upstream.requests[1].files] == [("image[]", png())]
+        assert [row.status for row in await rows(core)] == ["OK", "OK"]
+
+
+async def test_a_missing_image_on_an_allowed_host_is_a_400_not_sent_upstream(
+    config: GatewayConfig, database_url: str, upstream: FakeUpstream, image_host: ImageHost
+):
+    allowed = AllowedHost(host="127.0.0.1", port=image_host.port)
+    async with core_allowing(config, database_url, allowed) as (core, door, _):
+        _, secret = await core.tokens.create("test")
+        async with aiohttp.ClientSession(base_url=door) as http:
+            response = await http.post(
+                "/v1/images/edits",
+                json={
+                    "model": "gpt-image-1",
+                    "prompt": "x",
+                    "images": [{"image_url": image_host.url("in.png")}],
+                    "mask": {"image_url": image_host.url("gone.png")},
+                },
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert response.status == 400
+            error = (await response.json())["error"]
+    assert (error["param"], error["code"]) == ("mask.image_url", "invalid_image_url")
+    assert "HTTP 404" in error["message"]
+    assert upstream.request_count == 0
+
+
+async def test_with_fetching_off_an_image_url_is_a_400_and_nothing_is_fetched(
+    http, secret, upstream: FakeUpstream, image_host: ImageHost
+):
+    async with http.post(
+        "/v1/images/edits",
+        json={
+            "model": "gpt-image-1",
+            "prompt": "x",
+            "images": [{"image_url": image_host.url("in.png")}],
+        },
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert (error["param"], error["code"]) == ("images[0].image_url", "invalid_image_url")
+    assert "gateway.fetch_image_hosts" in error["message"]
+    assert image_host.requested == [] and upstream.request_count == 0
