@@ -41,6 +41,8 @@ SIZES = {
     "1792x1024": (1792, 1024),
     "1024x1792": (1024, 1792),
 }
+# The sizes a GPT image model answers with, which OpenAI's `ImagesResponse` allows.
+_REPORTED_SIZES = frozenset({"1024x1024", "1536x1024", "1024x1536"})
 _FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 # Qualities asked for -> the one answered: always one of OpenAI's response values
 # (low|medium|high|...), also for DALL-E's "standard" and "hd".
@@ -87,13 +89,20 @@ class _Job:
         return _encode(picture, self.output_format, self.compression)
 
     def echoed(self) -> dict[str, Any]:
-        """The settings OpenAI reports beside the images."""
-        return {
+        """The settings OpenAI reports beside the images.
+
+        The size only when it is one a GPT image model answers with: OpenAI's
+        schema allows no other, and DALL-E, whose sizes the others are,
+        reports none.
+        """
+        echoed = {
             "background": "transparent" if self.background == "transparent" else "opaque",
             "output_format": self.output_format,
             "quality": self.quality,
-            "size": self.size_name,
         }
+        if self.size_name in _REPORTED_SIZES:
+            echoed["size"] = self.size_name
+        return echoed
 
 
 class BuiltinImageBackend:
@@ -154,7 +163,9 @@ async def _streamed(
 ) -> AsyncGenerator[_Event, None]:
     """For each of the job's images: `partial_images` coarser copies of `render(index)`, then it."""
     partials = request.partial_images if request.HasField("partial_images") else 0
-    echoed = job.echoed()
+    # An event always names a size (OpenAI's schema requires one): "auto" for a
+    # size a GPT image model would not answer with.
+    echoed = {"size": "auto", **job.echoed()}
     for index in range(job.n):
         final = await asyncio.to_thread(render, index)
         for step in range(partials):

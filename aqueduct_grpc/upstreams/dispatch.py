@@ -25,6 +25,7 @@ import grpc
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment, ModelConfig
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.upstreams.openai.wire import EDIT_EVENTS, GENERATION_EVENTS, StreamEvents
 
 __all__ = ["Dispatcher", "ImageBackend"]
@@ -246,14 +247,17 @@ def _completed_events(
     The answer's usage covers all its images: it goes on the last event, so
     that adding up the events' usage counts it once.
     """
-    echoed = {
-        name: getattr(response, name)
-        for name in ("size", "quality", "background", "output_format")
-        if response.HasField(name)
-    }
+    # An event always has these four (OpenAI's schema requires them): "auto"
+    # where the answer did not say, and the format the image's bytes are.
     completed = [
         events.message(
-            type=events.completed, b64_json=image.b64_json, created_at=response.created, **echoed
+            type=events.completed,
+            b64_json=image.b64_json,
+            created_at=response.created,
+            size=response.size or "auto",
+            quality=response.quality or "auto",
+            background=response.background or "auto",
+            output_format=response.output_format or _format_of(image.b64_json),
         )
         for image in response.data
     ]
@@ -262,6 +266,14 @@ def _completed_events(
     if completed and response.HasField("safety_identifier"):
         completed[-1].safety_identifier = response.safety_identifier
     return completed
+
+
+def _format_of(image: bytes) -> str:
+    """The image's format as OpenAI names it (`png`, `jpeg`, `webp`); `png` if unknown."""
+    try:
+        return sniff_image_type(image)
+    except ValueError:
+        return "png"
 
 
 def _timed_out(what: str) -> GatewayError:
