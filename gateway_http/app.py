@@ -39,6 +39,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from gateway_http import sse
+from gateway_http.body_budget import BodyBudget
 from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, build_endpoint
 from gateway_http.errors import HttpError, Reason, as_http_error, door_error
@@ -49,6 +50,7 @@ from gateway_http.routes import Route, RouteTable, build_routes, discover_servic
 __all__ = [
     "DEFAULT_FORWARDED_HEADERS",
     "DEFAULT_FORWARDED_RESPONSE_HEADERS",
+    "DEFAULT_MAX_BODY_BYTES_IN_FLIGHT",
     "TRANSCODER",
     "Transcoder",
     "TranscoderOptions",
@@ -59,6 +61,8 @@ _log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1 * MIB
+# Large bodies held at once (see `BodyBudget`): three 10 MB uploads, then a queue.
+DEFAULT_MAX_BODY_BYTES_IN_FLIGHT = 32 * MIB
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MIB
 # Host and X-Forwarded-* let the core build absolute URLs that point back at
 # the address the client used.
@@ -95,6 +99,7 @@ class TranscoderOptions:
     grpc_target: str
     max_body_bytes: int
     max_part_bytes: int
+    max_body_bytes_in_flight: int
     forwarded_headers: tuple[str, ...]
     forwarded_response_headers: tuple[str, ...]
     max_send_message_bytes: int
@@ -113,6 +118,7 @@ class Transcoder:
         dialect: How errors read and look.
         routes: The route table; its values are the endpoints.
         channel: The gRPC channel while the application runs, else None.
+        bodies: The large request bodies held at once (`BodyBudget`).
     """
 
     def __init__(
@@ -135,6 +141,7 @@ class Transcoder:
         forms = FormReader(
             marshaler, max_body_bytes=options.max_body_bytes, max_part_bytes=options.max_part_bytes
         )
+        self.bodies = BodyBudget(options.max_body_bytes_in_flight)
         endpoints = [
             build_endpoint(
                 route,
@@ -274,8 +281,11 @@ class Transcoder:
         """The one handler for every transcoded route."""
         try:
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
-            message = await self._decode(request, endpoint, path_vars)
-            return await endpoint.respond(request, message, self._metadata(request))
+            length = request.content_length if request.body_exists else 0
+            # Held until the answer is written: a unary call keeps its message.
+            async with self.bodies.holding(length, self.options.max_body_bytes):
+                message = await self._decode(request, endpoint, path_vars)
+                return await endpoint.respond(request, message, self._metadata(request))
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             return self.error_response(request, exc)
 
@@ -336,6 +346,7 @@ def create_app(
     dialect: Dialect = OPENAI,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_part_bytes: int | None = None,
+    max_body_bytes_in_flight: int = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
     max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -359,6 +370,8 @@ def create_app(
             headers count too.
         max_part_bytes: Largest contents of one part of a `multipart/form-data`
             body (413 beyond); None: `max_body_bytes`.
+        max_body_bytes_in_flight: Bytes of large bodies the door holds at
+            once; further large requests wait their turn (`BodyBudget`).
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
             (lower-cased names, values verbatim).
         forwarded_response_headers: Response metadata keys copied to HTTP
@@ -382,6 +395,8 @@ def create_app(
         raise ValueError("max_body_bytes must be positive")
     if max_part_bytes is not None and max_part_bytes <= 0:
         raise ValueError("max_part_bytes must be positive")
+    if max_body_bytes_in_flight <= 0:
+        raise ValueError("max_body_bytes_in_flight must be positive")
     if call_timeout is not None and call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
     if services is None and not proto_packages:
@@ -390,6 +405,7 @@ def create_app(
         grpc_target=grpc_target,
         max_body_bytes=max_body_bytes,
         max_part_bytes=max_body_bytes if max_part_bytes is None else max_part_bytes,
+        max_body_bytes_in_flight=max_body_bytes_in_flight,
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
         forwarded_response_headers=tuple(
             dict.fromkeys(h.lower() for h in forwarded_response_headers)

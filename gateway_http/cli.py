@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway_http.app import DEFAULT_MAX_BODY_BYTES, create_app
+from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
 from gateway_http.routes import discover_services
 from gateway_http.server import serve
 
@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest part of a multipart/form-data body (default: the body limit)",
     )
     parser.add_argument(
+        "--max-body-bytes-in-flight",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
+        help="bytes of large request bodies (over 256 KiB) held at once; further ones "
+        "wait their turn (default: %(default)s)",
+    )
+    parser.add_argument(
         "--proto-package",
         action="append",
         dest="proto_packages",
@@ -158,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         max_part_bytes=args.max_part_bytes,
+        max_body_bytes_in_flight=args.max_body_bytes_in_flight,
         services=found,  # found once, above
         call_timeout=args.call_timeout,
         access_log=args.access_log,

@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         default=MAX_INPUT_IMAGE_BYTES,
         help="largest file in a multipart upload (default 50 MiB, OpenAI's image limit)",
     )
+    serve.add_argument(
+        "--max-body-bytes-in-flight",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="bytes of large request bodies (uploads) each HTTP door holds at once; "
+        "further uploads wait their turn (default 32 MiB)",
+    )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to finish calls on stop")
     storage(serve)
 

@@ -90,6 +90,8 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
         str(args.max_body_bytes),
         "--max-part-bytes",
         str(args.max_part_bytes),
+        "--max-body-bytes-in-flight",
+        str(args.max_body_bytes_in_flight),
     ]
     if args.http_workers > 1:
         command.append("--reuse-port")

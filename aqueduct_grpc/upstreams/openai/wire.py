@@ -9,6 +9,7 @@ The event type names are OpenAI's, which the contract adopts as they are.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -168,9 +169,16 @@ def edit_form(
 
 def _add_file(form: aiohttp.FormData, name: str, image: images_pb2.InputImage, stem: str) -> None:
     # The content type is the checked one (edit_inputs): reading `data` again
-    # to sniff it would copy the image once more.
+    # to sniff it would copy the image once more. A BytesIO (which shares the
+    # bytes) is sent in chunks, each awaited: raw bytes would be written at
+    # once, and what the socket does not take copied into the transport's buffer.
     kind = image.content_type.removeprefix("image/")
-    form.add_field(name, image.data, filename=f"{stem}.{kind}", content_type=image.content_type)
+    form.add_field(
+        name,
+        io.BytesIO(image.data),
+        filename=f"{stem}.{kind}",
+        content_type=image.content_type,
+    )
 
 
 def _bracketed(prefix: str, value: Any) -> list[tuple[str, str]]:
