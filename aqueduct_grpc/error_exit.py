@@ -16,6 +16,7 @@ the count since the last one: a flood of garbage cannot flood the log.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -27,6 +28,7 @@ from google.protobuf.message import DecodeError
 
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
+from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, current_request_id
 
 __all__ = ["MALFORMED_MESSAGE", "ErrorExit"]
 
@@ -172,4 +174,21 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     # would add its frames to the same traceback, keeping every refused call's
     # locals alive for as long as the process runs.
     error.__traceback__ = None
+    request_id = current_request_id()
+    if request_id is not None:
+        # The status's trailers replace the call's: the id goes with them.
+        status = _Status(
+            status.code,
+            status.details,
+            (*status.trailing_metadata, (REQUEST_ID_KEY, request_id)),
+        )
     await context.abort_with_status(status)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Status(grpc.Status):
+    """A status with other trailing metadata (grpc's own class is private)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]

@@ -65,6 +65,10 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
     def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler to serve in place of `handler`."""
 
+    def wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to serve for `method`; `wrap` unless the method's name matters."""
+        return self.wrap(handler)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -79,5 +83,5 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler  # unknown method: gRPC answers UNIMPLEMENTED
-            wrapped = self._wrapped[method] = self.wrap(handler)
+            wrapped = self._wrapped[method] = self.wrap_method(method, handler)
         return wrapped

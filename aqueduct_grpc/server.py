@@ -40,6 +40,8 @@ from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks, load_signing_key
 from aqueduct_grpc.images.model_times import with_created_times
 from aqueduct_grpc.images.service import GET_IMAGE_FILE, ImageService
+from aqueduct_grpc.observability.interceptor import CallObserver
+from aqueduct_grpc.observability.metrics import CoreMetrics
 from aqueduct_grpc.storage.changes import ChangeWatcher
 from aqueduct_grpc.storage.database import open_engine
 from aqueduct_grpc.storage.image_files import (
@@ -76,6 +78,7 @@ class Core:
     links: ImageLinks
     sweeper: ImageSweeper
     fetcher: ImageFetcher
+    metrics: CoreMetrics
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ async def open_core(
             hold_seconds=_longest_request_seconds(config),
         )
         await ledger.load()  # before the usage log settles what a crash left
+        metrics = CoreMetrics()
         usage = UsageLog(
             engine,
             UsageJournal(journal_dir),
@@ -141,7 +145,9 @@ async def open_core(
             # SQLite is a local file, like the journal: its journal line makes a row durable.
             answer_after_commit=engine.dialect.name != "sqlite",
             batch_rows=config.usage_flush_rows,
+            observe_commit=metrics.usage_commit.observe,
         )
+        metrics.watch_usage_queue(lambda: usage.pending_rows)
         await usage.start()
         stack.push_async_callback(usage.close)
         session = aiohttp.ClientSession(
@@ -213,15 +219,29 @@ async def open_core(
             links=links,
             sweeper=sweeper,
             fetcher=fetcher,
+            metrics=metrics,
         )
 
 
-async def start_grpc_server(core: Core, *, host: str = "127.0.0.1", port: int = 0) -> GrpcServer:
-    """Binds and starts the gRPC server; port 0 lets the OS choose."""
+async def start_grpc_server(
+    core: Core, *, host: str = "127.0.0.1", port: int = 0, access_log: bool = True
+) -> GrpcServer:
+    """Binds and starts the gRPC server; port 0 lets the OS choose.
+
+    Args:
+        core: the components.
+        host: the address to bind.
+        port: the port (0: any free one).
+        access_log: whether every call is logged (`aqueduct_grpc.access`).
+    """
     limit = core.config.max_message_bytes
     server = grpc.aio.server(
-        # The error exit is outermost, so an authentication refusal leaves through it too.
+        # The observer is outermost, so it sees every call end, refused ones too;
+        # the error exit is next, so an authentication refusal leaves through it.
         interceptors=[
+            CallObserver(
+                [IMAGE_SERVICE, ADMIN_SERVICE], metrics=core.metrics, access_log=access_log
+            ),
             ErrorExit([IMAGE_SERVICE, ADMIN_SERVICE]),
             AuthInterceptor(core.tokens, open_methods=[GET_IMAGE_FILE]),
         ],

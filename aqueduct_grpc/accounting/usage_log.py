@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -77,6 +78,7 @@ class UsageLog:
         batch_rows: int = 500,
         linger_seconds: float = 0.05,
         retry_seconds: float = 5.0,
+        observe_commit: Callable[[float], None] | None = None,
     ) -> None:
         """Creates the UsageLog; `start()` starts it.
 
@@ -91,12 +93,14 @@ class UsageLog:
                 the writer gathers rows before a write (larger batches).
             retry_seconds: how often rows the database refused, and the
                 journals of dead processes sharing the folder, are retried.
+            observe_commit: told the seconds each batch's commit took (metrics).
         """
         self._engine = engine
         self._journal = journal
         self._ledger = ledger
         self._answer_after_commit = answer_after_commit
         self._batch_rows = batch_rows
+        self._observe_commit = observe_commit
         self._linger_seconds = linger_seconds
         self._retry_seconds = retry_seconds
         self._insert: tuple[str, Sequence[str] | None] | None = None
@@ -133,6 +137,11 @@ class UsageLog:
     def admitted(self, row: UsageRecord, *, team_id: str | None, estimate: float | None) -> None:
         """Notes an admitted request's team and known cost (charged if it is interrupted)."""
         self._journal.admitted(row, team_id=team_id, estimate=estimate)
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows waiting for their database commit."""
+        return len(self._pending)
 
     async def commit(self, row: UsageRecord) -> None:
         """Returns once the row is durable: committed, or journaled where that is as good.
@@ -194,8 +203,11 @@ class UsageLog:
             while self._pending:
                 batch = self._pending[: self._batch_rows]
                 del self._pending[: self._batch_rows]
+                started = time.perf_counter()
                 try:
                     await self._store([row for row, _ in batch], journaled=True)
+                    if self._observe_commit is not None:
+                        self._observe_commit(time.perf_counter() - started)
                 except Exception:
                     # Never let the writer die: every later answer would wait on it.
                     log.exception("could not store %d usage rows", len(batch))

@@ -31,8 +31,10 @@ class UsageRecord:
     safety_identifier: str | None = None
     team_id: str | None = None
     cost: float | None = None
-    # "generate" or "edit": which Images API call the request was.
+    # "generate", "edit", "list_models" or "get_model": which call the request was.
     operation: str = "generate"
+    # The id the caller saw (`x-request-id`): what support looks a request up by.
+    request_id: str | None = None
     # Unique per request: recovery after a crash finds by it whether the row
     # reached the database, so no request is counted twice or not at all.
     request_key: str = field(default_factory=lambda: secrets.token_hex(16))

@@ -35,6 +35,7 @@ from aqueduct_grpc.images.edit_inputs import decode_inputs
 from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks
 from aqueduct_grpc.images.validation import storable, validate
+from aqueduct_grpc.observability.calls import current_call
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
 from aqueduct_grpc.upstreams.openai.wire import COMPLETED, EDIT_COMPLETED
 
@@ -224,6 +225,9 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         at no moment does neither the hold nor the cost count against a budget.
         """
         started = time.perf_counter()
+        call = current_call()
+        if call is not None:
+            call.usage = row  # what the access log and the metrics report of the request
         self._usage.begin(row)
         try:
             yield
@@ -310,8 +314,10 @@ def _usage_row(
         # request is accounted too: so no more than its column holds.
         return storable(getattr(request, field), column) if request.HasField(field) else None
 
+    call = current_call()
     return UsageRecord(
         created_at=time.time(),
+        request_id=None if call is None else call.request_id,
         token_id=token.id,
         requested_model=kept("model", "requested_model"),
         n=request.n if request.HasField("n") else 1,

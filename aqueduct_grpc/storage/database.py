@@ -107,6 +107,7 @@ usage_table = sa.Table(
     sa.Column("request_key", sa.String(32), nullable=True, unique=True, index=True),
     # "generate" or "edit"; NULL on rows older than revision 0007 (all generations).
     sa.Column("operation", sa.String(16), nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True, index=True),
 )
 
 teams_table = sa.Table(

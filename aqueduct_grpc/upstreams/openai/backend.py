@@ -17,6 +17,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ import yarl
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.image_formats import sniff_image_type
+from aqueduct_grpc.observability.calls import current_call, current_request_id
 from aqueduct_grpc.upstreams.openai import status_mapping as failed
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
 from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
@@ -99,11 +101,13 @@ class OpenAIBackend:
         answer: type[_Answer],
     ) -> _Answer:
         """POSTs `data` and reads the upstream's `ImagesResponse` (its image URLs fetched)."""
+        sent_at = time.perf_counter()
         async with _connection_errors(deployment, started=lambda: False):
             async with self._session.post(
                 url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 raw = await self._read(response)
+                _answered(deployment, response.status, sent_at)
                 if response.status >= 400:
                     raise failed.upstream_error(
                         response.status, raw, response.headers.get("Retry-After"), deployment
@@ -149,11 +153,13 @@ class OpenAIBackend:
         """POSTs `data` and relays the upstream's Server-Sent Events as `events` messages."""
         headers["Accept"] = "text/event-stream"
         started = completed = False
+        sent_at = time.perf_counter()
         async with _connection_errors(deployment, started=lambda: started):
             response = await self._session.post(
                 url, data=data, headers=headers, allow_redirects=False
             )
             async with response:
+                _answered(deployment, response.status, sent_at)
                 if response.status >= 400:
                     raw = await self._read(response)
                     retry_after = response.headers.get("Retry-After")
@@ -172,6 +178,7 @@ class OpenAIBackend:
                         yield message
                 except ValueError:  # an event past the size limit
                     raise failed.invalid_response(deployment) from None
+        _answered(deployment, response.status, sent_at)  # the stream's whole time
         if not completed:
             raise failed.stream_cut(deployment)
 
@@ -211,6 +218,14 @@ class OpenAIBackend:
         return b"".join(chunks)
 
 
+def _answered(deployment: Deployment, status: int, sent_at: float) -> None:
+    """Notes the upstream's status and time on the call (access log, metrics)."""
+    call = current_call()
+    if call is not None:
+        host = yarl.URL(str(deployment.api_base)).host or ""
+        call.upstream_answered(host, status, time.perf_counter() - sent_at)
+
+
 @contextlib.asynccontextmanager
 async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIterator[None]:
     """Connection failures as the caller sees them.
@@ -221,7 +236,13 @@ async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIt
     try:
         yield
     except aiohttp.ClientError as exc:
-        log.warning("upstream %s failed: %s", deployment.upstream_model, type(exc).__name__)
+        log.warning(
+            "upstream %s at %s failed: %s (request %s)",
+            deployment.upstream_model,
+            yarl.URL(str(deployment.api_base)).host,
+            type(exc).__name__,
+            current_request_id(),
+        )
         if started():
             raise failed.stream_cut(deployment) from None
         raise failed.unreachable() from None
@@ -256,6 +277,12 @@ def _stream_event(
 
 def _endpoint(deployment: Deployment, operation: str = "generations") -> tuple[str, dict[str, str]]:
     headers = {"Content-Type": "application/json"}
+    call = current_call()
+    if call is not None:
+        # The upstream's logs then name the request as ours do, and the
+        # caller's trace goes on through us.
+        headers["X-Request-ID"] = call.request_id
+        headers.update(call.trace_headers)
     if deployment.provider == "azure":
         url = (
             f"{deployment.api_base}/openai/deployments/{deployment.upstream_model}"

@@ -1,0 +1,1 @@
+"""What the core tells its operators: request ids, the access log, metrics."""

@@ -1,0 +1,220 @@
+"""The outermost interceptor: every call's id, its access-log line and its metrics.
+
+A call keeps the `x-request-id` its caller sent (the HTTP door always sends
+one) or gets a new one; it is sent back in the call's trailing metadata (the
+error exit adds it to a failure's), stored in the usage row and sent to the
+upstream. When the call ends, however it ends, one access-log line and the
+metrics are made from what the call noted on its `CallRecord` on the way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+
+from aqueduct_grpc.auth.interceptor import current_token
+from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
+from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, CallRecord, close_call, open_call
+from aqueduct_grpc.observability.metrics import REFUSALS, CoreMetrics
+
+__all__ = ["ACCESS_LOG", "CallObserver"]
+
+ACCESS_LOG = logging.getLogger("aqueduct_grpc.access")
+# What a caller's id may be: a plain token (it goes into logs and headers).
+_ACCEPTED_ID = re.compile(r"[A-Za-z0-9._:=+/@-]{1,128}")
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def new_request_id() -> str:
+    """A fresh id, shaped like OpenAI's (`req_` + 32 hex digits)."""
+    return "req_" + secrets.token_hex(16)
+
+
+class CallObserver(MethodInterceptor):
+    """Opens a `CallRecord` for each call of `services`; logs and measures it at the end."""
+
+    def __init__(
+        self, services: Iterable[str], *, metrics: CoreMetrics, access_log: bool = True
+    ) -> None:
+        """Creates the CallObserver.
+
+        Args:
+            services: full names of the services observed.
+            metrics: where the calls are counted and timed.
+            access_log: whether each call is logged (one INFO line).
+        """
+        super().__init__()
+        self._services = frozenset(services)
+        self._metrics = metrics
+        self._access_log = access_log
+
+    def applies_to(self, method: str) -> bool:
+        """Every method of the core's own services."""
+        return method.lstrip("/").partition("/")[0] in self._services
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Unused: every handler is wrapped knowing its method (`wrap_method`)."""
+        raise NotImplementedError
+
+    def wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler of `method`, observed under its short name (`Service/Method`)."""
+        name = method.rsplit(".", 1)[-1]
+        return wrap_behaviour(
+            handler,
+            functools.partial(self._single, name),
+            functools.partial(self._stream, name),
+        )
+
+    def _single(
+        self, method: str, behaviour: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call, started = self._open(method, context)
+            token = open_call(call)
+            outcome: BaseException | None = None
+            response = None
+            try:
+                response = await behaviour(request, context)
+                return response
+            except BaseException as error:
+                outcome = error
+                raise
+            finally:
+                close_call(token)
+                self._close(call, context, started, outcome, request, response)
+
+        return single
+
+    def _stream(
+        self, method: str, behaviour: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call, started = self._open(method, context)
+            outcome: BaseException | None = None
+            # Not reset: the generator may be closed from another context, and
+            # the call's task ends with the call.
+            open_call(call)
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except BaseException as error:
+                outcome = error
+                raise
+            finally:
+                self._close(call, context, started, outcome, request, None)
+
+        return stream
+
+    def _open(self, method: str, context: grpc.aio.ServicerContext) -> tuple[CallRecord, float]:
+        request_id = None
+        trace: dict[str, str] = {}
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_KEY and isinstance(value, str) and _ACCEPTED_ID.fullmatch(value):
+                request_id = value
+            elif key in _TRACE_HEADERS and isinstance(value, str):
+                trace[key] = value
+        call = CallRecord(
+            request_id=request_id or new_request_id(),
+            method=method,
+            trace_headers=trace,
+        )
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
+        self._metrics.in_flight.labels(call.method).inc()
+        return call, time.perf_counter()
+
+    def _close(
+        self,
+        call: CallRecord,
+        context: grpc.aio.ServicerContext,
+        started: float,
+        outcome: BaseException | None,
+        request: Any,
+        response: Any,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        code = _code_of(context, outcome)
+        row = call.usage
+        model = (row.model or row.requested_model or "") if row is not None else ""
+        m = self._metrics
+        m.in_flight.labels(call.method).dec()
+        m.requests.labels(call.method, model, code).inc()
+        m.duration.labels(call.method).observe(seconds)
+        upstream = call.upstream_seconds
+        m.added.labels(call.method).observe(max(0.0, seconds - (upstream or 0.0)))
+        if upstream is not None:
+            m.upstream_duration.labels(model).observe(upstream)
+        reason = row.error_reason if row is not None else None
+        if reason is not None and reason.startswith("UPSTREAM"):
+            m.upstream_errors.labels(model, reason).inc()
+        if reason in REFUSALS:
+            m.refusals.labels(reason).inc()
+        if row is not None and row.images:
+            m.images.labels(model, row.operation).inc(row.images)
+        if row is not None and row.cost:
+            m.cost.labels(model).inc(row.cost)
+        if self._access_log:
+            self._log(call, code, seconds, request, response, reason)
+
+    def _log(
+        self,
+        call: CallRecord,
+        code: str,
+        seconds: float,
+        request: Any,
+        response: Any,
+        reason: str | None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "request_id": call.request_id,
+            "door": "grpc",
+            "rpc": call.method,
+            "grpc_status": code,
+            "latency_ms": round(seconds * 1000, 2),
+        }
+        try:
+            token = current_token()
+            fields["token_id"], fields["token_name"] = token.id, token.name
+        except LookupError:
+            pass
+        row = call.usage
+        if row is not None:
+            fields.update(
+                operation=row.operation,
+                model_requested=row.requested_model,
+                model=row.model,
+                http_status=row.http_status or (200 if code == "OK" else None),
+                images=row.images,
+                cost_usd=row.cost,
+            )
+        if call.upstream_status is not None:
+            fields["upstream_host"] = call.upstream_host
+            fields["upstream_status"] = call.upstream_status
+            fields["upstream_ms"] = round((call.upstream_seconds or 0.0) * 1000, 2)
+        if hasattr(request, "ByteSize"):
+            fields["bytes_in"] = request.ByteSize()
+        if response is not None and hasattr(response, "ByteSize"):
+            fields["bytes_out"] = response.ByteSize()
+        if reason is not None:
+            fields["error"] = reason
+        ACCESS_LOG.info(
+            "%s %s %.1fms", call.method, code, fields["latency_ms"], extra={"access": fields}
+        )
+
+
+def _code_of(context: grpc.aio.ServicerContext, outcome: BaseException | None) -> str:
+    """The call's gRPC status code name, as its caller sees it."""
+    code = context.code()
+    if code is not None and isinstance(code, grpc.StatusCode):
+        return code.name
+    if outcome is None:
+        return "OK"
+    if isinstance(outcome, Exception):
+        return "UNKNOWN"
+    return "CANCELLED"

@@ -1,0 +1,107 @@
+"""The core's Prometheus metrics, in a registry of their own (served on `--metrics-port`).
+
+Names follow Prometheus' conventions: a `aqueduct_` prefix, base units
+(`_seconds`, `_bytes`, `_usd`), `_total` for counters. Labels are bounded
+sets (methods, configured model names, gRPC codes, reason codes): never a
+token, a prompt or a caller's text. Latency is split the way an operator
+asks about it: the whole call, the upstream's part, and what the gateway
+added on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LATENCY_BUCKETS", "CoreMetrics"]
+
+# 1 ms to 300 s: a cached model listing to the slowest image model's timeout.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 300.0,
+)  # fmt: skip
+# Reason codes that are the caller's limits or budgets saying no.
+REFUSALS = frozenset(
+    {"RATE_LIMITED", "IMAGE_RATE_LIMITED", "INSUFFICIENT_QUOTA", "TOO_MANY_REQUESTS"}
+)
+
+
+class CoreMetrics:
+    """Every metric of the core, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Creates the metrics in `registry` (a new one by default)."""
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aqueduct_requests",
+            "Calls answered, by method, resolved model and gRPC status code.",
+            ["method", "model", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "aqueduct_request_duration_seconds",
+            "Time to answer a call, whole (streams: until their last event).",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.added = Histogram(
+            "aqueduct_gateway_added_duration_seconds",
+            "Time a call spent in the gateway, outside the upstream call.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "aqueduct_upstream_duration_seconds",
+            "Time the upstream took to answer, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "aqueduct_requests_in_flight", "Calls being handled.", ["method"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "aqueduct_upstream_errors",
+            "Upstream failures, by model and kind (the reason code callers see).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "aqueduct_limit_refusals",
+            "Requests refused by a rate limit or budget, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.images = Counter(
+            "aqueduct_images",
+            "Images returned, by model and operation.",
+            ["model", "operation"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "aqueduct_cost_usd", "What answered requests cost, by model.", ["model"], registry=r
+        )
+        self.usage_commit = Histogram(
+            "aqueduct_usage_commit_duration_seconds",
+            "Time to commit one batch of usage rows.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.images_stored = Counter(
+            "aqueduct_image_store_written_bytes",
+            "Bytes of images stored for response_format url.",
+            registry=r,
+        )
+
+    def watch_usage_queue(self, depth: Callable[[], int]) -> None:
+        """Reports `depth()` (usage rows not yet committed) at each scrape."""
+        gauge = Gauge(
+            "aqueduct_usage_queue_rows",
+            "Usage rows waiting for their database commit.",
+            registry=self.registry,
+        )
+        gauge.set_function(depth)
