@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -38,13 +38,17 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from gateway_http import sse
+from gateway_http import cors, sse
+from gateway_http.access_log import ERROR_CODE, GRPC_STATUS, ROUTE
 from gateway_http.body_budget import BodyBudget
+from gateway_http.cors import ALLOWED_ORIGINS, CorsPolicy
 from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, build_endpoint
 from gateway_http.errors import HttpError, Reason, as_http_error, door_error
 from gateway_http.marshal import Marshaler
+from gateway_http.metrics import METRICS_PATH, DoorMetrics
 from gateway_http.multipart import FORM_DATA, FormReader
+from gateway_http.request_ids import REQUEST_ID_HEADER, request_id_of, stamp
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
 
 __all__ = [
@@ -72,6 +76,9 @@ DEFAULT_FORWARDED_HEADERS: tuple[str, ...] = (
     "host",
     "x-forwarded-host",
     "x-forwarded-proto",
+    # W3C trace context: passed on as it came, so the door never breaks a caller's trace.
+    "traceparent",
+    "tracestate",
 )
 # Response metadata copied to HTTP headers on raw-body and streaming routes.
 # `location` goes with a redirect status (see endpoints.STATUS_METADATA).
@@ -100,6 +107,7 @@ class TranscoderOptions:
     max_body_bytes: int
     max_part_bytes: int
     max_body_bytes_in_flight: int
+    cors: CorsPolicy | None
     forwarded_headers: tuple[str, ...]
     forwarded_response_headers: tuple[str, ...]
     max_send_message_bytes: int
@@ -194,8 +202,11 @@ class Transcoder:
 
     def _metadata(self, request: web.Request) -> list[tuple[str, str]]:
         headers = request.headers
-        metadata: list[tuple[str, str]] = []
+        # The id the answer carries, which the caller's header may not have been.
+        metadata = [(REQUEST_ID_HEADER, request_id_of(request))]
         for name in self.options.forwarded_headers:
+            if name == REQUEST_ID_HEADER:
+                continue
             for value in headers.getall(name, ()):
                 # gRPC metadata values must be printable ASCII; others are dropped.
                 if value.isascii() and value.isprintable():
@@ -280,17 +291,33 @@ class Transcoder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
         try:
+            policy = self.options.cors
+            if (
+                policy is not None
+                and request.method == "OPTIONS"
+                and "Access-Control-Request-Method" in request.headers
+            ):
+                return policy.preflight(request, self.routes)
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
+            request[ROUTE] = endpoint.route.template.template
+            if policy is not None:
+                request[ALLOWED_ORIGINS] = policy.origins_for(endpoint.route)
             length = request.content_length if request.body_exists else 0
             # Held until the answer is written: a unary call keeps its message.
             async with self.bodies.holding(length, self.options.max_body_bytes):
                 message = await self._decode(request, endpoint, path_vars)
-                return await endpoint.respond(request, message, self._metadata(request))
+                response = await endpoint.respond(request, message, self._metadata(request))
+            request.setdefault(GRPC_STATUS, "OK")
+            return response
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             return self.error_response(request, exc)
 
-    def _http_error(self, request: web.Request, exc: Exception) -> HttpError:
-        return as_http_error(exc, f"{request.method} {request.path}")
+    def _http_error(self, request: web.BaseRequest, exc: Exception) -> HttpError:
+        error = as_http_error(exc, f"{request.method} {request.path}")
+        # For the access log: how the request ended.
+        request[GRPC_STATUS] = error.grpc_code.name
+        request[ERROR_CODE] = error.code or (error.reason.value if error.reason else "")
+        return error
 
     def error_response(self, request: web.Request, exc: Exception) -> web.Response:
         """The HTTP response for anything raised while serving `request`."""
@@ -347,6 +374,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_part_bytes: int | None = None,
     max_body_bytes_in_flight: int = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
+    cors_allow_origins: Mapping[str, Sequence[str]] | None = None,
+    metrics: bool = True,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
     max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -372,6 +401,11 @@ def create_app(
             body (413 beyond); None: `max_body_bytes`.
         max_body_bytes_in_flight: Bytes of large bodies the door holds at
             once; further large requests wait their turn (`BodyBudget`).
+        cors_allow_origins: Full service name -> the origins (or `*`) whose
+            pages may call its routes (`gateway_http.cors`); None: no CORS
+            answers at all (preflights are 405s).
+        metrics: Whether requests are counted and timed, and `/metrics` serves
+            the figures (Prometheus' text format; `gateway_http.metrics`).
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
             (lower-cased names, values verbatim).
         forwarded_response_headers: Response metadata keys copied to HTTP
@@ -406,6 +440,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_part_bytes=max_body_bytes if max_part_bytes is None else max_part_bytes,
         max_body_bytes_in_flight=max_body_bytes_in_flight,
+        cors=None if cors_allow_origins is None else CorsPolicy(cors_allow_origins),
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
         forwarded_response_headers=tuple(
             dict.fromkeys(h.lower() for h in forwarded_response_headers)
@@ -423,9 +458,19 @@ def create_app(
     # aiohttp enforces the limit while reading, so chunked bodies stop early too
     # (a form is read as a stream, which the door counts itself). It does not
     # decompress: the door does (see `Transcoder._read_json`).
-    app = web.Application(client_max_size=max_body_bytes, handler_args={"auto_decompress": False})
+    door_metrics = DoorMetrics(lambda: transcoder.bodies.waiting) if metrics else None
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        handler_args={"auto_decompress": False},
+        middlewares=[door_metrics.middleware] if door_metrics is not None else [],
+    )
     app[TRANSCODER] = transcoder
+    app.on_response_prepare.append(stamp)
+    if options.cors is not None:
+        app.on_response_prepare.append(cors.stamp)
     app.cleanup_ctx.append(transcoder.channel_ctx)
     app.router.add_get("/healthz", transcoder.health, allow_head=False)
+    if door_metrics is not None:
+        app.router.add_get(METRICS_PATH, door_metrics.scrape, allow_head=False)
     app.router.add_route("*", "/{tail:.*}", transcoder.handle)
     return app

@@ -297,6 +297,17 @@ class RouteTable(Generic[T]):
         out.extend(v for _, methods in self._patterned for v in methods.values())
         return out
 
+    def methods_at(self, raw_path: str) -> dict[str, T]:
+        """Every verb the path takes and its value (empty when no route matches the path)."""
+        found: dict[str, T] = {}
+        for verb, value in self._literal.get(raw_path, {}).items():
+            found.setdefault(verb, value)
+        for template, methods in self._patterned:
+            if template.match(raw_path) is not None:
+                for verb, value in methods.items():
+                    found.setdefault(verb, value)
+        return found
+
     def match(self, http_method: str, raw_path: str) -> tuple[T, dict[str, str]]:
         """The value and bound path variables for a request.
 

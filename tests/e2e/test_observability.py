@@ -1,0 +1,272 @@
+"""What operators see: request ids, access logs, metrics, CORS and trace context, on both doors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.admin.service import ADMIN_SERVICE
+from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer
+from aqueduct_grpc.storage.database import usage_table
+from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream
+from gateway_http import create_app
+from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
+from gateway_http.server import DoorRunner
+from tests.conftest import bearer
+
+GENERATE = "/v1/images/generations"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+async def door(core: GrpcServer) -> AsyncIterator[str]:
+    """The door as `serve` runs it: access log on, CORS for the image API only."""
+    app = create_app(
+        grpc_target=f"127.0.0.1:{core.port}",
+        proto_packages=["aqueduct"],
+        cors_allow_origins={IMAGE_SERVICE: ["*"], ADMIN_SERVICE: []},
+    )
+    runner = DoorRunner(app, access_log_class=DoorAccessLogger, access_log=ACCESS_LOGGER)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site.port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http(door: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=door) as session:
+        yield session
+
+
+def auth(secret: str, **more: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}", **more}
+
+
+async def usage_rows(gateway: Core) -> list[Any]:
+    await gateway.usage.flush()
+    async with gateway.engine.connect() as connection:
+        return (await connection.execute(sa.select(usage_table).order_by(usage_table.c.id))).all()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and labels (parsed by prometheus_client)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+# ------------------------------------------------------------------ request ids
+
+
+async def test_every_http_answer_carries_a_request_id_that_reaches_the_upstream_and_the_row(
+    http: aiohttp.ClientSession, secret: str, upstream: FakeUpstream, gateway: Core
+) -> None:
+    async with http.post(
+        GENERATE, json={"model": "gpt-image-1", "prompt": "x"}, headers=auth(secret)
+    ) as ok:
+        assert ok.status == 200
+        made = ok.headers["x-request-id"]
+    assert made.startswith("req_") and len(made) == 36
+    assert upstream.requests[0].headers["X-Request-ID"] == made
+    [row] = await usage_rows(gateway)
+    assert row.request_id == made
+    answers = [
+        await http.post(GENERATE, json={"model": "gpt-image-1", "prompt": "x"}),  # 401
+        await http.post(GENERATE, json={"model": "nope", "prompt": "x"}, headers=auth(secret)),
+        await http.get("/v1/no/such/route"),
+        await http.post(
+            GENERATE,
+            json={"model": "demo", "prompt": "x", "stream": True},
+            headers=auth(secret),
+        ),
+    ]
+    ids = []
+    for answer in answers:
+        await answer.read()
+        ids.append(answer.headers["x-request-id"])
+    assert [a.status for a in answers] == [401, 404, 404, 200]
+    assert answers[-1].content_type == "text/event-stream"
+    assert len(set(ids)) == len(ids) and all(i.startswith("req_") for i in ids)
+
+
+async def test_a_callers_request_id_is_kept_and_a_malformed_one_replaced(
+    http: aiohttp.ClientSession, secret: str, upstream: FakeUpstream
+) -> None:
+    sent = {"model": "gpt-image-1", "prompt": "x"}
+    async with http.post(
+        GENERATE, json=sent, headers=auth(secret, **{"X-Request-ID": "abc-123"})
+    ) as kept:
+        assert kept.headers["x-request-id"] == "abc-123"
+    async with http.post(
+        GENERATE, json=sent, headers=auth(secret, **{"X-Request-ID": "has spaces; and more"})
+    ) as bad:
+        assert bad.headers["x-request-id"].startswith("req_")
+    assert [r.headers["X-Request-ID"] for r in upstream.requests] == [
+        "abc-123",
+        bad.headers["x-request-id"],
+    ]
+
+
+async def test_grpc_answers_carry_the_request_id_in_their_trailers(stub: Any, secret: str) -> None:
+    request = images_pb2.GenerateImagesRequest(model="demo", prompt="x")
+    call = stub.GenerateImages(request, metadata=[*bearer(secret), ("x-request-id", "mine-1")])
+    await call
+    assert ("x-request-id", "mine-1") in list(await call.trailing_metadata())
+    failing = stub.GenerateImages(request, metadata=bearer("aqk-wrong"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await failing
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    made = dict(refused.value.trailing_metadata() or ())["x-request-id"]
+    assert made.startswith("req_")
+
+
+async def test_a_callers_trace_context_reaches_the_upstream(
+    http: aiohttp.ClientSession, secret: str, upstream: FakeUpstream
+) -> None:
+    async with http.post(
+        GENERATE,
+        json={"model": "gpt-image-1", "prompt": "x"},
+        headers=auth(secret, traceparent=TRACEPARENT, tracestate="vendor=1"),
+    ) as answer:
+        assert answer.status == 200
+    sent = upstream.requests[0].headers
+    assert sent["traceparent"].split("-")[1] == TRACE_ID and sent["tracestate"] == "vendor=1"
+
+
+# ------------------------------------------------------------------- access log
+
+
+async def test_access_log_lines_for_both_doors_without_secrets(
+    http: aiohttp.ClientSession,
+    secret: str,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream.plan(Fail(500, message="boom"))
+    caplog.set_level(logging.INFO)
+    sent = {"model": "gpt-image-1", "prompt": "x"}
+    for headers in (auth(secret), auth(secret), {"Authorization": "Bearer aqk-nope"}):
+        async with http.post(GENERATE, json=sent, headers=headers) as answer:
+            await answer.read()
+    async with http.post(GENERATE, json={**sent, "stream": True}, headers=auth(secret)) as stream:
+        await stream.read()
+    core = [r.access for r in caplog.records if r.name == "aqueduct_grpc.access"]  # type: ignore[attr-defined]
+    door = [r.access for r in caplog.records if r.name == "gateway_http.access"]  # type: ignore[attr-defined]
+    assert [line["grpc_status"] for line in core] == ["INTERNAL", "OK", "UNAUTHENTICATED", "OK"]
+    assert [line["status"] for line in door] == [500, 200, 401, 200]
+    upstream_error, success, refused, streamed = core
+    assert (upstream_error["upstream_status"], upstream_error["error"]) == (500, "UPSTREAM_ERROR")
+    assert success["model"] == "gpt-image-1" and success["images"] == 1
+    assert success["token_name"] == "test" and success["upstream_host"] == "127.0.0.1"
+    assert "token_id" not in refused and refused["rpc"] == "ImageService/GenerateImages"
+    assert streamed["rpc"] == "ImageService/StreamGenerateImages"
+    assert [line["request_id"] for line in door] == [line["request_id"] for line in core]
+    assert door[1]["route"] == GENERATE and door[1]["bytes_out"] > 0
+    for record in caplog.records:
+        text = record.getMessage() + json.dumps(getattr(record, "access", {}), default=str)
+        assert secret not in text and "aqk-nope" not in text and "sk-" not in text
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+async def test_core_metrics_move_by_exactly_the_calls_made(
+    stub: Any, secret: str, gateway: Core
+) -> None:
+    def scrape() -> dict[Any, float]:
+        return samples(generate_latest(gateway.metrics.registry).decode())
+
+    ok = (
+        "aqueduct_requests_total",
+        (("code", "OK"), ("method", "ImageService/GenerateImages"), ("model", "aqueduct-demo")),
+    )
+    images = ("aqueduct_images_total", (("model", "aqueduct-demo"), ("operation", "generate")))
+    before = scrape()
+    for _ in range(3):
+        await stub.GenerateImages(
+            images_pb2.GenerateImagesRequest(model="demo", prompt="x", n=2),
+            metadata=bearer(secret),
+        )
+    after = scrape()
+    assert after[ok] - before.get(ok, 0.0) == 3
+    assert after[images] - before.get(images, 0.0) == 6
+    count = (
+        "aqueduct_request_duration_seconds_count",
+        (("method", "ImageService/GenerateImages"),),
+    )
+    assert after[count] - before.get(count, 0.0) == 3
+    assert after[("aqueduct_usage_queue_rows", ())] >= 0
+
+
+async def test_the_doors_metrics_endpoint_counts_requests_by_route(
+    http: aiohttp.ClientSession, secret: str
+) -> None:
+    async def scrape() -> dict[Any, float]:
+        async with http.get("/metrics") as answer:
+            assert answer.status == 200
+            return samples(await answer.text())
+
+    key = (
+        "gateway_http_requests_total",
+        (("method", "GET"), ("route", "/v1/models"), ("status", "200")),
+    )
+    before = await scrape()
+    for _ in range(4):
+        async with http.get("/v1/models", headers=auth(secret)) as answer:
+            assert answer.status == 200
+    after = await scrape()
+    assert after[key] - before.get(key, 0.0) == 4
+
+
+# ------------------------------------------------------------------------- CORS
+
+
+async def test_cors_preflight_and_answers_for_the_image_api(
+    http: aiohttp.ClientSession, secret: str
+) -> None:
+    async with http.options(
+        GENERATE,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+        },
+    ) as preflight:
+        assert preflight.status == 204
+        headers = preflight.headers
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "x-request-id", "x-stainless-os"} <= allowed
+    assert "Access-Control-Allow-Credentials" not in headers
+    async with http.get("/v1/models", headers=auth(secret, Origin="https://app.example")) as answer:
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "X-Request-ID" in answer.headers["Access-Control-Expose-Headers"]
+
+
+async def test_cors_allows_no_origin_on_the_admin_api(http: aiohttp.ClientSession) -> None:
+    async with http.options(
+        "/admin/v1/tokens",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+    ) as preflight:
+        assert preflight.status == 204
+        assert "Access-Control-Allow-Origin" not in preflight.headers
+    async with http.get("/admin/v1/tokens", headers={"Origin": "https://app.example"}) as answer:
+        assert answer.status == 401
+        assert "Access-Control-Allow-Origin" not in answer.headers
