@@ -37,6 +37,7 @@ from aiohttp import web
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
+from opentelemetry.trace import Span
 
 from gateway_http import cors, sse
 from gateway_http.access_log import ERROR_CODE, GRPC_STATUS, ROUTE
@@ -50,6 +51,7 @@ from gateway_http.metrics import METRICS_PATH, DoorMetrics
 from gateway_http.multipart import FORM_DATA, FormReader
 from gateway_http.request_ids import REQUEST_ID_HEADER, request_id_of, stamp
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
+from gateway_http.tracing import TRACE_HEADERS, request_span, trace_metadata
 
 __all__ = [
     "DEFAULT_FORWARDED_HEADERS",
@@ -200,12 +202,16 @@ class Transcoder:
                 endpoint.unbind()
             await channel.close(None)
 
-    def _metadata(self, request: web.Request) -> list[tuple[str, str]]:
+    def _metadata(self, request: web.Request, span: Span | None) -> list[tuple[str, str]]:
         headers = request.headers
         # The id the answer carries, which the caller's header may not have been.
         metadata = [(REQUEST_ID_HEADER, request_id_of(request))]
+        replaced = {REQUEST_ID_HEADER}
+        if span is not None:  # the core continues the door's span, not the caller's
+            metadata += trace_metadata(span)
+            replaced.update(TRACE_HEADERS)
         for name in self.options.forwarded_headers:
-            if name == REQUEST_ID_HEADER:
+            if name in replaced:
                 continue
             for value in headers.getall(name, ()):
                 # gRPC metadata values must be printable ASCII; others are dropped.
@@ -299,14 +305,18 @@ class Transcoder:
             ):
                 return policy.preflight(request, self.routes)
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
-            request[ROUTE] = endpoint.route.template.template
+            route = request[ROUTE] = endpoint.route.template.template
             if policy is not None:
                 request[ALLOWED_ORIGINS] = policy.origins_for(endpoint.route)
             length = request.content_length if request.body_exists else 0
-            # Held until the answer is written: a unary call keeps its message.
-            async with self.bodies.holding(length, self.options.max_body_bytes):
-                message = await self._decode(request, endpoint, path_vars)
-                response = await endpoint.respond(request, message, self._metadata(request))
+            with request_span(request, route) as span:
+                # Held until the answer is written: a unary call keeps its message.
+                async with self.bodies.holding(length, self.options.max_body_bytes):
+                    message = await self._decode(request, endpoint, path_vars)
+                    metadata = self._metadata(request, span)
+                    response = await endpoint.respond(request, message, metadata)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", response.status)
             request.setdefault(GRPC_STATUS, "OK")
             return response
         except Exception as exc:  # CancelledError is not an Exception: it propagates

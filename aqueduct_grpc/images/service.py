@@ -36,6 +36,7 @@ from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks
 from aqueduct_grpc.images.validation import storable, validate
 from aqueduct_grpc.observability.calls import current_call
+from aqueduct_grpc.observability.tracing import step
 from aqueduct_grpc.upstreams.dispatch import Dispatcher
 from aqueduct_grpc.upstreams.openai.wire import COMPLETED, EDIT_COMPLETED
 
@@ -129,9 +130,10 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             response = await call(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
-                urls = await asyncio.gather(
-                    *(self._links.publish(image.b64_json, base_url) for image in response.data)
-                )
+                with step("image_store"):
+                    urls = await asyncio.gather(
+                        *(self._links.publish(image.b64_json, base_url) for image in response.data)
+                    )
                 for image, url in zip(response.data, urls, strict=True):
                     image.url = url
                     image.ClearField("b64_json")
@@ -202,15 +204,16 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
 
     async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> None:
         """Admits a resolved, valid request within its limits and budgets."""
-        reservation = await self._admission.admit(
-            token,
-            model.name,
-            weight=model.limit_weight,
-            n=row.n or 1,
-            size=row.size,
-            quality=row.quality,
-            request_key=row.request_key,
-        )
+        with step("admission"):
+            reservation = await self._admission.admit(
+                token,
+                model.name,
+                weight=model.limit_weight,
+                n=row.n or 1,
+                size=row.size,
+                quality=row.quality,
+                request_key=row.request_key,
+            )
         # Known now, so that if this process dies mid-request the row it
         # leaves behind is charged what the request was going to cost.
         self._usage.admitted(row, team_id=reservation.team_id, estimate=reservation.estimate)
@@ -249,7 +252,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             except Exception:
                 # The answer stands; its row is kept, without a cost.
                 log.exception("could not price a usage row; it is recorded without cost")
-            await self._usage.commit(row)
+            with step("usage_commit"):
+                await self._usage.commit(row)
 
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext

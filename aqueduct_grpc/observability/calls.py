@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span
+
 from aqueduct_grpc.accounting.usage_record import UsageRecord
 
 __all__ = ["REQUEST_ID_KEY", "CallRecord", "current_call", "current_request_id"]
@@ -33,6 +35,8 @@ class CallRecord:
     upstream_host: str | None = None
     # W3C trace context from the caller, passed on to the upstream as it came.
     trace_headers: dict[str, str] = field(default_factory=dict)
+    # The call's server span, when tracing is on (`tracing`).
+    span: Span | None = None
 
     def upstream_answered(self, host: str, status: int, seconds: float) -> None:
         """Notes an upstream call (the last one counts, after failovers)."""

@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+from opentelemetry.trace import StatusCode
 
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
 from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, CallRecord, close_call, open_call
 from aqueduct_grpc.observability.metrics import REFUSALS, CoreMetrics
+from aqueduct_grpc.observability.tracing import start_call_span
 
 __all__ = ["ACCESS_LOG", "CallObserver"]
 
@@ -124,6 +126,7 @@ class CallObserver(MethodInterceptor):
             request_id=request_id or new_request_id(),
             method=method,
             trace_headers=trace,
+            span=start_call_span(method, trace),
         )
         context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
         self._metrics.in_flight.labels(call.method).inc()
@@ -159,6 +162,17 @@ class CallObserver(MethodInterceptor):
             m.images.labels(model, row.operation).inc(row.images)
         if row is not None and row.cost:
             m.cost.labels(model).inc(row.cost)
+        if call.span is not None:
+            call.span.set_attributes(
+                {
+                    "rpc.method": call.method,
+                    "aqueduct.request_id": call.request_id,
+                    "rpc.grpc.status_code": code,
+                }
+            )
+            if code != "OK":
+                call.span.set_status(StatusCode.ERROR, reason or code)
+            call.span.end()
         if self._access_log:
             self._log(call, code, seconds, request, response, reason)
 

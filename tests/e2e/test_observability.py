@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -12,6 +12,11 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -270,3 +275,49 @@ async def test_cors_allows_no_origin_on_the_admin_api(http: aiohttp.ClientSessio
     async with http.get("/admin/v1/tokens", headers={"Origin": "https://app.example"}) as answer:
         assert answer.status == 401
         assert "Access-Control-Allow-Origin" not in answer.headers
+
+
+# ---------------------------------------------------------------------- tracing
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """A recording tracer provider for this test only, its spans kept in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    yield exporter
+    # The provider is set once per process by design; OpenTelemetry's own test
+    # utilities reset it this way, so that other tests run untraced.
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+
+
+async def test_one_trace_from_the_callers_context_through_both_doors_to_the_upstream(
+    spans: InMemorySpanExporter,
+    http: aiohttp.ClientSession,
+    secret: str,
+    upstream: FakeUpstream,
+) -> None:
+    async with http.post(
+        GENERATE,
+        json={"model": "gpt-image-1", "prompt": "x", "response_format": "url"},
+        headers=auth(secret, traceparent=TRACEPARENT),
+    ) as answer:
+        assert answer.status == 200
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    assert {
+        "POST /v1/images/generations",
+        "ImageService/GenerateImages",
+        "admission",
+        "upstream",
+        "image_store",
+        "usage_commit",
+    } <= set(finished)
+    assert {format(span.context.trace_id, "032x") for span in finished.values()} == {TRACE_ID}
+    door, call = finished["POST /v1/images/generations"], finished["ImageService/GenerateImages"]
+    assert call.parent is not None and call.parent.span_id == door.context.span_id
+    assert finished["upstream"].parent.span_id == call.context.span_id  # type: ignore[union-attr]
+    sent = upstream.requests[0].headers["traceparent"].split("-")
+    assert sent[1] == TRACE_ID and sent[2] == format(finished["upstream"].context.span_id, "016x")

@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 import yarl
+from opentelemetry.trace import Span, SpanKind
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.image_formats import sniff_image_type
 from aqueduct_grpc.observability.calls import current_call, current_request_id
+from aqueduct_grpc.observability.tracing import step, upstream_headers
 from aqueduct_grpc.upstreams.openai import status_mapping as failed
 from aqueduct_grpc.upstreams.openai.event_stream import read_events
 from aqueduct_grpc.upstreams.openai.images_json import parse_images_response
@@ -102,28 +104,30 @@ class OpenAIBackend:
     ) -> _Answer:
         """POSTs `data` and reads the upstream's `ImagesResponse` (its image URLs fetched)."""
         sent_at = time.perf_counter()
-        async with _connection_errors(deployment, started=lambda: False):
-            async with self._session.post(
-                url, data=data, headers=headers, allow_redirects=False
-            ) as response:
-                raw = await self._read(response)
-                _answered(deployment, response.status, sent_at)
-                if response.status >= 400:
-                    raise failed.upstream_error(
-                        response.status, raw, response.headers.get("Retry-After"), deployment
+        with step("upstream", SpanKind.CLIENT) as span:
+            headers.update(upstream_headers(span))  # the caller's trace goes on through us
+            async with _connection_errors(deployment, started=lambda: False):
+                async with self._session.post(
+                    url, data=data, headers=headers, allow_redirects=False
+                ) as response:
+                    raw = await self._read(response)
+                    _answered(deployment, response.status, sent_at, span)
+                    if response.status >= 400:
+                        raise failed.upstream_error(
+                            response.status, raw, response.headers.get("Retry-After"), deployment
+                        )
+                try:
+                    parsed = response_from_json(
+                        parse_images_response(raw), scrubber_for(deployment), answer
                     )
-            try:
-                parsed = response_from_json(
-                    parse_images_response(raw), scrubber_for(deployment), answer
-                )
-            except _MALFORMED:
-                raise failed.invalid_response(deployment) from None
-            for image in parsed.data:
-                if image.HasField("url"):
-                    if not image.HasField("b64_json"):
-                        image.b64_json = await self._download(image.url, deployment)
-                    image.ClearField("url")  # an upstream URL is never passed on
-            return parsed
+                except _MALFORMED:
+                    raise failed.invalid_response(deployment) from None
+                for image in parsed.data:
+                    if image.HasField("url"):
+                        if not image.HasField("b64_json"):
+                            image.b64_json = await self._download(image.url, deployment)
+                        image.ClearField("url")  # an upstream URL is never passed on
+                return parsed
 
     def stream(
         self, request: images_pb2.GenerateImagesRequest, deployment: Deployment
@@ -154,31 +158,33 @@ class OpenAIBackend:
         headers["Accept"] = "text/event-stream"
         started = completed = False
         sent_at = time.perf_counter()
-        async with _connection_errors(deployment, started=lambda: started):
-            response = await self._session.post(
-                url, data=data, headers=headers, allow_redirects=False
-            )
-            async with response:
-                _answered(deployment, response.status, sent_at)
-                if response.status >= 400:
-                    raw = await self._read(response)
-                    retry_after = response.headers.get("Retry-After")
-                    raise failed.upstream_error(response.status, raw, retry_after, deployment)
-                try:
-                    async for sent in read_events(
-                        response.content.iter_any(), max_event_bytes=self._max_response_bytes
-                    ):
-                        if sent.data.strip() == "[DONE]":
-                            break  # many OpenAI-compatible servers end streams so
-                        message = _stream_event(sent.event, sent.data, deployment, events)
-                        if message is None:
-                            continue  # an event type this gateway does not know yet
-                        started = True
-                        completed = completed or message.type == events.completed
-                        yield message
-                except ValueError:  # an event past the size limit
-                    raise failed.invalid_response(deployment) from None
-        _answered(deployment, response.status, sent_at)  # the stream's whole time
+        with step("upstream", SpanKind.CLIENT) as span:
+            headers.update(upstream_headers(span))  # the caller's trace goes on through us
+            async with _connection_errors(deployment, started=lambda: started):
+                response = await self._session.post(
+                    url, data=data, headers=headers, allow_redirects=False
+                )
+                async with response:
+                    _answered(deployment, response.status, sent_at, span)
+                    if response.status >= 400:
+                        raw = await self._read(response)
+                        retry_after = response.headers.get("Retry-After")
+                        raise failed.upstream_error(response.status, raw, retry_after, deployment)
+                    try:
+                        async for sent in read_events(
+                            response.content.iter_any(), max_event_bytes=self._max_response_bytes
+                        ):
+                            if sent.data.strip() == "[DONE]":
+                                break  # many OpenAI-compatible servers end streams so
+                            message = _stream_event(sent.event, sent.data, deployment, events)
+                            if message is None:
+                                continue  # an event type this gateway does not know yet
+                            started = True
+                            completed = completed or message.type == events.completed
+                            yield message
+                    except ValueError:  # an event past the size limit
+                        raise failed.invalid_response(deployment) from None
+            _answered(deployment, response.status, sent_at, None)  # the stream's whole time
         if not completed:
             raise failed.stream_cut(deployment)
 
@@ -218,12 +224,20 @@ class OpenAIBackend:
         return b"".join(chunks)
 
 
-def _answered(deployment: Deployment, status: int, sent_at: float) -> None:
-    """Notes the upstream's status and time on the call (access log, metrics)."""
+def _answered(deployment: Deployment, status: int, sent_at: float, span: Span | None) -> None:
+    """Notes the upstream's status and time on the call (access log, metrics) and its span."""
     call = current_call()
+    host = yarl.URL(str(deployment.api_base)).host or ""
     if call is not None:
-        host = yarl.URL(str(deployment.api_base)).host or ""
         call.upstream_answered(host, status, time.perf_counter() - sent_at)
+    if span is not None:
+        span.set_attributes(
+            {
+                "http.response.status_code": status,
+                "server.address": host,
+                "gen_ai.request.model": deployment.upstream_model,
+            }
+        )
 
 
 @contextlib.asynccontextmanager
@@ -279,10 +293,8 @@ def _endpoint(deployment: Deployment, operation: str = "generations") -> tuple[s
     headers = {"Content-Type": "application/json"}
     call = current_call()
     if call is not None:
-        # The upstream's logs then name the request as ours do, and the
-        # caller's trace goes on through us.
+        # The upstream's logs then name the request as ours do.
         headers["X-Request-ID"] = call.request_id
-        headers.update(call.trace_headers)
     if deployment.provider == "azure":
         url = (
             f"{deployment.api_base}/openai/deployments/{deployment.upstream_model}"

@@ -1,0 +1,47 @@
+"""The door's OpenTelemetry span of each request, and the trace context it sends the core.
+
+With a recording tracer provider installed in the process (the CLI installs
+one when the standard OpenTelemetry variables name an exporter), each
+request gets a server span continuing the caller's W3C `traceparent`, and
+the core receives that span's context. Without one, nothing is recorded and
+the caller's `traceparent` and `tracestate` go to the core as they came
+(they are forwarded headers), so the door never breaks a caller's trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from aiohttp import web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind
+
+__all__ = ["TRACE_HEADERS", "request_span", "trace_metadata"]
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+_TRACER_NAME = "gateway_http"
+
+
+@contextlib.contextmanager
+def request_span(request: web.Request, route: str) -> Iterator[Span | None]:
+    """The request's server span while the block runs; None when tracing is off."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        yield None
+        return
+    parent = propagate.extract(request.headers)
+    with trace.get_tracer(_TRACER_NAME).start_as_current_span(
+        f"{request.method} {route}",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": request.method, "http.route": route},
+    ) as span:
+        yield span
+
+
+def trace_metadata(span: Span) -> list[tuple[str, str]]:
+    """The span's context as gRPC metadata (`traceparent`, `tracestate`)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return list(carrier.items())
