@@ -284,18 +284,23 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     async def ListModels(
         self, request: images_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.ListModelsResponse:
-        """The models this caller may use."""
+        """The models this caller may use (a usage row of its own: `list_models`)."""
         token = current_token()
-        return images_pb2.ListModelsResponse(
-            object="list", data=[_model(m) for m in self._catalog.visible(token)]
-        )
+        async with self._accounted(_listing_row(token, "list_models", None)):
+            return images_pb2.ListModelsResponse(
+                object="list", data=[_model(m) for m in self._catalog.visible(token)]
+            )
 
     async def GetModel(
         self, request: images_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> images_pb2.GetModelResponse:
         """One model the caller may use, by name or alias (NOT_FOUND as for a request)."""
-        model = self._catalog.resolve(request.model, current_token())
-        return images_pb2.GetModelResponse(model=_model(model))
+        token = current_token()
+        row = _listing_row(token, "get_model", storable(request.model, "requested_model"))
+        async with self._accounted(row):
+            model = self._catalog.resolve(request.model, token)
+            row.model = model.name
+            return images_pb2.GetModelResponse(model=_model(model))
 
 
 def _model(model: ModelConfig) -> images_pb2.Model:
@@ -330,6 +335,19 @@ def _usage_row(
         end_user=kept("user", "end_user"),
         safety_identifier=kept("safety_identifier", "safety_identifier"),
         operation="edit" if isinstance(request, images_pb2.EditImagesRequest) else "generate",
+    )
+
+
+def _listing_row(token: Token, operation: str, requested_model: str | None) -> UsageRecord:
+    """The usage row of a model listing: no images, no cost, but counted like any call."""
+    call = current_call()
+    return UsageRecord(
+        created_at=time.time(),
+        request_id=None if call is None else call.request_id,
+        token_id=token.id,
+        requested_model=requested_model,
+        n=None,
+        operation=operation,
     )
 
 

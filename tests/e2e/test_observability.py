@@ -321,3 +321,18 @@ async def test_one_trace_from_the_callers_context_through_both_doors_to_the_upst
     assert finished["upstream"].parent.span_id == call.context.span_id  # type: ignore[union-attr]
     sent = upstream.requests[0].headers["traceparent"].split("-")
     assert sent[1] == TRACE_ID and sent[2] == format(finished["upstream"].context.span_id, "016x")
+
+
+async def test_model_listings_have_usage_rows_of_their_own(
+    http: aiohttp.ClientSession, secret: str, gateway: Core
+) -> None:
+    for path in ("/v1/models", "/v1/models/demo", "/v1/models/nope"):
+        async with http.get(path, headers=auth(secret)) as answer:
+            await answer.read()
+    rows = await usage_rows(gateway)
+    assert [(r.operation, r.requested_model, r.model, r.status, r.images) for r in rows] == [
+        ("list_models", None, None, "OK", 0),
+        ("get_model", "demo", "aqueduct-demo", "OK", 0),
+        ("get_model", "nope", None, "NOT_FOUND", 0),
+    ]
+    assert all(r.cost is None and r.request_id.startswith("req_") for r in rows)
