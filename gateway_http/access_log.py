@@ -2,8 +2,8 @@
 
 aiohttp calls its access logger once per request, after the response (a
 stream's too) is finished, which is what uvicorn- and gunicorn-style access
-logs record. The fields go on the log record as `access` (the formatter
-picks its own layout: JSON or logfmt). The URL's query is never logged: a
+logs record. The fields are the log record's own attributes (`extra`), which
+the formatter lays out as JSON keys or logfmt pairs. The URL's query is never logged: a
 signed image URL carries its credential there, as an `Authorization` header
 would; no header is logged either.
 """
@@ -56,5 +56,5 @@ class DoorAccessLogger(AbstractAccessLogger):
             request.path,
             response.status,
             fields["latency_ms"],
-            extra={"access": fields},
+            extra=fields,
         )

@@ -218,7 +218,7 @@ class CallObserver(MethodInterceptor):
         if reason is not None:
             fields["error"] = reason
         ACCESS_LOG.info(
-            "%s %s %.1fms", call.method, code, fields["latency_ms"], extra={"access": fields}
+            "%s %s %.1fms", call.method, code, fields["latency_ms"], extra=fields
         )
 
 

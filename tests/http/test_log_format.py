@@ -1,0 +1,58 @@
+"""The processes' log layouts: JSON lines and logfmt carry a line's structured fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from gateway_http.log_format import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def emit() -> None:
+    logging.getLogger("gateway_http.access").info(
+        "GET %s %d", "/v1/models", 200, extra={"request_id": "req_1", "status": 200}
+    )
+    logging.getLogger("other").debug("not shown at INFO")
+
+
+def test_json_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    emit()
+    [line] = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert (record["message"], record["request_id"], record["status"]) == (
+        "GET /v1/models 200",
+        "req_1",
+        200,
+    )
+    assert (record["level"], record["logger"]) == ("INFO", "gateway_http.access")
+
+
+def test_logfmt_pairs_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "logfmt")
+    emit()
+    [line] = capsys.readouterr().err.splitlines()
+    assert 'msg="GET /v1/models 200"' in line and "request_id=req_1" in line
+    assert "status=200" in line and "level=INFO" in line
+
+
+def test_auto_is_json_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO")
+    emit()
+    assert json.loads(capsys.readouterr().err)["request_id"] == "req_1"
+
+
+def test_an_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="json, logfmt"):
+        configure_logging("INFO", "xml")
