@@ -51,6 +51,7 @@ from gateway_http.metrics import METRICS_PATH, DoorMetrics
 from gateway_http.multipart import FORM_DATA, FormReader
 from gateway_http.request_ids import REQUEST_ID_HEADER, request_id_of, stamp
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
+from gateway_http.static_files import add_static_folders
 from gateway_http.tracing import TRACE_HEADERS, request_span, trace_metadata
 
 __all__ = [
@@ -386,6 +387,8 @@ def create_app(
     max_body_bytes_in_flight: int = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
     cors_allow_origins: Mapping[str, Sequence[str]] | None = None,
     metrics: bool = True,
+    static_folders: Mapping[str, str] | None = None,
+    root_redirect: str | None = None,
     forwarded_headers: Iterable[str] = DEFAULT_FORWARDED_HEADERS,
     forwarded_response_headers: Iterable[str] = DEFAULT_FORWARDED_RESPONSE_HEADERS,
     max_send_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -416,6 +419,9 @@ def create_app(
             answers at all (preflights are 405s).
         metrics: Whether requests are counted and timed, and `/metrics` serves
             the figures (Prometheus' text format; `gateway_http.metrics`).
+        static_folders: URL prefix (`/console/`) -> folder of static files
+            served there (`gateway_http.static_files`); None: none.
+        root_redirect: Where `GET /` redirects (e.g. `/console/`); None: no route.
         forwarded_headers: HTTP headers passed to the core as gRPC metadata
             (lower-cased names, values verbatim).
         forwarded_response_headers: Response metadata keys copied to HTTP
@@ -482,5 +488,7 @@ def create_app(
     app.router.add_get("/healthz", transcoder.health, allow_head=False)
     if door_metrics is not None:
         app.router.add_get(METRICS_PATH, door_metrics.scrape, allow_head=False)
+    if static_folders or root_redirect is not None:
+        add_static_folders(app, static_folders or {}, root_redirect)
     app.router.add_route("*", "/{tail:.*}", transcoder.handle)
     return app
