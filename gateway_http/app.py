@@ -314,8 +314,10 @@ class Transcoder:
                 # Held until the answer is written: a unary call keeps its message.
                 async with self.bodies.holding(length, self.options.max_body_bytes):
                     message = await self._decode(request, endpoint, path_vars)
+                    chosen, payload = endpoint.serialize(message)
+                    del message  # its bytes only, from here: an upload is not held twice
                     metadata = self._metadata(request, span)
-                    response = await endpoint.respond(request, message, metadata)
+                    response = await chosen.respond(request, payload, metadata)
                 if span is not None:
                     span.set_attribute("http.response.status_code", response.status)
             request.setdefault(GRPC_STATUS, "OK")

@@ -142,15 +142,24 @@ class Endpoint(abc.ABC):
     def unbind(self) -> None:
         """Drops the multicallables (the channel is closing)."""
 
+    def serialize(self, message: Message) -> tuple[Endpoint, bytes]:
+        """The endpoint that answers `message`, and the request bytes it sends.
+
+        The door sends bytes it serialized itself and then drops the message:
+        a call given the message would hold it and its bytes until answered,
+        an upload twice over.
+        """
+        return self, message.SerializeToString()
+
     @abc.abstractmethod
     async def respond(
-        self, request: web.Request, message: Message, metadata: Metadata
+        self, request: web.Request, payload: bytes, metadata: Metadata
     ) -> web.StreamResponse:
-        """Calls the core with the decoded request and writes the answer.
+        """Calls the core with the serialized request and writes the answer.
 
         Args:
             request: The HTTP request.
-            message: The decoded request message.
+            payload: The request message, serialized (`serialize`).
             metadata: The gRPC metadata to send.
 
         Returns:
@@ -187,7 +196,7 @@ class _UnaryCallEndpoint(Endpoint):
     def bind(self, channel: grpc.aio.Channel) -> None:
         self._call = channel.unary_unary(
             self.route.grpc_path,
-            request_serializer=self.route.request_class.SerializeToString,
+            request_serializer=None,  # the request comes serialized (`serialize`)
             response_deserializer=_parser(self.route.response_class),
         )
 
@@ -226,13 +235,13 @@ class UnaryEndpoint(_UnaryCallEndpoint):
         self.encoder = encoder
 
     async def respond(
-        self, request: web.Request, message: Message, metadata: Metadata
+        self, request: web.Request, payload: bytes, metadata: Metadata
     ) -> web.StreamResponse:
         """Calls the core and answers with the response's JSON."""
         call = self._call
         if call is None:
             raise _not_running()
-        response = _received(await call(message, metadata=metadata, timeout=self._timeout))
+        response = _received(await call(payload, metadata=metadata, timeout=self._timeout))
         return web.Response(body=self.encoder.encode(response), content_type=JSON)
 
 
@@ -263,12 +272,12 @@ class HttpBodyEndpoint(_UnaryCallEndpoint):
         self._response_headers = response_headers
 
     async def respond(
-        self, request: web.Request, message: Message, metadata: Metadata
+        self, request: web.Request, payload: bytes, metadata: Metadata
     ) -> web.StreamResponse:
         """Calls the core and answers with the `HttpBody`'s data and content type."""
         if self._call is None:
             raise _not_running()
-        call = self._call(message, metadata=metadata, timeout=self._timeout)
+        call = self._call(payload, metadata=metadata, timeout=self._timeout)
         response: Any = _received(await call)
         headers = await _response_headers(call, (*self._response_headers, STATUS_METADATA))
         field = self.route.response_body
@@ -357,7 +366,7 @@ class StreamTwinEndpoint(Endpoint):
         self.unary.bind(channel)
         self._stream = channel.unary_stream(
             self.twin.grpc_path,
-            request_serializer=self.twin.request_class.SerializeToString,
+            request_serializer=None,  # the request comes serialized (`serialize`)
             response_deserializer=_parser(self.twin.response_class),
         )
 
@@ -366,18 +375,27 @@ class StreamTwinEndpoint(Endpoint):
         self.unary.unbind()
         self._stream = None
 
-    async def respond(
-        self, request: web.Request, message: Message, metadata: Metadata
-    ) -> web.StreamResponse:
-        """Streams the twin's messages as events if the flag is set; else `unary` answers."""
+    def serialize(self, message: Message) -> tuple[Endpoint, bytes]:
+        """The twin with its request (`message` in its field) if the flag is set; else `unary`'s.
+
+        The twin's request is written as the field's bytes around the
+        message's (protobuf's wire format: tag, length, contents), rather
+        than copied into a new message and serialized again.
+        """
         twin = self.twin
         if not getattr(message, twin.selector_field):
-            return await self.unary.respond(request, message, metadata)
+            return self.unary.serialize(message)
+        inner = message.SerializeToString()
+        return self, _length_delimited(twin.request_field_number, inner) + inner
+
+    async def respond(
+        self, request: web.Request, payload: bytes, metadata: Metadata
+    ) -> web.StreamResponse:
+        """Streams the twin's messages as Server-Sent Events (`serialize` chose the twin)."""
+        twin = self.twin
         if self._stream is None:
             raise _not_running()
-        twin_request = twin.request_class()
-        getattr(twin_request, twin.request_field).CopyFrom(message)
-        call: Any = self._stream(twin_request, metadata=metadata, timeout=self._timeout)
+        call: Any = self._stream(payload, metadata=metadata, timeout=self._timeout)
         try:
             event = _received(await call.read())
             response = web.StreamResponse(
@@ -404,6 +422,20 @@ class StreamTwinEndpoint(Endpoint):
             return response
         finally:
             call.cancel()  # a no-op when the call has finished
+
+
+def _length_delimited(field_number: int, data: bytes) -> bytes:
+    """The tag and length that precede `data` as a length-delimited field."""
+    return _varint(field_number << 3 | 2) + _varint(len(data))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def build_endpoint(

@@ -21,12 +21,17 @@ import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from google.api import annotations_pb2 as google_annotations
 from google.api import http_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
 from google.protobuf.message import Message
 
 from gateway_http import path_template
@@ -73,6 +78,12 @@ class StreamTwin:
     event_field: str
     request_class: type[Message]
     response_class: type[Message]
+
+    @property
+    def request_field_number(self) -> int:
+        """The number of `request_field` in the twin's request message."""
+        descriptor = cast(Descriptor, self.request_class.DESCRIPTOR)
+        return descriptor.fields_by_name[self.request_field].number
 
 
 @dataclass(frozen=True, slots=True)
