@@ -11,16 +11,45 @@ the caller's `traceparent` and `tracestate` go to the core as they came
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 
 from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
 
-__all__ = ["TRACE_HEADERS", "request_span", "trace_metadata"]
+__all__ = ["TRACE_HEADERS", "install_tracing", "request_span", "trace_metadata"]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 _TRACER_NAME = "gateway_http"
+
+
+def install_tracing(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Installs an OTLP-exporting tracer provider when the environment asks for one.
+
+    The standard variables decide: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+    `..._TRACES_ENDPOINT`) names the collector, `OTEL_TRACES_EXPORTER=none`
+    turns it off, `OTEL_SERVICE_NAME` overrides `service_name`. Returns
+    whether tracing is on.
+    """
+    traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not (traces or base) or environ.get("OTEL_TRACES_EXPORTER", "otlp") == "none":
+        return False
+    # As the specification says: the signal's own endpoint as it is, else the
+    # base one with the signal's path.
+    endpoint = traces or f"{(base or '').rstrip('/')}/v1/traces"
+    # Imported here: a process that does not trace never loads the SDK.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    return True
 
 
 @contextlib.contextmanager

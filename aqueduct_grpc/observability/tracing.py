@@ -1,8 +1,8 @@
 """OpenTelemetry spans of a call: its own, and admission, upstream, image store, usage commit.
 
 Tracing is on when the process was started with a tracer provider installed
-(`install_tracing`, which `serve` calls when the standard OpenTelemetry
-variables name an exporter). Then each call's span continues the caller's
+(`gateway_http.tracing.install_tracing`, which both doors' commands call when
+the standard OpenTelemetry variables name an exporter). Then each call's span continues the caller's
 W3C trace context (`traceparent` metadata, which the HTTP door sends), its
 steps are child spans, and the upstream receives the upstream span's
 context. Off, nothing is recorded, and the caller's `traceparent` is passed
@@ -12,7 +12,6 @@ to the upstream unchanged, so a trace is never broken either way.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 
 from opentelemetry import propagate, trace
@@ -20,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from aqueduct_grpc.observability.calls import current_call
 
-__all__ = ["install_tracing", "start_call_span", "step", "tracing_enabled", "upstream_headers"]
+__all__ = ["start_call_span", "step", "tracing_enabled", "upstream_headers"]
 
 _TRACER_NAME = "aqueduct_grpc"
 
@@ -29,32 +28,6 @@ def tracing_enabled() -> bool:
     """Whether a recording tracer provider is installed."""
     provider = trace.get_tracer_provider()
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
-
-
-def install_tracing(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Installs an OTLP-exporting tracer provider when the environment asks for one.
-
-    The standard variables decide: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-    `..._TRACES_ENDPOINT`) names the collector, `OTEL_TRACES_EXPORTER=none`
-    turns it off, `OTEL_SERVICE_NAME` overrides `service_name`. Returns
-    whether tracing is on.
-    """
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not endpoint or environ.get("OTEL_TRACES_EXPORTER", "otlp") == "none":
-        return False
-    # Imported here: a process that does not trace never loads the SDK.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return True
 
 
 def start_call_span(method: str, metadata: Mapping[str, str]) -> Span | None:
