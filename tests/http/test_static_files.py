@@ -61,7 +61,7 @@ async def test_nothing_outside_the_folder_and_no_listings(
 
 
 def test_a_folder_without_an_index_is_refused(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ValueError, match="index.html"):
+    with pytest.raises(ValueError, match=r"index\.html"):
         create_app(
             grpc_target="127.0.0.1:1", services=[tp.SERVICE], static_folders={"/c/": str(tmp_path)}
         )
