@@ -161,12 +161,19 @@ async def open_core(
         openai_backend = OpenAIBackend(
             session, max_response_bytes=config.max_upstream_response_bytes
         )
+        # Its own connections: slow image hosts never take the upstreams' pool.
+        fetch_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=16),
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        await stack.enter_async_context(fetch_session)
         fetcher = ImageFetcher(
-            session,
+            fetch_session,
             allowed_hosts=config.fetch_image_hosts,
             timeout_seconds=config.fetch_image_timeout_seconds,
             max_image_bytes=MAX_INPUT_IMAGE_BYTES,
-            # What one upload request could carry: URLs cannot make an edit hold more.
+            # What one upload request could carry, its own bytes included.
             max_total_bytes=config.max_message_bytes,
         )
         store: ImageStore

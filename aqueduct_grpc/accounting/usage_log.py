@@ -143,14 +143,16 @@ class UsageLog:
         """Rows waiting for their database commit."""
         return len(self._pending)
 
-    async def commit(self, row: UsageRecord) -> None:
+    async def commit(self, row: UsageRecord, *, wait: bool = True) -> None:
         """Returns once the row is durable: committed, or journaled where that is as good.
 
         While the database refuses rows, they are journaled and retried.
+        `wait=False`: returns once the row is journaled, committed later in
+        a batch (for rows no money depends on, such as model listings).
         """
         self._idle.clear()
         self._wake.set()
-        if not self._answer_after_commit:
+        if not (self._answer_after_commit and wait):
             self._journal.ended(row)
             self._pending.append((row, None))  # nobody waits for this commit
             return

@@ -175,6 +175,7 @@ class ImageFetcher:
         timeout_seconds: float,
         max_image_bytes: int,
         max_total_bytes: int,
+        max_concurrent_requests: int = 4,
     ) -> None:
         """Creates the ImageFetcher.
 
@@ -183,14 +184,21 @@ class ImageFetcher:
             allowed_hosts: `gateway.fetch_image_hosts`; empty: nothing is fetched.
             timeout_seconds: the most one image's fetch (redirects and body) may take.
             max_image_bytes: a larger image is refused (what an upload may be).
-            max_total_bytes: what one request's images may come to together
-                (what one upload request could carry).
+            max_total_bytes: what one request may come to with its fetched
+                images (what one upload request could carry).
+            max_concurrent_requests: requests fetching at once; others wait
+                (fetched bytes are held until their request ends).
         """
         self._session = session
         self._allowed_hosts = tuple(allowed_hosts)
         self._timeout_seconds = timeout_seconds
         self._max_image_bytes = max_image_bytes
         self._max_total_bytes = max_total_bytes
+        self._fetching = asyncio.Semaphore(max_concurrent_requests)
+
+    def wants(self, request: images_pb2.EditImagesRequest) -> bool:
+        """Whether the request names an http(s) image for `fetch_inputs` to fetch."""
+        return any(_fetchable(image) for image, _ in _inputs(request))
 
     async def fetch_inputs(self, request: images_pb2.EditImagesRequest) -> None:
         """Fetches every http(s) `image_url` of the request concurrently, into its `data`.
@@ -205,9 +213,11 @@ class ImageFetcher:
         wanted = [(image, param) for image, param in _inputs(request) if _fetchable(image)]
         if not wanted:
             return
-        budget = _ByteBudget(self._max_total_bytes)
+        # The message's own bytes (uploads, data: URLs) count: together they
+        # stay within what one upload could carry.
+        budget = _ByteBudget(self._max_total_bytes - request.ByteSize())
         try:
-            async with asyncio.TaskGroup() as group:
+            async with self._fetching, asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(self._fetch(image.image_url, f"{param}.image_url", budget))
                     for image, param in wanted

@@ -127,6 +127,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
             await self._admitted(token, model, row)
+            await self._fetched(request)
             response = await call(model, request, _deadline(context))
             _account(row, response)
             if base_url is not None:
@@ -156,6 +157,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             async with self._accounted(row):
                 model = await self._resolved(inner, token, row, streaming=True)
                 await self._admitted(token, model, row)
+                await self._fetched(inner)
                 expected, completed = row.n or 1, 0
                 async for event in stream(model, inner, _deadline(context)):
                     if last is not None:
@@ -190,17 +192,28 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     ) -> ModelConfig:
         """The model the request names, once the request is known to be valid for it.
 
-        An edit's images are fetched (http(s) URLs, from allowed hosts) and
-        checked here, before admission: a request refused for its images
-        costs its caller no limit.
+        An edit's uploaded images are checked here, before admission: a
+        request refused for them costs its caller no limit. One that names
+        image URLs has them fetched and checked once admitted (`_fetched`).
         """
         model = self._catalog.resolve(row.requested_model, token)
         row.model = model.name
         validate(request, model, streaming=streaming)
-        if isinstance(request, images_pb2.EditImagesRequest):
-            await self._fetcher.fetch_inputs(request)
+        if isinstance(request, images_pb2.EditImagesRequest) and not self._fetcher.wants(request):
             decode_inputs(request)  # and the images are bytes from here on
         return model
+
+    async def _fetched(
+        self, request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest
+    ) -> None:
+        """An admitted edit's image URLs fetched, and its images decoded.
+
+        After admission: the caller's limits bound what it can make the gateway fetch.
+        """
+        if isinstance(request, images_pb2.EditImagesRequest) and self._fetcher.wants(request):
+            with step("fetch_images"):
+                await self._fetcher.fetch_inputs(request)
+            decode_inputs(request)
 
     async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> None:
         """Admits a resolved, valid request within its limits and budgets."""
@@ -219,7 +232,9 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self._usage.admitted(row, team_id=reservation.team_id, estimate=reservation.estimate)
 
     @contextlib.asynccontextmanager
-    async def _accounted(self, row: UsageRecord) -> AsyncIterator[None]:
+    async def _accounted(
+        self, row: UsageRecord, *, wait_for_commit: bool = True
+    ) -> AsyncIterator[None]:
         """Runs a request: notes how it ended, prices it, then commits its usage row.
 
         The request is journaled from its start and its answer leaves only
@@ -253,7 +268,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                 # The answer stands; its row is kept, without a cost.
                 log.exception("could not price a usage row; it is recorded without cost")
             with step("usage_commit"):
-                await self._usage.commit(row)
+                await self._usage.commit(row, wait=wait_for_commit)
 
     async def GetImageFile(
         self, request: images_pb2.GetImageFileRequest, context: grpc.aio.ServicerContext
@@ -286,7 +301,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
     ) -> images_pb2.ListModelsResponse:
         """The models this caller may use (a usage row of its own: `list_models`)."""
         token = current_token()
-        async with self._accounted(_listing_row(token, "list_models", None)):
+        # Nothing is charged for a listing: its answer need not wait for the commit.
+        async with self._accounted(_listing_row(token, "list_models", None), wait_for_commit=False):
             return images_pb2.ListModelsResponse(
                 object="list", data=[_model(m) for m in self._catalog.visible(token)]
             )
@@ -297,7 +313,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         """One model the caller may use, by name or alias (NOT_FOUND as for a request)."""
         token = current_token()
         row = _listing_row(token, "get_model", storable(request.model, "requested_model"))
-        async with self._accounted(row):
+        async with self._accounted(row, wait_for_commit=False):
             model = self._catalog.resolve(request.model, token)
             row.model = model.name
             return images_pb2.GetModelResponse(model=_model(model))

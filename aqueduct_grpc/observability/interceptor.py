@@ -144,7 +144,8 @@ class CallObserver(MethodInterceptor):
         seconds = time.perf_counter() - started
         code = _code_of(context, outcome)
         row = call.usage
-        model = (row.model or row.requested_model or "") if row is not None else ""
+        # Only a resolved (configured) name: a caller's text would make a series per request.
+        model = (row.model or "") if row is not None else ""
         m = self._metrics
         m.in_flight.labels(call.method).dec()
         m.requests.labels(call.method, model, code).inc()
@@ -217,9 +218,7 @@ class CallObserver(MethodInterceptor):
             fields["bytes_out"] = response.ByteSize()
         if reason is not None:
             fields["error"] = reason
-        ACCESS_LOG.info(
-            "%s %s %.1fms", call.method, code, fields["latency_ms"], extra=fields
-        )
+        ACCESS_LOG.info("%s %s %.1fms", call.method, code, fields["latency_ms"], extra=fields)
 
 
 def _code_of(context: grpc.aio.ServicerContext, outcome: BaseException | None) -> str:

@@ -505,3 +505,50 @@ async def test_with_fetching_off_an_image_url_is_a_400_and_nothing_is_fetched(
     assert (error["param"], error["code"]) == ("images[0].image_url", "invalid_image_url")
     assert "gateway.fetch_image_hosts" in error["message"]
     assert image_host.requested == [] and upstream.request_count == 0
+
+
+async def test_image_urls_are_fetched_only_once_the_request_is_admitted(
+    config: GatewayConfig, database_url: str, upstream: FakeUpstream, image_host: ImageHost
+):
+    allowed = AllowedHost(host="127.0.0.1", port=image_host.port)
+    async with core_allowing(config, database_url, allowed) as (core, door, _):
+        secret = await token_with(core, "limited", limits=Limits(images_per_minute=1))
+        sent = {
+            "model": "gpt-image-1",
+            "prompt": "x",
+            "images": [{"image_url": image_host.url("in.png")}] * 4,
+        }
+        async with aiohttp.ClientSession(base_url=door) as http:
+            statuses = []
+            for _ in range(3):
+                async with http.post(
+                    "/v1/images/edits", json=sent, headers={"Authorization": f"Bearer {secret}"}
+                ) as response:
+                    statuses.append(response.status)
+        assert statuses == [200, 429, 429]
+        # Only the admitted request's four images were fetched.
+        assert image_host.requested == ["/in.png"] * 4
+
+
+async def test_fetched_images_and_the_messages_own_bytes_share_one_limit(
+    config: GatewayConfig, database_url: str, upstream: FakeUpstream, image_host: ImageHost
+):
+    allowed = AllowedHost(host="127.0.0.1", port=image_host.port)
+    small = dataclasses.replace(config, max_message_bytes=3 * len(png()))
+    async with core_allowing(small, database_url, allowed) as (core, door, _):
+        _, secret = await core.tokens.create("test")
+        sent = {
+            "model": "gpt-image-1",
+            "prompt": "x",
+            # Two inline images and two to fetch: together past what one request carries.
+            "images": [{"image_url": data_url(png())}] * 2
+            + [{"image_url": image_host.url("in.png")}] * 2,
+        }
+        async with aiohttp.ClientSession(base_url=door) as http:
+            async with http.post(
+                "/v1/images/edits", json=sent, headers={"Authorization": f"Bearer {secret}"}
+            ) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+        assert error["code"] == "file_too_large" and error["param"].endswith(".image_url")
+        assert upstream.request_count == 0
