@@ -24,6 +24,7 @@ within the same body limit and a per-part limit. Anything else is a 415.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -41,7 +42,7 @@ from opentelemetry.trace import Span
 
 from gateway_http import cors, sse
 from gateway_http.access_log import ERROR_CODE, GRPC_STATUS, ROUTE
-from gateway_http.body_budget import BodyBudget
+from gateway_http.body_budget import BodyBudget, WaitedTooLong
 from gateway_http.cors import ALLOWED_ORIGINS, CorsPolicy
 from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, build_endpoint
@@ -110,6 +111,8 @@ class TranscoderOptions:
     max_body_bytes: int
     max_part_bytes: int
     max_body_bytes_in_flight: int
+    body_wait_seconds: float
+    body_read_seconds: float
     cors: CorsPolicy | None
     forwarded_headers: tuple[str, ...]
     forwarded_response_headers: tuple[str, ...]
@@ -310,10 +313,14 @@ class Transcoder:
             if policy is not None:
                 request[ALLOWED_ORIGINS] = policy.origins_for(endpoint.route)
             length = request.content_length if request.body_exists else 0
+            if length:
+                # Refused before waiting for the budget: no queueing for a certain 413/415.
+                self._check_length(request)
+                self._check_media_type(request, endpoint)
             with request_span(request, route) as span:
                 # Held until the answer is written: a unary call keeps its message.
-                async with self.bodies.holding(length, self.options.max_body_bytes):
-                    message = await self._decode(request, endpoint, path_vars)
+                async with self._held(length) as large:
+                    message = await self._decode_within(request, endpoint, path_vars, large)
                     chosen, payload = endpoint.serialize(message)
                     del message  # its bytes only, from here: an upload is not held twice
                     metadata = self._metadata(request, span)
@@ -324,6 +331,36 @@ class Transcoder:
             return response
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             return self.error_response(request, exc)
+
+    async def _decode_within(
+        self, request: web.Request, endpoint: Endpoint, path_vars: dict[str, str], large: bool
+    ) -> Message:
+        """`_decode`, a large body within `body_read_seconds` (else a 408)."""
+        seconds = self.options.body_read_seconds if large else None
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._decode(request, endpoint, path_vars)
+        except TimeoutError:
+            raise door_error(Reason.BODY_TIMEOUT, seconds=f"{seconds:g}") from None
+
+    @contextlib.asynccontextmanager
+    async def _held(self, length: int | None) -> AsyncIterator[bool]:
+        """The body's place in the budget (whether it is a large one), or a 503 after the wait."""
+        try:
+            async with self.bodies.holding(
+                length, self.options.max_body_bytes, self.options.body_wait_seconds
+            ) as large:
+                yield large
+        except WaitedTooLong:
+            raise door_error(Reason.UPLOADS_BUSY, headers={"Retry-After": "5"}) from None
+
+    def _check_media_type(self, request: web.Request, endpoint: Endpoint) -> None:
+        """A 415 for a body the route cannot read, before reading it."""
+        media_type = request.content_type
+        if media_type == JSON or (media_type == FORM_DATA and endpoint.form is not None):
+            return
+        if endpoint.decoder.uses_body:
+            raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
 
     def _http_error(self, request: web.BaseRequest, exc: Exception) -> HttpError:
         error = as_http_error(exc, f"{request.method} {request.path}")
@@ -387,6 +424,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_part_bytes: int | None = None,
     max_body_bytes_in_flight: int = DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
+    body_wait_seconds: float = 60.0,
+    body_read_seconds: float = 120.0,
     cors_allow_origins: Mapping[str, Sequence[str]] | None = None,
     metrics: bool = True,
     static_folders: Mapping[str, str] | None = None,
@@ -416,6 +455,10 @@ def create_app(
             body (413 beyond); None: `max_body_bytes`.
         max_body_bytes_in_flight: Bytes of large bodies the door holds at
             once; further large requests wait their turn (`BodyBudget`).
+        body_wait_seconds: Longest wait of a large body for the budget (503
+            with Retry-After after it).
+        body_read_seconds: Longest a large body may take to arrive once its
+            bytes are granted (408 after it): a slow client cannot hold them.
         cors_allow_origins: Full service name -> the origins (or `*`) whose
             pages may call its routes (`gateway_http.cors`); None: no CORS
             answers at all (preflights are 405s).
@@ -449,6 +492,8 @@ def create_app(
         raise ValueError("max_part_bytes must be positive")
     if max_body_bytes_in_flight <= 0:
         raise ValueError("max_body_bytes_in_flight must be positive")
+    if body_wait_seconds <= 0 or body_read_seconds <= 0:
+        raise ValueError("body_wait_seconds and body_read_seconds must be positive")
     if call_timeout is not None and call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
     if services is None and not proto_packages:
@@ -458,6 +503,8 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_part_bytes=max_body_bytes if max_part_bytes is None else max_part_bytes,
         max_body_bytes_in_flight=max_body_bytes_in_flight,
+        body_wait_seconds=body_wait_seconds,
+        body_read_seconds=body_read_seconds,
         cors=None if cors_allow_origins is None else CorsPolicy(cors_allow_origins),
         forwarded_headers=tuple(dict.fromkeys(h.lower() for h in forwarded_headers)),
         forwarded_response_headers=tuple(

@@ -4,7 +4,9 @@ An upload is held whole in the door while it is decoded, encoded for gRPC and
 answered (a unary call holds its message), so sixteen 10 MB uploads at once
 would make the process hold several copies of 160 MB. Past the budget a
 request waits, in arrival order, before its body is read: the bytes stay in
-the client's socket, and the client simply sees a slower answer.
+the client's socket, and the client simply sees a slower answer. The door
+bounds both the wait and the body's arrival while it is held, so one slow
+(or hostile) client cannot keep every upload waiting.
 
 Small bodies (JSON requests) never wait: they are what a loaded door serves
 most, and they cost it little. A body of unknown length (chunked) claims the
@@ -19,10 +21,14 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator
 
-__all__ = ["SMALL_BODY_BYTES", "BodyBudget"]
+__all__ = ["SMALL_BODY_BYTES", "BodyBudget", "WaitedTooLong"]
 
 SMALL_BODY_BYTES = 256 * 1024
 """Bodies up to this size are not counted: they never wait."""
+
+
+class WaitedTooLong(Exception):
+    """The body's bytes were not granted within the wait allowed."""
 
 
 class BodyBudget:
@@ -44,21 +50,31 @@ class BodyBudget:
         return len(self._waiting)
 
     @contextlib.asynccontextmanager
-    async def holding(self, length: int | None, max_body_bytes: int) -> AsyncIterator[None]:
+    async def holding(
+        self, length: int | None, max_body_bytes: int, wait_seconds: float | None = None
+    ) -> AsyncIterator[bool]:
         """Holds the bytes of one body while the block runs (after waiting for them).
+
+        Yields whether the body is a large one (counted). Raises `WaitedTooLong`
+        when `wait_seconds` pass before the bytes are granted.
 
         Args:
             length: The body's Content-Length; None when it is not known.
             max_body_bytes: What a body of unknown length may grow to.
+            wait_seconds: The longest wait for the bytes; None: no limit.
         """
         size = max_body_bytes if length is None else length
         if size <= SMALL_BODY_BYTES:
-            yield
+            yield False
             return
         claim = min(size, self.limit)
-        await self._acquire(claim)
         try:
-            yield
+            async with asyncio.timeout(wait_seconds):
+                await self._acquire(claim)
+        except TimeoutError:
+            raise WaitedTooLong from None
+        try:
+            yield True
         finally:
             self._release(claim)
 

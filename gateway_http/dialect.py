@@ -199,6 +199,10 @@ _OPENAI_MESSAGES: Mapping[Reason, str] = {
     ),
     Reason.REFUSED: "The request was refused: {status} {phrase}.",
     Reason.NOT_RUNNING: "The service is starting or stopping.",
+    Reason.UPLOADS_BUSY: (
+        "The gateway is receiving as many uploads as it takes at once; retry in a few seconds."
+    ),
+    Reason.BODY_TIMEOUT: "The request body did not arrive within {seconds} seconds.",
     Reason.BAD_GATEWAY: _SERVER_MESSAGE,
     Reason.INTERNAL: _SERVER_MESSAGE,
 }

@@ -33,6 +33,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError, Message
 
 from gateway_http import sse
+from gateway_http.access_log import GRPC_STATUS
 from gateway_http.errors import HttpError, Reason, door_error
 from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
 from gateway_http.multipart import FormDecoder, FormReader
@@ -415,6 +416,7 @@ class StreamTwinEndpoint(Endpoint):
                     event = _received(await call.read())
             except ConnectionResetError:
                 _log.info("client left %s during a stream; cancelling the call", request.path)
+                request[GRPC_STATUS] = grpc.StatusCode.CANCELLED.name
                 return response
             except Exception as exc:  # the status line is sent: the error becomes an event
                 await response.write(self._error_event(request, exc))

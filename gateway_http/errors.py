@@ -148,6 +148,8 @@ class Reason(enum.Enum):
     HEAD_TOO_LARGE = "head_too_large"  # limit: bytes of the URL or of one header
     REFUSED = "refused"  # status, phrase: an HTTP refusal of aiohttp's (e.g. 417)
     NOT_RUNNING = "not_running"
+    UPLOADS_BUSY = "uploads_busy"  # the door holds all the upload bytes it may; retry
+    BODY_TIMEOUT = "body_timeout"  # seconds: the body did not arrive within them
     BAD_GATEWAY = "bad_gateway"  # the call to the core failed on its way
     INTERNAL = "internal"
 
@@ -178,6 +180,8 @@ REASON_STATUS: Mapping[Reason, tuple[int, grpc.StatusCode]] = {
     Reason.HEAD_TOO_LARGE: (400, C.INVALID_ARGUMENT),
     Reason.REFUSED: (400, C.INVALID_ARGUMENT),  # the status is aiohttp's
     Reason.NOT_RUNNING: (503, C.UNAVAILABLE),
+    Reason.UPLOADS_BUSY: (503, C.UNAVAILABLE),
+    Reason.BODY_TIMEOUT: (408, C.DEADLINE_EXCEEDED),
     Reason.BAD_GATEWAY: (502, C.UNAVAILABLE),
     Reason.INTERNAL: (500, C.INTERNAL),
 }

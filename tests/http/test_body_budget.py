@@ -7,6 +7,7 @@ so what is held and what waits is exactly observable, with no timing involved.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -194,3 +195,58 @@ async def test_uploads_past_the_budget_wait_before_their_body_is_read(
     assert [response.status for response in responses] == [200, 200, 200]
     assert sorted(request.name for request in seen) == ["a", "b", "c"]
     assert budget.held_bytes == 0
+
+
+def door_for(port: int, **options: Any) -> web.Application:
+    return create_app(
+        grpc_target=f"127.0.0.1:{port}",
+        services=[tp.FORM_SERVICE],
+        max_body_bytes=4 * LARGE,
+        max_body_bytes_in_flight=3 * LARGE,
+        **options,
+    )
+
+
+async def test_an_upload_that_waits_too_long_is_a_503_to_retry(
+    gated_core: tuple[int, list[Any], asyncio.Event], aiohttp_client: Any
+) -> None:
+    port, seen, gate = gated_core
+    client: TestClient[Any, Any] = await aiohttp_client(door_for(port, body_wait_seconds=0.2))
+    body = form(upload("file", b"\x89PNG" + bytes(2 * LARGE)))
+    headers = {"Content-Type": FORM_TYPE}
+    first = asyncio.create_task(client.post("/forms/v1/a", data=body, headers=headers))
+    await until(lambda: len(seen) == 1)
+    refused = await client.post("/forms/v1/b", data=body, headers=headers)
+    assert refused.status == 503 and refused.headers["Retry-After"] == "5"
+    assert "retry" in (await refused.json())["error"]["message"]
+    # Certain refusals do not wait their turn at all.
+    too_large = await client.post(
+        "/forms/v1/c", data=io.BytesIO(form(upload("file", bytes(5 * LARGE)))), headers=headers
+    )
+    assert too_large.status == 413
+    gate.set()
+    assert (await first).status == 200
+    assert [request.name for request in seen] == ["a"]
+
+
+async def test_a_body_that_trickles_in_loses_its_place(
+    gated_core: tuple[int, list[Any], asyncio.Event], aiohttp_client: Any
+) -> None:
+    port, seen, gate = gated_core
+    gate.set()
+    app = door_for(port, body_read_seconds=0.3)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    body = form(upload("file", b"\x89PNG" + bytes(2 * LARGE)))
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield body[:1000]
+        await asyncio.sleep(30)  # far past the read limit: the door gives up first
+        yield body[1000:]
+
+    headers = {"Content-Type": FORM_TYPE, "Content-Length": str(len(body))}
+    slow = await client.post("/forms/v1/slow", data=trickle(), headers=headers)
+    assert slow.status == 408
+    assert app[TRANSCODER].bodies.held_bytes == 0
+    fast = await client.post("/forms/v1/fast", data=body, headers={"Content-Type": FORM_TYPE})
+    assert fast.status == 200
+    assert [request.name for request in seen] == ["fast"]
