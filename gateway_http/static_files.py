@@ -68,8 +68,13 @@ def add_static_folders(
 
 
 async def _secure_static(request: web.Request, response: web.StreamResponse) -> None:
-    """Static files (found by aiohttp's static route) get the same security headers."""
+    """Static files (found by aiohttp's static route) get the same headers as the index.
+
+    `no-cache`: browsers revalidate (ETag, Last-Modified), so an upgraded
+    console never runs with the old version's scripts.
+    """
     resource = request.match_info.route.resource
     if isinstance(resource, web.StaticResource):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        response.headers.setdefault("Cache-Control", "no-cache")

@@ -43,6 +43,7 @@ async def test_the_index_files_and_redirects(aiohttp_client: Any, folder: pathli
     assert script.status == 200 and await script.text() == "console.log(1)"
     assert script.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
     assert "javascript" in script.headers["Content-Type"]
+    assert script.headers["Cache-Control"] == "no-cache"
     bare = await client.get("/console", allow_redirects=False)
     assert (bare.status, bare.headers["Location"]) == (308, "/console/")
     root = await client.get("/", allow_redirects=False)
