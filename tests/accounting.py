@@ -82,8 +82,8 @@ def usage_recorded(gateway: Core, monkeypatch: pytest.MonkeyPatch) -> asyncio.Ev
     recorded = asyncio.Event()
     commit = gateway.usage.commit
 
-    async def commit_and_signal(row: UsageRecord) -> None:
-        await commit(row)
+    async def commit_and_signal(row: UsageRecord, *, wait: bool = True) -> None:
+        await commit(row, wait=wait)
         recorded.set()
 
     monkeypatch.setattr(gateway.usage, "commit", commit_and_signal)

@@ -286,7 +286,12 @@ def _fields(row: UsageRecord) -> dict[str, Any]:
 
 
 def _record(raw: dict[str, Any]) -> UsageRecord:
-    return UsageRecord(**{k: v for k, v in raw.items() if k in USAGE_COLUMNS})
+    # Lines leave out None values (`_fields`), the required ones included: a
+    # request without a model (the default one) or a listing has none.
+    known = {k: v for k, v in raw.items() if k in USAGE_COLUMNS}
+    known.setdefault("token_id", None)
+    known.setdefault("requested_model", None)
+    return UsageRecord(**known)
 
 
 def _line(entry: dict[str, Any]) -> bytes:

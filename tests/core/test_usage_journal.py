@@ -98,6 +98,38 @@ def test_a_killed_process_leaves_what_it_owed(tmp_path: pathlib.Path):
     assert list(tmp_path.iterdir()) == []  # nothing owed, nothing left
 
 
+def test_rows_without_a_model_or_a_token_are_recovered_too(tmp_path: pathlib.Path):
+    # A request for the default model has no requested_model, and journal lines
+    # leave None out: recovery once failed on them, and then on the whole journal.
+    die_after(
+        tmp_path,
+        """
+        j.started(UsageRecord(created_at=1.0, token_id=None, requested_model=None,
+                              request_key="open", operation="list_models"))
+        done = UsageRecord(created_at=1.0, token_id="tok_1", requested_model=None,
+                           request_key="done", images=1)
+        j.started(done)
+        j.spilled(done)
+        """,
+    )
+    survivor = UsageJournal(tmp_path)
+    survivor.open()
+    [claimed] = list(survivor.claim_dead())
+    rows = {r.request_key: r for r in claimed.rows()}
+    assert (rows["open"].status, rows["open"].requested_model, rows["open"].token_id) == (
+        INTERRUPTED,
+        None,
+        None,
+    )
+    assert (rows["done"].status, rows["done"].images, rows["done"].requested_model) == (
+        "OK",
+        1,
+        None,
+    )
+    claimed.remove()
+    survivor.close()
+
+
 def test_a_live_process_journal_is_not_claimed(tmp_path: pathlib.Path):
     live = subprocess.Popen(
         [
