@@ -3,8 +3,13 @@
 An existing Aqueduct/LiteLLM router config works unchanged: entries of
 `model_list` whose `model_info.mode` is `image_generation` (LiteLLM's
 spelling), `image_generations` (Aqueduct's) or unset become image models;
-others (chat, embeddings) are skipped. `api_key`/`api_base`
+others (chat, embeddings) are skipped. `api_key`/`api_base`/`api_version`
 values of the form `os.environ/NAME` are read from the environment.
+
+Mistakes are reported before anything starts: every unknown key (with its
+path and a "did you mean", see `config_keys`) and every missing environment
+variable at once; LiteLLM's keys that are not acted on here become the
+config's `warnings`.
 """
 
 from __future__ import annotations
@@ -16,23 +21,32 @@ import pathlib
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
 from aqueduct_grpc.accounting.policy import Budgets, Limits, parse_budgets, parse_limits
 from aqueduct_grpc.accounting.pricing import ModelPrices, parse_prices
 from aqueduct_grpc.accounting.rate_limits import redis_url
+from aqueduct_grpc.config_keys import (
+    GATEWAY_NUMBER_KEYS,
+    GATEWAY_TEXT_KEYS,
+    IMAGE_MODES,
+    check_keys,
+    image_entries,
+)
 from aqueduct_grpc.images.image_fetcher import AllowedHost, parse_allowed_host
 
 __all__ = [
     "DEFAULT_CONFIG_YAML",
+    "EMBEDDED_DEFAULT",
     "IMAGE_MODES",
     "ConfigError",
     "Deployment",
     "GatewayConfig",
     "ModelConfig",
     "load_config",
+    "load_model_names",
     "parse_config",
 ]
 
@@ -52,15 +66,30 @@ model_list:
       description: Offline demo/test backend that renders placeholder PNGs locally.
 """
 
+# How messages name the embedded default config.
+EMBEDDED_DEFAULT = "<embedded default>"
+
 MIB = 1024 * 1024
 
-# `model_info.mode` of an image model: LiteLLM writes the singular, Aqueduct's
-# router configs (its example_router_config.yaml) the plural.
-IMAGE_MODES = ("image_generation", "image_generations")
+# Where `os.environ/NAME` values are read.
+_FROM_ENVIRONMENT = ("api_key", "api_base", "api_version")
 
 
 class ConfigError(ValueError):
-    """The configuration cannot be used; the message says where and why."""
+    """The configuration cannot be used; each problem says where and why.
+
+    Attributes:
+        problems: one message per problem (the error's text is them, a line each).
+    """
+
+    def __init__(self, *problems: str) -> None:
+        """Creates the ConfigError.
+
+        Args:
+            problems: what is wrong, one message each (each names the file and the key).
+        """
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -128,47 +157,93 @@ class GatewayConfig:
     # Hosts whose http(s) image URLs edits may reference; empty: no URL is fetched.
     fetch_image_hosts: tuple[AllowedHost, ...] = ()
     fetch_image_timeout_seconds: float = 30.0
+    # Keys of LiteLLM's the file holds that are not acted on here, one message
+    # each (serve logs them; `config check` prints them).
+    warnings: tuple[str, ...] = ()
 
 
 def load_config(path: str | os.PathLike[str] | None) -> GatewayConfig:
     """Reads the YAML file at `path`, or the embedded default when None."""
+    raw, source = _read(path)
+    return parse_config(raw, source=source)
+
+
+def load_model_names(path: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """The names a config serves (its image models and their aliases), in file order.
+
+    Read without resolving environment variables or checking settings, so a
+    command that only needs the names (`tokens create --models`) works on a
+    machine without the upstream keys.
+    """
+    raw, source = _read(path)
+    names: dict[str, None] = {}
+    for _, entry in _entries(raw, source):
+        names[entry["model_name"]] = None
+        aliases = (entry.get("model_info") or {}).get("aliases")
+        for alias in aliases if isinstance(aliases, list) else ():
+            names[str(alias)] = None
+    return tuple(names)
+
+
+def _read(path: str | os.PathLike[str] | None) -> tuple[Any, str]:
+    """The parsed YAML of `path` (the embedded default when None) and how to name it."""
     if path is None:
-        return parse_config(yaml.safe_load(DEFAULT_CONFIG_YAML), source="<embedded default>")
-    text = pathlib.Path(path).read_text()
+        return yaml.safe_load(DEFAULT_CONFIG_YAML), EMBEDDED_DEFAULT
     try:
-        raw = yaml.safe_load(text)
+        text = pathlib.Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config: {error.strerror}") from None
+    try:
+        return yaml.safe_load(text), str(path)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(raw, source=str(path))
 
 
-def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None) -> GatewayConfig:
-    """Builds the config from parsed YAML; `environ` resolves `os.environ/` references."""
-    env = dict(os.environ) if environ is None else environ
+def _entries(raw: Any, source: str) -> list[tuple[int, dict[str, Any]]]:
+    """The image-model entries of `model_list`; raises ConfigError when it has none."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a model_list")
     entries = raw.get("model_list")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: model_list must be a non-empty list")
-    grouped: dict[str, dict[str, Any]] = {}
     for index, entry in enumerate(entries):
         where = f"{source}: model_list[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
             raise ConfigError(f"{where}: needs a model_name")
-        info = entry.get("model_info") or {}
-        if not isinstance(info, dict):
+        if not isinstance(entry.get("model_info") or {}, dict):
             raise ConfigError(f"{where}: model_info must be a mapping")
-        if info.get("mode", "image_generation") not in IMAGE_MODES:
-            continue
-        name = entry["model_name"]
-        group = grouped.setdefault(name, {"deployments": [], "info": {}})
-        group["deployments"].append(_deployment(entry.get("litellm_params"), where, env))
-        group["info"].update(info)
-    if not grouped:
+    found = [(index, cast(dict[str, Any], entry)) for index, entry in image_entries(entries)]
+    if not found:
         raise ConfigError(
             f"{source}: model_list has no image_generation model "
             "(model_info.mode image_generation, image_generations or unset)"
         )
+    return found
+
+
+def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Builds the config from parsed YAML; `environ` resolves `os.environ/` references.
+
+    Raises:
+        ConfigError: with every unknown key and missing environment variable
+            at once, or else the first bad value.
+    """
+    env = dict(os.environ) if environ is None else environ
+    entries = _entries(raw, source)
+    keys = check_keys(raw, source)
+    missing = _missing_variables(raw, entries, env)
+    if missing:
+        keys.errors.append(f"{source}: environment variables not set: {', '.join(missing)}")
+    if keys.errors:
+        raise ConfigError(*keys.errors)
+    grouped: dict[str, dict[str, Any]] = {}
+    for index, entry in entries:
+        where = f"{source}: model_list[{index}]"
+        info = entry.get("model_info") or {}
+        name = entry["model_name"]
+        group = grouped.setdefault(name, {"deployments": [], "info": {}})
+        group["deployments"].append(_deployment(entry.get("litellm_params"), where, env))
+        group["info"].update(info)
     models = tuple(_model(name, g["deployments"], g["info"], source) for name, g in grouped.items())
     _check_names_unique(models, source)
     settings = raw.get("gateway") or {}
@@ -178,7 +253,29 @@ def parse_config(raw: Any, *, source: str, environ: dict[str, str] | None = None
         secret = _resolve(settings["image_url_secret"], f"{source}: gateway.image_url_secret", env)
         settings = {**settings, "image_url_secret": secret}
     gateway = _gateway(models, settings, source)
-    return _accounting(gateway, raw, source)
+    return dataclasses.replace(_accounting(gateway, raw, source), warnings=tuple(keys.warnings))
+
+
+def _missing_variables(
+    raw: dict[str, Any], entries: list[tuple[int, dict[str, Any]]], env: dict[str, str]
+) -> list[str]:
+    """Each `os.environ/NAME` reference whose variable is not set: "NAME (where)"."""
+    references: list[tuple[Any, str]] = []
+    for index, entry in entries:
+        params = entry.get("litellm_params")
+        if isinstance(params, dict):
+            where = f"model_list[{index}].litellm_params"
+            references += [(params.get(key), f"{where}.{key}") for key in _FROM_ENVIRONMENT]
+    settings = raw.get("gateway")
+    if isinstance(settings, dict):
+        references.append((settings.get("image_url_secret"), "gateway.image_url_secret"))
+    missing = []
+    for value, where in references:
+        if isinstance(value, str) and value.startswith("os.environ/"):
+            name = value.removeprefix("os.environ/")
+            if name not in env:
+                missing.append(f"{name} ({where})")
+    return missing
 
 
 def _accounting(gateway: GatewayConfig, raw: dict[str, Any], source: str) -> GatewayConfig:
@@ -215,6 +312,7 @@ def _deployment(params: Any, where: str, env: dict[str, str]) -> Deployment:
         )
     api_base = _resolve(params.get("api_base"), f"{where}: api_base", env)
     api_key = _resolve(params.get("api_key"), f"{where}: api_key", env)
+    api_version = _resolve(params.get("api_version"), f"{where}: api_version", env)
     if provider == "openai":
         api_base = api_base or "https://api.openai.com/v1"
     if provider == "azure" and not api_base:
@@ -227,7 +325,7 @@ def _deployment(params: Any, where: str, env: dict[str, str]) -> Deployment:
         upstream_model=upstream_model,
         api_base=api_base.rstrip("/") if api_base else None,
         api_key=api_key,
-        api_version=params.get("api_version") or ("2024-10-21" if provider == "azure" else None),
+        api_version=api_version or ("2024-10-21" if provider == "azure" else None),
         timeout=float(timeout),
     )
 
@@ -305,39 +403,19 @@ def _check_names_unique(models: tuple[ModelConfig, ...], source: str) -> None:
 def _gateway(
     models: tuple[ModelConfig, ...], settings: dict[str, Any], source: str
 ) -> GatewayConfig:
-    known = {
-        "default_model",
-        "max_message_bytes",
-        "max_upstream_response_bytes",
-        "upstream_max_connections",
-        "token_cache_seconds",
-        "usage_flush_rows",
-        "image_url_ttl_seconds",
-        "image_sweep_seconds",
-        "fetch_image_timeout_seconds",
-    }
-    texts = {
-        "public_base_url",
-        "image_store_url",
-        "image_store_dir",
-        "image_url_secret",
-        "image_redirect",
-    }
-    unknown = sorted(set(settings) - known - texts - {"fetch_image_hosts"})
-    if unknown:
-        raise ConfigError(f"{source}: gateway: unknown setting(s) {', '.join(unknown)}")
+    # Unknown keys were refused by check_keys already.
     default_model = settings.get("default_model")
     names = {n for m in models for n in (m.name, *m.aliases)}
     if default_model is not None and default_model not in names:
         raise ConfigError(f"{source}: gateway.default_model {default_model!r} is not a model")
     config = GatewayConfig(models=models, default_model=default_model or models[0].name)
-    overrides = {k: settings[k] for k in known - {"default_model"} if k in settings}
+    overrides = {k: settings[k] for k in GATEWAY_NUMBER_KEYS if k in settings}
     for key, value in overrides.items():
         if not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{source}: gateway.{key} must be a positive number")
     if "fetch_image_hosts" in settings:
         overrides["fetch_image_hosts"] = _fetch_image_hosts(settings["fetch_image_hosts"], source)
-    for key in texts & set(settings):
+    for key in GATEWAY_TEXT_KEYS & set(settings):
         value = settings[key]
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{source}: gateway.{key} must be a non-empty string")
