@@ -22,8 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aqueduct_grpc.accounting.policy import (
+    KEEP,
     Budgets,
     Limits,
+    PolicyPatch,
     TeamPolicy,
     TokenPolicy,
     parse_budgets,
@@ -241,10 +243,8 @@ class PolicyStore:
 
     async def find_team(self, id_or_name: str) -> TeamPolicy:
         """The team with that id or name; raises TeamNotFound."""
-        for team in await self.list_teams():
-            if id_or_name in (team.id, team.name):
-                return team
-        raise TeamNotFound(f"no team has id or name {quoted(id_or_name)}")
+        async with self._engine.connect() as connection:
+            return await _find_team(connection, id_or_name)
 
     async def set_team_policy(
         self, id_or_name: str, *, limits: Limits, budgets: Budgets
@@ -261,6 +261,61 @@ class PolicyStore:
             await bump(connection)
         self._invalidate()
         return TeamPolicy(team.id, team.name, team.created_at, limits, budgets)
+
+    async def update_team_policy(self, id_or_name: str, patch: PolicyPatch) -> TeamPolicy:
+        """Changes the limits and budgets a patch names, keeping the others; returns the team.
+
+        Read and written in one transaction that first takes the change
+        counter's lock, so two updates of different fields never undo each other.
+        """
+        async with self._engine.begin() as connection:
+            await bump(connection)  # first: concurrent changes wait here, then read this one
+            team = await _find_team(connection, id_or_name)
+            limits, budgets = patch.limits_over(team.limits), patch.budgets_over(team.budgets)
+            check_policy(limits, budgets)
+            await connection.execute(
+                teams_table.update()
+                .where(teams_table.c.id == team.id)
+                .values(limits=limits.as_dict(), budgets=budgets.as_dict())
+            )
+        self._invalidate()
+        return TeamPolicy(team.id, team.name, team.created_at, limits, budgets)
+
+    async def update_token_policy(self, token_id: str, patch: PolicyPatch) -> TokenPolicy:
+        """Changes the parts of a token's policy a patch names, keeping the others.
+
+        Read and written in one transaction, as `update_team_policy`. A team
+        named by the patch is found by id or name (TeamNotFound otherwise).
+        """
+        async with self._engine.begin() as connection:
+            await bump(connection)  # first: concurrent changes wait here, then read this one
+            exists = await connection.scalar(
+                sa.select(tokens_table.c.id).where(tokens_table.c.id == token_id)
+            )
+            if exists is None:
+                raise TokenNotFound(f"no token has id {quoted(token_id)}")
+            row = (
+                await connection.execute(
+                    token_policies_table.select().where(token_policies_table.c.token_id == token_id)
+                )
+            ).first()
+            current = TokenPolicy(token_id=token_id) if row is None else _token_policy(row)
+            team_id = current.team_id
+            if patch.team is None:
+                team_id = None
+            elif patch.team is not KEEP:
+                team_id = (await _find_team(connection, patch.team)).id
+            policy = TokenPolicy(
+                token_id=token_id,
+                team_id=team_id,
+                admin=current.admin if patch.admin is KEEP else patch.admin,
+                limits=patch.limits_over(current.limits),
+                budgets=patch.budgets_over(current.budgets),
+            )
+            check_policy(policy.limits, policy.budgets)
+            await _store_token_policy(connection, policy, exists=row is not None)
+        self._invalidate()
+        return policy
 
     async def token_policy(self, token_id: str) -> TokenPolicy:
         """The token's stored policy (defaults when it has none)."""
@@ -281,21 +336,7 @@ class PolicyStore:
             )
             if exists is None:
                 raise TokenNotFound(f"no token has id {policy.token_id!r}")
-            values = {
-                "team_id": policy.team_id,
-                "admin": policy.admin,
-                "limits": policy.limits.as_dict(),
-                "budgets": policy.budgets.as_dict(),
-            }
-            updated = await connection.execute(
-                token_policies_table.update()
-                .where(token_policies_table.c.token_id == policy.token_id)
-                .values(**values)
-            )
-            if updated.rowcount == 0:
-                await connection.execute(
-                    token_policies_table.insert().values(token_id=policy.token_id, **values)
-                )
+            await _store_token_policy(connection, policy, exists=None)
             await bump(connection)
         self._invalidate()
         return policy
@@ -315,6 +356,37 @@ def check_policy(limits: Limits, budgets: Budgets) -> None:
             parse(values, name)
         except ValueError as error:
             raise invalid_argument(str(error), name) from None
+
+
+async def _store_token_policy(
+    connection: AsyncConnection, policy: TokenPolicy, *, exists: bool | None
+) -> None:
+    """Writes a token's policy row (`exists`: whether it has one; None: not known)."""
+    values = {
+        "team_id": policy.team_id,
+        "admin": policy.admin,
+        "limits": policy.limits.as_dict(),
+        "budgets": policy.budgets.as_dict(),
+    }
+    if exists is not False:
+        updated = await connection.execute(
+            token_policies_table.update()
+            .where(token_policies_table.c.token_id == policy.token_id)
+            .values(**values)
+        )
+        if updated.rowcount:
+            return
+    await connection.execute(
+        token_policies_table.insert().values(token_id=policy.token_id, **values)
+    )
+
+
+async def _find_team(connection: AsyncConnection, id_or_name: str) -> TeamPolicy:
+    """The team with that id or name; raises TeamNotFound."""
+    for team in await _teams(connection):
+        if id_or_name in (team.id, team.name):
+            return team
+    raise TeamNotFound(f"no team has id or name {quoted(id_or_name)}")
 
 
 async def _teams(connection: AsyncConnection) -> list[TeamPolicy]:

@@ -11,16 +11,26 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aqueduct.admin.v1 import admin_pb2, admin_pb2_grpc
-from aqueduct_grpc.accounting.policy import Budgets, Limits, TeamPolicy, TokenPolicy, removed_by
+from aqueduct_grpc.accounting.policy import (
+    Budgets,
+    Limits,
+    PatchError,
+    PolicyPatch,
+    TeamPolicy,
+    TokenPolicy,
+    parse_policy_patch,
+    removed_by,
+)
 from aqueduct_grpc.accounting.policy_store import PolicyStore
 from aqueduct_grpc.accounting.usage_log import UsageLog
-from aqueduct_grpc.accounting.usage_report import GROUPINGS, parse_moment, usage_report
+from aqueduct_grpc.accounting.usage_report import GROUPINGS, UsageGroup, parse_moment, usage_report
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.auth.tokens import Token, TokenStore
-from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
+from aqueduct_grpc.errors import GatewayError, invalid_argument
 
 __all__ = ["ADMIN_SERVICE", "AdminService", "budgets_from", "limits_from"]
 
@@ -119,13 +129,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.SetTokenPolicyResponse:
         """Replaces a token's team, admin scope, limits and budgets; says what went."""
         await self._require_admin()
-        token = await self._find_token(request.token)
+        token = await self._tokens.find(request.token)
         parts = await self._policy_parts(request)
         before = await self._policies.token_policy(token.id)
         policy = await self._policies.set_token_policy(TokenPolicy(token_id=token.id, **parts))
         return admin_pb2.SetTokenPolicyResponse(
             token=_token(token, policy), removed=removed_by(before, policy)
         )
+
+    async def UpdateTokenPolicy(
+        self, request: admin_pb2.UpdateTokenPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UpdateTokenPolicyResponse:
+        """Changes the parts of a token's policy the patch names; answers the whole policy."""
+        await self._require_admin()
+        patch = _patch(request.patch, for_token=True)
+        token = await self._tokens.find(request.token)
+        policy = await self._policies.update_token_policy(token.id, patch)
+        return admin_pb2.UpdateTokenPolicyResponse(token=_token(token, policy))
 
     async def CreateTeam(
         self, request: admin_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
@@ -157,6 +177,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         )
         return admin_pb2.SetTeamPolicyResponse(team=_team(team), removed=removed_by(before, team))
 
+    async def UpdateTeamPolicy(
+        self, request: admin_pb2.UpdateTeamPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UpdateTeamPolicyResponse:
+        """Changes the limits and budgets the patch names; answers the team's whole policy."""
+        await self._require_admin()
+        patch = _patch(request.patch, for_token=False)
+        team = await self._policies.update_team_policy(request.team, patch)
+        return admin_pb2.UpdateTeamPolicyResponse(team=_team(team))
+
     async def QueryUsage(
         self, request: admin_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.QueryUsageResponse:
@@ -174,20 +203,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             since=int(since),
             until=int(until),
             by=by,
-            groups=[admin_pb2.UsageGroup(**vars(g)) for g in groups],
+            groups=[_usage_group(g) for g in groups],
         )
-
-    async def _find_token(self, id_or_name: str) -> Token:
-        matches = [t for t in await self._tokens.list() if id_or_name in (t.id, t.name)]
-        if len(matches) != 1:
-            why = "no token has" if not matches else "several tokens have"
-            raise GatewayError(
-                grpc.StatusCode.NOT_FOUND,
-                f"{why} id or name {quoted(id_or_name)}",
-                reason="TOKEN_NOT_FOUND",
-                param="token",
-            )
-        return matches[0]
 
     async def _policy_parts(self, request: Any) -> dict[str, Any]:
         """Team id, admin scope, limits and budgets of a create/set request."""
@@ -200,6 +217,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             "limits": limits_from(request.limits),
             "budgets": budgets_from(request.budgets),
         }
+
+
+def _patch(message: struct_pb2.Struct, *, for_token: bool) -> PolicyPatch:
+    """The request's JSON merge patch, checked; a fault is INVALID_ARGUMENT naming its field."""
+    try:
+        return parse_policy_patch(json_format.MessageToDict(message), for_token=for_token)
+    except PatchError as error:
+        raise invalid_argument(str(error), error.field or "patch") from None
+
+
+def _usage_group(group: UsageGroup) -> admin_pb2.UsageGroup:
+    # None (no team, no price, no success) stays unset rather than becoming 0 or "".
+    return admin_pb2.UsageGroup(**{k: v for k, v in vars(group).items() if v is not None})
 
 
 def _moment(text: str, now: float, param: str) -> float:

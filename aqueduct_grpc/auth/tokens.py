@@ -2,6 +2,13 @@
 
 A token's secret is 256 random bits shown once at creation; only its sha256 is
 stored. With that much entropy a fast hash is enough (no password KDF needed).
+
+Names are unique, so a name addresses one token as an id does: a second
+token of a name is refused, revoked ones included, so an old name in a log or
+the usage report never means two tokens. Databases from before names were
+unique may hold duplicates: those are listed as they are and addressed by id
+(a name several tokens share is refused, saying which ids hold it).
+
 Authentication results are cached for `cache_seconds`, so a revocation made
 by another process takes effect within that time (at once in this process).
 """
@@ -19,13 +26,13 @@ from dataclasses import dataclass
 
 import grpc
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aqueduct_grpc.errors import GatewayError, invalid_argument, quoted
 from aqueduct_grpc.storage.changes import bump
 from aqueduct_grpc.storage.database import stored_name, tokens_table
 
-__all__ = ["SECRET_PREFIX", "Token", "TokenNotFound", "TokenStore"]
+__all__ = ["SECRET_PREFIX", "Token", "TokenExists", "TokenNotFound", "TokenStore"]
 
 SECRET_PREFIX = "aqk-"
 _CACHE_LIMIT = 10_000
@@ -63,6 +70,20 @@ class TokenNotFound(GatewayError):
             message: which id or name was not found.
         """
         super().__init__(grpc.StatusCode.NOT_FOUND, message, reason="NOT_FOUND", param="token")
+
+
+class TokenExists(GatewayError):
+    """A token with that name exists already (names are unique)."""
+
+    def __init__(self, message: str) -> None:
+        """Creates the TokenExists.
+
+        Args:
+            message: which name is taken.
+        """
+        super().__init__(
+            grpc.StatusCode.ALREADY_EXISTS, message, reason="TOKEN_EXISTS", param="name"
+        )
 
 
 def _hash(secret: str) -> str:
@@ -105,7 +126,10 @@ class TokenStore:
         expires_in: float | None = None,
         models: Sequence[str] | None = None,
     ) -> tuple[Token, str]:
-        """Creates a token; returns it and its secret (the only time it is seen)."""
+        """Creates a token; returns it and its secret (the only time it is seen).
+
+        Raises TokenExists when a token (revoked ones too) has the name.
+        """
         name = stored_name(name, "token")
         if expires_in is not None and not 0 < expires_in <= _MAX_LIFETIME_SECONDS:
             raise invalid_argument(
@@ -122,6 +146,18 @@ class TokenStore:
             allowed_models=tuple(models) if models else None,
         )
         async with self._engine.begin() as connection:
+            # The change counter's lock first: a concurrent create of the same
+            # name waits here, and then sees this one's row (on PostgreSQL as
+            # on SQLite), so two tokens can never take one name together.
+            await bump(connection)
+            taken = await connection.scalar(
+                sa.select(tokens_table.c.id).where(tokens_table.c.name == token.name).limit(1)
+            )
+            if taken is not None:
+                raise TokenExists(
+                    f"a token named {quoted(token.name)} exists already ({taken}); "
+                    "token names are unique: choose another"
+                )
             await connection.execute(
                 tokens_table.insert().values(
                     id=token.id,
@@ -150,26 +186,19 @@ class TokenStore:
                 await connection.scalar(sa.select(sa.func.count()).select_from(tokens_table)) or 0
             )
 
+    async def find(self, id_or_name: str) -> Token:
+        """The token with that id, or the one token with that name; raises TokenNotFound.
+
+        A name several tokens share (made before names were unique) is refused,
+        naming their ids.
+        """
+        async with self._engine.connect() as connection:
+            return _token(await _find_row(connection, id_or_name))
+
     async def revoke(self, id_or_name: str) -> Token:
         """Revokes the token with that id, or the one token with that name."""
-        if "\x00" in id_or_name:
-            # No stored id or name has one, and PostgreSQL refuses it in a query.
-            raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
         async with self._engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    tokens_table.select().where(
-                        sa.or_(tokens_table.c.id == id_or_name, tokens_table.c.name == id_or_name)
-                    )
-                )
-            ).all()
-            if not rows:
-                raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
-            if len(rows) > 1:
-                raise TokenNotFound(
-                    f"several tokens are named {quoted(id_or_name)}: revoke one by id"
-                )
-            row = rows[0]
+            row = await _find_row(connection, id_or_name)
             revoked_at = row.revoked_at if row.revoked_at is not None else self._clock()
             await connection.execute(
                 tokens_table.update()
@@ -257,6 +286,31 @@ class TokenStore:
         if row is None or not hmac.compare_digest(row.secret_hash, digest):
             return None
         return _token(row)
+
+
+async def _find_row(connection: AsyncConnection, id_or_name: str) -> sa.Row:  # type: ignore[type-arg]
+    """The row of the token with that id, or of the one token with that name."""
+    if "\x00" in id_or_name:
+        # No stored id or name has one, and PostgreSQL refuses it in a query.
+        raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
+    rows = (
+        await connection.execute(
+            tokens_table.select()
+            .where(sa.or_(tokens_table.c.id == id_or_name, tokens_table.c.name == id_or_name))
+            .order_by(tokens_table.c.created_at)
+        )
+    ).all()
+    by_id = [row for row in rows if row.id == id_or_name]
+    if by_id:
+        return by_id[0]
+    if not rows:
+        raise TokenNotFound(f"no token has id or name {quoted(id_or_name)}")
+    if len(rows) > 1:
+        raise TokenNotFound(
+            f"several tokens are named {quoted(id_or_name)} ({', '.join(r.id for r in rows)}, "
+            "made before names were unique): name one by its id"
+        )
+    return rows[0]
 
 
 def _token(row: sa.Row) -> Token:  # type: ignore[type-arg]

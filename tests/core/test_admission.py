@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -475,7 +476,8 @@ async def created_elsewhere(database_url: str, policy: TokenPolicy) -> tuple[str
     """A token made with its policy by another process's stores (as the CLI does): id, secret."""
     engine = await open_engine(database_url)
     try:
-        token, secret = await TokenStore(engine).create("from-the-cli")
+        # A name of its own each time: token names are unique.
+        token, secret = await TokenStore(engine).create(f"from-the-cli-{secrets.token_hex(4)}")
         await PolicyStore(engine).set_token_policy(dataclasses.replace(policy, token_id=token.id))
     finally:
         await engine.dispose()

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aqueduct_grpc.auth.tokens import Token, TokenNotFound, TokenStore
+from aqueduct_grpc.auth.tokens import Token, TokenExists, TokenNotFound, TokenStore
 from aqueduct_grpc.errors import GatewayError
-from aqueduct_grpc.storage.database import open_engine
+from aqueduct_grpc.storage.database import open_engine, tokens_table
 
 
 class Clock:
@@ -100,17 +100,65 @@ async def test_scheme_is_case_insensitive_and_unknown_secrets_are_refused(engine
     assert await reason_of(store, None) == "MISSING_API_KEY"
 
 
-async def test_revoke_by_name_needs_a_unique_name(engine):
+async def test_token_names_are_unique_revoked_ones_included(engine):
     store = TokenStore(engine)
-    await store.create("twin")
-    await store.create("twin")
-    with pytest.raises(TokenNotFound, match="several"):
-        await store.revoke("twin")
-    with pytest.raises(TokenNotFound):
+    first, _ = await store.create("alice")
+    with pytest.raises(TokenExists) as taken:
+        await store.create(" alice ")  # names are stored stripped
+    assert taken.value.code == grpc.StatusCode.ALREADY_EXISTS and taken.value.param == "name"
+    assert taken.value.message == (
+        f"a token named 'alice' exists already ({first.id}); token names are unique: choose another"
+    )
+    await store.revoke("alice")
+    with pytest.raises(TokenExists):
+        await store.create("alice")  # an old name in the usage report means one token
+    assert [t.id for t in await store.list()] == [first.id]
+
+
+async def test_concurrent_creates_of_one_name_make_one_token(database_url: str):
+    # Two engines, as two processes (the CLI and a server) would have.
+    engines = [await open_engine(database_url) for _ in range(2)]
+    try:
+        stores = [TokenStore(e) for e in engines]
+        results = await asyncio.gather(
+            *(stores[i % 2].create("racer") for i in range(12)), return_exceptions=True
+        )
+        made = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, TokenExists)]
+        assert (len(made), len(refused)) == (1, 11), results
+        assert [t.name for t in await stores[0].list()] == ["racer"]
+    finally:
+        for opened in engines:
+            await opened.dispose()
+
+
+async def test_names_shared_from_before_are_addressed_by_id(engine):
+    # A database from before names were unique: two tokens share one.
+    async with engine.begin() as connection:
+        await connection.execute(
+            tokens_table.insert(),
+            [
+                {"id": f"tok_{n}", "name": "twin", "secret_hash": f"{n:064x}",
+                 "created_at": float(n)}
+                for n in (1, 2)
+            ],
+        )  # fmt: skip
+    store = TokenStore(engine)
+    for lookup in (store.find, store.revoke):
+        with pytest.raises(TokenNotFound) as shared:
+            await lookup("twin")
+        assert shared.value.message == (
+            "several tokens are named 'twin' (tok_1, tok_2, made before names were unique): "
+            "name one by its id"
+        )
+    assert (await store.find("tok_2")).name == "twin"
+    assert (await store.revoke("tok_2")).state(0) == "revoked"
+    assert [t.state(0) for t in await store.list()] == ["active", "revoked"]
+    with pytest.raises(TokenNotFound, match="no token has id or name 'nobody'"):
         await store.revoke("nobody")
     # PostgreSQL refuses NUL in any query: still just "no such token".
     with pytest.raises(TokenNotFound):
-        await store.revoke("twin\x00")
+        await store.find("twin\x00")
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61queduct/admin/v1/admin.proto\x12\x11\x61queduct.admin.v1\x1a\x1cgoogle/api/annotations.proto\"\xa8\x01\n\x06Limits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11images_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0eimages_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_images_per_minuteB\x11\n\x0f_images_per_day\"a\n\x07\x42udgets\x12\x18\n\x0bper_day_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rper_month_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x0e\n\x0c_per_day_usdB\x10\n\x0e_per_month_usd\"\xad\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12\x17\n\nexpires_at\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\nrevoked_at\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x14\n\x07team_id\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\r\n\x05\x61\x64min\x18\t \x01(\x08\x12)\n\x06limits\x18\n \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x0b \x01(\x0b\x32\x1a.aqueduct.admin.v1.BudgetsB\r\n\x0b_expires_atB\r\n\x0b_revoked_atB\n\n\x08_team_id\"\x8c\x01\n\x04Team\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x05 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"\xdf\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x12\x65xpires_in_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0c\n\x04team\x18\x04 \x01(\t\x12\r\n\x05\x61\x64min\x18\x05 \x01(\x08\x12)\n\x06limits\x18\x06 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x07 \x01(\x0b\x32\x1a.aqueduct.admin.v1.BudgetsB\x15\n\x13_expires_in_seconds\"N\n\x13\x43reateTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\">\n\x12ListTokensResponse\x12(\n\x06tokens\x18\x01 \x03(\x0b\x32\x18.aqueduct.admin.v1.Token\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\">\n\x13RevokeTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\"\x9b\x01\n\x15SetTokenPolicyRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x05 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"R\n\x16SetTokenPolicyResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\x12\x0f\n\x07removed\x18\x02 \x03(\t\"y\n\x11\x43reateTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\";\n\x12\x43reateTeamResponse\x12%\n\x04team\x18\x01 \x01(\x0b\x32\x17.aqueduct.admin.v1.Team\"\x12\n\x10ListTeamsRequest\";\n\x11ListTeamsResponse\x12&\n\x05teams\x18\x01 \x03(\x0b\x32\x17.aqueduct.admin.v1.Team\"|\n\x14SetTeamPolicyRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"O\n\x15SetTeamPolicyResponse\x12%\n\x04team\x18\x01 \x01(\x0b\x32\x17.aqueduct.admin.v1.Team\x12\x0f\n\x07removed\x18\x02 \x03(\t\"=\n\x11QueryUsageRequest\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\"m\n\x12QueryUsageResponse\x12\r\n\x05since\x18\x01 \x01(\x03\x12\r\n\x05until\x18\x02 \x01(\x03\x12\n\n\x02\x62y\x18\x03 \x01(\t\x12-\n\x06groups\x18\x04 \x03(\x0b\x32\x1d.aqueduct.admin.v1.UsageGroup\"\xb8\x01\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06images\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x05 \x01(\x03\x12\x16\n\x0ep50_latency_ms\x18\x06 \x01(\x01\x12\x16\n\x0ep95_latency_ms\x18\x07 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12\x19\n\x11unpriced_requests\x18\t \x01(\x03\x32\x85\x08\n\x0c\x41\x64minService\x12y\n\x0b\x43reateToken\x12%.aqueduct.admin.v1.CreateTokenRequest\x1a&.aqueduct.admin.v1.CreateTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/admin/v1/tokens:\x01*\x12s\n\nListTokens\x12$.aqueduct.admin.v1.ListTokensRequest\x1a%.aqueduct.admin.v1.ListTokensResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/admin/v1/tokens\x12\x85\x01\n\x0bRevokeToken\x12%.aqueduct.admin.v1.RevokeTokenRequest\x1a&.aqueduct.admin.v1.RevokeTokenResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1f/admin/v1/tokens/{token}:revoke\x12\x91\x01\n\x0eSetTokenPolicy\x12(.aqueduct.admin.v1.SetTokenPolicyRequest\x1a).aqueduct.admin.v1.SetTokenPolicyResponse\"*\x82\xd3\xe4\x93\x02$\x1a\x1f/admin/v1/tokens/{token}/policy:\x01*\x12u\n\nCreateTeam\x12$.aqueduct.admin.v1.CreateTeamRequest\x1a%.aqueduct.admin.v1.CreateTeamResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/admin/v1/teams:\x01*\x12o\n\tListTeams\x12#.aqueduct.admin.v1.ListTeamsRequest\x1a$.aqueduct.admin.v1.ListTeamsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12\x8c\x01\n\rSetTeamPolicy\x12\'.aqueduct.admin.v1.SetTeamPolicyRequest\x1a(.aqueduct.admin.v1.SetTeamPolicyResponse\"(\x82\xd3\xe4\x93\x02\"\x1a\x1d/admin/v1/teams/{team}/policy:\x01*\x12r\n\nQueryUsage\x12$.aqueduct.admin.v1.QueryUsageRequest\x1a%.aqueduct.admin.v1.QueryUsageResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/usageB%\n\x15\x63om.aqueduct.admin.v1B\nAdminProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61queduct/admin/v1/admin.proto\x12\x11\x61queduct.admin.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xa8\x01\n\x06Limits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11images_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0eimages_per_day\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_images_per_minuteB\x11\n\x0f_images_per_day\"a\n\x07\x42udgets\x12\x18\n\x0bper_day_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rper_month_usd\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x0e\n\x0c_per_day_usdB\x10\n\x0e_per_month_usd\"\xad\x02\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12\x17\n\nexpires_at\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x17\n\nrevoked_at\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x0e\n\x06models\x18\x07 \x03(\t\x12\x14\n\x07team_id\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\r\n\x05\x61\x64min\x18\t \x01(\x08\x12)\n\x06limits\x18\n \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x0b \x01(\x0b\x32\x1a.aqueduct.admin.v1.BudgetsB\r\n\x0b_expires_atB\r\n\x0b_revoked_atB\n\n\x08_team_id\"\x8c\x01\n\x04Team\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x05 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"\xdf\x01\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x12\x65xpires_in_seconds\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0c\n\x04team\x18\x04 \x01(\t\x12\r\n\x05\x61\x64min\x18\x05 \x01(\x08\x12)\n\x06limits\x18\x06 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x07 \x01(\x0b\x32\x1a.aqueduct.admin.v1.BudgetsB\x15\n\x13_expires_in_seconds\"N\n\x13\x43reateTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\">\n\x12ListTokensResponse\x12(\n\x06tokens\x18\x01 \x03(\x0b\x32\x18.aqueduct.admin.v1.Token\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\">\n\x13RevokeTokenResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\"\x9b\x01\n\x15SetTokenPolicyRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x05 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"R\n\x16SetTokenPolicyResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\x12\x0f\n\x07removed\x18\x02 \x03(\t\"Q\n\x18UpdateTokenPolicyRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12&\n\x05patch\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"D\n\x19UpdateTokenPolicyResponse\x12\'\n\x05token\x18\x01 \x01(\x0b\x32\x18.aqueduct.admin.v1.Token\"y\n\x11\x43reateTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\";\n\x12\x43reateTeamResponse\x12%\n\x04team\x18\x01 \x01(\x0b\x32\x17.aqueduct.admin.v1.Team\"\x12\n\x10ListTeamsRequest\";\n\x11ListTeamsResponse\x12&\n\x05teams\x18\x01 \x03(\x0b\x32\x17.aqueduct.admin.v1.Team\"|\n\x14SetTeamPolicyRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.aqueduct.admin.v1.Limits\x12+\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x1a.aqueduct.admin.v1.Budgets\"O\n\x15SetTeamPolicyResponse\x12%\n\x04team\x18\x01 \x01(\x0b\x32\x17.aqueduct.admin.v1.Team\x12\x0f\n\x07removed\x18\x02 \x03(\t\"O\n\x17UpdateTeamPolicyRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12&\n\x05patch\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"A\n\x18UpdateTeamPolicyResponse\x12%\n\x04team\x18\x01 \x01(\x0b\x32\x17.aqueduct.admin.v1.Team\"=\n\x11QueryUsageRequest\x12\r\n\x05since\x18\x01 \x01(\t\x12\r\n\x05until\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\"m\n\x12QueryUsageResponse\x12\r\n\x05since\x18\x01 \x01(\x03\x12\r\n\x05until\x18\x02 \x01(\x03\x12\n\n\x02\x62y\x18\x03 \x01(\t\x12-\n\x06groups\x18\x04 \x03(\x0b\x32\x1d.aqueduct.admin.v1.UsageGroup\"\x95\x02\n\nUsageGroup\x12\x10\n\x03key\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06images\x18\x04 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x05 \x01(\x03\x12\x1b\n\x0ep50_latency_ms\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0ep95_latency_ms\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08\x63ost_usd\x18\x08 \x01(\x01H\x04\x88\x01\x01\x12\x19\n\x11unpriced_requests\x18\t \x01(\x03\x42\x06\n\x04_keyB\x07\n\x05_nameB\x11\n\x0f_p50_latency_msB\x11\n\x0f_p95_latency_msB\x0b\n\t_cost_usd2\xc2\n\n\x0c\x41\x64minService\x12y\n\x0b\x43reateToken\x12%.aqueduct.admin.v1.CreateTokenRequest\x1a&.aqueduct.admin.v1.CreateTokenResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/admin/v1/tokens:\x01*\x12s\n\nListTokens\x12$.aqueduct.admin.v1.ListTokensRequest\x1a%.aqueduct.admin.v1.ListTokensResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/admin/v1/tokens\x12\x85\x01\n\x0bRevokeToken\x12%.aqueduct.admin.v1.RevokeTokenRequest\x1a&.aqueduct.admin.v1.RevokeTokenResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1f/admin/v1/tokens/{token}:revoke\x12\x91\x01\n\x0eSetTokenPolicy\x12(.aqueduct.admin.v1.SetTokenPolicyRequest\x1a).aqueduct.admin.v1.SetTokenPolicyResponse\"*\x82\xd3\xe4\x93\x02$\x1a\x1f/admin/v1/tokens/{token}/policy:\x01*\x12\x9e\x01\n\x11UpdateTokenPolicy\x12+.aqueduct.admin.v1.UpdateTokenPolicyRequest\x1a,.aqueduct.admin.v1.UpdateTokenPolicyResponse\".\x82\xd3\xe4\x93\x02(2\x1f/admin/v1/tokens/{token}/policy:\x05patch\x12u\n\nCreateTeam\x12$.aqueduct.admin.v1.CreateTeamRequest\x1a%.aqueduct.admin.v1.CreateTeamResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/admin/v1/teams:\x01*\x12o\n\tListTeams\x12#.aqueduct.admin.v1.ListTeamsRequest\x1a$.aqueduct.admin.v1.ListTeamsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/teams\x12\x8c\x01\n\rSetTeamPolicy\x12\'.aqueduct.admin.v1.SetTeamPolicyRequest\x1a(.aqueduct.admin.v1.SetTeamPolicyResponse\"(\x82\xd3\xe4\x93\x02\"\x1a\x1d/admin/v1/teams/{team}/policy:\x01*\x12\x99\x01\n\x10UpdateTeamPolicy\x12*.aqueduct.admin.v1.UpdateTeamPolicyRequest\x1a+.aqueduct.admin.v1.UpdateTeamPolicyResponse\",\x82\xd3\xe4\x93\x02&2\x1d/admin/v1/teams/{team}/policy:\x05patch\x12r\n\nQueryUsage\x12$.aqueduct.admin.v1.QueryUsageRequest\x1a%.aqueduct.admin.v1.QueryUsageResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/v1/usageB%\n\x15\x63om.aqueduct.admin.v1B\nAdminProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,56 +42,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['RevokeToken']._serialized_options = b'\202\323\344\223\002!\"\037/admin/v1/tokens/{token}:revoke'
   _globals['_ADMINSERVICE'].methods_by_name['SetTokenPolicy']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['SetTokenPolicy']._serialized_options = b'\202\323\344\223\002$\032\037/admin/v1/tokens/{token}/policy:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateTokenPolicy']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateTokenPolicy']._serialized_options = b'\202\323\344\223\002(2\037/admin/v1/tokens/{token}/policy:\005patch'
   _globals['_ADMINSERVICE'].methods_by_name['CreateTeam']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['CreateTeam']._serialized_options = b'\202\323\344\223\002\024\"\017/admin/v1/teams:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListTeams']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListTeams']._serialized_options = b'\202\323\344\223\002\021\022\017/admin/v1/teams'
   _globals['_ADMINSERVICE'].methods_by_name['SetTeamPolicy']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['SetTeamPolicy']._serialized_options = b'\202\323\344\223\002\"\032\035/admin/v1/teams/{team}/policy:\001*'
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateTeamPolicy']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['UpdateTeamPolicy']._serialized_options = b'\202\323\344\223\002&2\035/admin/v1/teams/{team}/policy:\005patch'
   _globals['_ADMINSERVICE'].methods_by_name['QueryUsage']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['QueryUsage']._serialized_options = b'\202\323\344\223\002\021\022\017/admin/v1/usage'
-  _globals['_LIMITS']._serialized_start=83
-  _globals['_LIMITS']._serialized_end=251
-  _globals['_BUDGETS']._serialized_start=253
-  _globals['_BUDGETS']._serialized_end=350
-  _globals['_TOKEN']._serialized_start=353
-  _globals['_TOKEN']._serialized_end=654
-  _globals['_TEAM']._serialized_start=657
-  _globals['_TEAM']._serialized_end=797
-  _globals['_CREATETOKENREQUEST']._serialized_start=800
-  _globals['_CREATETOKENREQUEST']._serialized_end=1023
-  _globals['_CREATETOKENRESPONSE']._serialized_start=1025
-  _globals['_CREATETOKENRESPONSE']._serialized_end=1103
-  _globals['_LISTTOKENSREQUEST']._serialized_start=1105
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1124
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1126
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1188
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1190
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1225
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1227
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1289
-  _globals['_SETTOKENPOLICYREQUEST']._serialized_start=1292
-  _globals['_SETTOKENPOLICYREQUEST']._serialized_end=1447
-  _globals['_SETTOKENPOLICYRESPONSE']._serialized_start=1449
-  _globals['_SETTOKENPOLICYRESPONSE']._serialized_end=1531
-  _globals['_CREATETEAMREQUEST']._serialized_start=1533
-  _globals['_CREATETEAMREQUEST']._serialized_end=1654
-  _globals['_CREATETEAMRESPONSE']._serialized_start=1656
-  _globals['_CREATETEAMRESPONSE']._serialized_end=1715
-  _globals['_LISTTEAMSREQUEST']._serialized_start=1717
-  _globals['_LISTTEAMSREQUEST']._serialized_end=1735
-  _globals['_LISTTEAMSRESPONSE']._serialized_start=1737
-  _globals['_LISTTEAMSRESPONSE']._serialized_end=1796
-  _globals['_SETTEAMPOLICYREQUEST']._serialized_start=1798
-  _globals['_SETTEAMPOLICYREQUEST']._serialized_end=1922
-  _globals['_SETTEAMPOLICYRESPONSE']._serialized_start=1924
-  _globals['_SETTEAMPOLICYRESPONSE']._serialized_end=2003
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=2005
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=2066
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=2068
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=2177
-  _globals['_USAGEGROUP']._serialized_start=2180
-  _globals['_USAGEGROUP']._serialized_end=2364
-  _globals['_ADMINSERVICE']._serialized_start=2367
-  _globals['_ADMINSERVICE']._serialized_end=3396
+  _globals['_LIMITS']._serialized_start=113
+  _globals['_LIMITS']._serialized_end=281
+  _globals['_BUDGETS']._serialized_start=283
+  _globals['_BUDGETS']._serialized_end=380
+  _globals['_TOKEN']._serialized_start=383
+  _globals['_TOKEN']._serialized_end=684
+  _globals['_TEAM']._serialized_start=687
+  _globals['_TEAM']._serialized_end=827
+  _globals['_CREATETOKENREQUEST']._serialized_start=830
+  _globals['_CREATETOKENREQUEST']._serialized_end=1053
+  _globals['_CREATETOKENRESPONSE']._serialized_start=1055
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1133
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1135
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1154
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1156
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1218
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1220
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1255
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1257
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1319
+  _globals['_SETTOKENPOLICYREQUEST']._serialized_start=1322
+  _globals['_SETTOKENPOLICYREQUEST']._serialized_end=1477
+  _globals['_SETTOKENPOLICYRESPONSE']._serialized_start=1479
+  _globals['_SETTOKENPOLICYRESPONSE']._serialized_end=1561
+  _globals['_UPDATETOKENPOLICYREQUEST']._serialized_start=1563
+  _globals['_UPDATETOKENPOLICYREQUEST']._serialized_end=1644
+  _globals['_UPDATETOKENPOLICYRESPONSE']._serialized_start=1646
+  _globals['_UPDATETOKENPOLICYRESPONSE']._serialized_end=1714
+  _globals['_CREATETEAMREQUEST']._serialized_start=1716
+  _globals['_CREATETEAMREQUEST']._serialized_end=1837
+  _globals['_CREATETEAMRESPONSE']._serialized_start=1839
+  _globals['_CREATETEAMRESPONSE']._serialized_end=1898
+  _globals['_LISTTEAMSREQUEST']._serialized_start=1900
+  _globals['_LISTTEAMSREQUEST']._serialized_end=1918
+  _globals['_LISTTEAMSRESPONSE']._serialized_start=1920
+  _globals['_LISTTEAMSRESPONSE']._serialized_end=1979
+  _globals['_SETTEAMPOLICYREQUEST']._serialized_start=1981
+  _globals['_SETTEAMPOLICYREQUEST']._serialized_end=2105
+  _globals['_SETTEAMPOLICYRESPONSE']._serialized_start=2107
+  _globals['_SETTEAMPOLICYRESPONSE']._serialized_end=2186
+  _globals['_UPDATETEAMPOLICYREQUEST']._serialized_start=2188
+  _globals['_UPDATETEAMPOLICYREQUEST']._serialized_end=2267
+  _globals['_UPDATETEAMPOLICYRESPONSE']._serialized_start=2269
+  _globals['_UPDATETEAMPOLICYRESPONSE']._serialized_end=2334
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=2336
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=2397
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=2399
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=2508
+  _globals['_USAGEGROUP']._serialized_start=2511
+  _globals['_USAGEGROUP']._serialized_end=2788
+  _globals['_ADMINSERVICE']._serialized_start=2791
+  _globals['_ADMINSERVICE']._serialized_end=4137
 # @@protoc_insertion_point(module_scope)

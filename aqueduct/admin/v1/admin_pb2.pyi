@@ -1,4 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -135,6 +136,20 @@ class SetTokenPolicyResponse(_message.Message):
     removed: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class UpdateTokenPolicyRequest(_message.Message):
+    __slots__ = ("token", "patch")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    patch: _struct_pb2.Struct
+    def __init__(self, token: _Optional[str] = ..., patch: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateTokenPolicyResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: Token
+    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ...) -> None: ...
+
 class CreateTeamRequest(_message.Message):
     __slots__ = ("name", "limits", "budgets")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +193,20 @@ class SetTeamPolicyResponse(_message.Message):
     team: Team
     removed: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, team: _Optional[_Union[Team, _Mapping]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateTeamPolicyRequest(_message.Message):
+    __slots__ = ("team", "patch")
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    team: str
+    patch: _struct_pb2.Struct
+    def __init__(self, team: _Optional[str] = ..., patch: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateTeamPolicyResponse(_message.Message):
+    __slots__ = ("team",)
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    team: Team
+    def __init__(self, team: _Optional[_Union[Team, _Mapping]] = ...) -> None: ...
 
 class QueryUsageRequest(_message.Message):
     __slots__ = ("since", "until", "by")

@@ -58,6 +58,11 @@ class AdminServiceStub:
                 request_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTokenPolicyRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTokenPolicyResponse.FromString,
                 _registered_method=True)
+        self.UpdateTokenPolicy = channel.unary_unary(
+                '/aqueduct.admin.v1.AdminService/UpdateTokenPolicy',
+                request_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyResponse.FromString,
+                _registered_method=True)
         self.CreateTeam = channel.unary_unary(
                 '/aqueduct.admin.v1.AdminService/CreateTeam',
                 request_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.CreateTeamRequest.SerializeToString,
@@ -72,6 +77,11 @@ class AdminServiceStub:
                 '/aqueduct.admin.v1.AdminService/SetTeamPolicy',
                 request_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateTeamPolicy = channel.unary_unary(
+                '/aqueduct.admin.v1.AdminService/UpdateTeamPolicy',
+                request_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyResponse.FromString,
                 _registered_method=True)
         self.QueryUsage = channel.unary_unary(
                 '/aqueduct.admin.v1.AdminService/QueryUsage',
@@ -109,7 +119,18 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetTokenPolicy(self, request, context):
-        """Replaces a token's team, admin scope, limits and budgets.
+        """Replaces a token's whole policy: its team, admin scope, limits and
+        budgets become what the request holds, and every part it leaves out is
+        cleared (no team, no admin scope, no overrides). To change some parts and
+        keep the rest, use UpdateTokenPolicy (PATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTokenPolicy(self, request, context):
+        """Changes only the parts of a token's policy the patch names (a JSON merge
+        patch, see UpdateTokenPolicyRequest.patch); every other part stays.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,7 +151,16 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetTeamPolicy(self, request, context):
-        """Replaces a team's limits and budgets.
+        """Replaces a team's limits and budgets: what the request leaves out is
+        cleared (no limit). To change some and keep the rest, use
+        UpdateTeamPolicy (PATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTeamPolicy(self, request, context):
+        """Changes only the limits and budgets the patch names; the others stay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +196,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTokenPolicyRequest.FromString,
                     response_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTokenPolicyResponse.SerializeToString,
             ),
+            'UpdateTokenPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTokenPolicy,
+                    request_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyRequest.FromString,
+                    response_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyResponse.SerializeToString,
+            ),
             'CreateTeam': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTeam,
                     request_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.CreateTeamRequest.FromString,
@@ -180,6 +215,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetTeamPolicy,
                     request_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyRequest.FromString,
                     response_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyResponse.SerializeToString,
+            ),
+            'UpdateTeamPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTeamPolicy,
+                    request_deserializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyRequest.FromString,
+                    response_serializer=aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyResponse.SerializeToString,
             ),
             'QueryUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryUsage,
@@ -310,6 +350,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateTokenPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aqueduct.admin.v1.AdminService/UpdateTokenPolicy',
+            aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyRequest.SerializeToString,
+            aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTokenPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateTeam(request,
             target,
             options=(),
@@ -380,6 +447,33 @@ class AdminService:
             '/aqueduct.admin.v1.AdminService/SetTeamPolicy',
             aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyRequest.SerializeToString,
             aqueduct_dot_admin_dot_v1_dot_admin__pb2.SetTeamPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTeamPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aqueduct.admin.v1.AdminService/UpdateTeamPolicy',
+            aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyRequest.SerializeToString,
+            aqueduct_dot_admin_dot_v1_dot_admin__pb2.UpdateTeamPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,
