@@ -1,5 +1,5 @@
 """`python -m aqueduct_grpc` runs the `aqueduct-grpc` command."""
 
-from aqueduct_grpc.cli.commands import main
+from aqueduct_grpc.cli import main
 
 main()

@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
 from gateway_http.routes import discover_services
 from gateway_http.server import serve
 
-__all__ = ["DEFAULT_PROTO_PACKAGES", "build_parser", "main", "run"]
+__all__ = ["DEFAULT_PROTO_PACKAGES", "LISTENING_ANNOUNCEMENT", "build_parser", "main", "run"]
 
 _log = logging.getLogger(__name__)
 
 # The generated package of the product this door ships with.
 DEFAULT_PROTO_PACKAGES: tuple[str, ...] = ("aqueduct",)
+
+# What the door prints on stdout, followed by its URL, once it listens: a
+# supervisor (the core's `serve`) reads it to know the door is up, and on
+# which port when port 0 was asked for.
+LISTENING_ANNOUNCEMENT = "gateway-http: HTTP door listening on "
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What a failure to listen looks like (OSError's errno), and so a clear exit.
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -90,36 +101,91 @@ def run(
 
 def _announce(where: str) -> None:
     # The bound port, which matters when port 0 was asked for.
-    print(f"gateway-http: HTTP door listening on {where}", flush=True)
+    print(f"{LISTENING_ANNOUNCEMENT}{where}", flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default after its help, unless there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _checked(
+    convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse type: `convert`, then `accept`, else one line saying what was expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        return value
+
+    return parse
+
+
+def _grpc_target(text: str) -> str:
+    if text.startswith(_TARGET_SCHEMES):
+        return text  # gRPC's own naming (unix:/path, dns:host:port, …), checked by gRPC
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:50051)")
+    return text
+
+
+_TARGET_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
+_port = _checked(int, lambda v: 0 <= v <= 65535, "a port (0-65535; 0: one the OS picks)")
+_byte_count = _checked(int, lambda v: v >= 1, "a number of bytes (1 or more)")
+_seconds = _checked(float, lambda v: 0 < v < float("inf"), "a number of seconds (more than 0)")
+_log_level = _checked(str.upper, lambda v: v in _LOG_LEVELS, f"one of {', '.join(_LOG_LEVELS)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gateway-http`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gateway-http",
         description="HTTP/JSON front for gRPC services, routed by their google.api.http options.",
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--grpc-target", required=True, help="gRPC core address, host:port")
+    parser.add_argument(
+        "--grpc-target", type=_grpc_target, required=True, help="gRPC core address, host:port"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
-    parser.add_argument("--port", type=int, default=8080, help="listen port")
+    parser.add_argument(
+        "--port", type=_port, default=8080, help="listen port (0: one the OS picks, announced)"
+    )
     parser.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=_byte_count,
         default=DEFAULT_MAX_BODY_BYTES,
-        help="largest accepted request body (default: %(default)s)",
+        help="largest accepted request body",
     )
     parser.add_argument(
         "--max-part-bytes",
-        type=int,
+        type=_byte_count,
         default=None,
         help="largest part of a multipart/form-data body (default: the body limit)",
     )
     parser.add_argument(
         "--max-body-bytes-in-flight",
-        type=int,
+        type=_byte_count,
         default=DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
         help="bytes of large request bodies (over 256 KiB) held at once; further ones "
-        "wait their turn (default: %(default)s)",
+        "wait their turn",
     )
     parser.add_argument(
         "--proto-package",
@@ -130,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {', '.join(DEFAULT_PROTO_PACKAGES)})",
     )
     parser.add_argument(
-        "--call-timeout", type=float, default=None, help="deadline of each gRPC call, seconds"
+        "--call-timeout",
+        type=_seconds,
+        default=None,
+        help="deadline of each gRPC call, seconds (default: none)",
     )
     parser.add_argument("--access-log", action="store_true", help="write an access log")
     parser.add_argument(
@@ -138,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="share the port with other gateway-http processes (SO_REUSEPORT)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument("--log-level", type=_log_level, default="INFO", help="logging level")
     return parser
 
 
@@ -159,15 +228,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not found:
         sys.exit(f"gateway-http: no service with google.api.http rules in {', '.join(packages)}")
     _log.info("HTTP front on %s:%d -> gRPC %s", args.host, args.port, args.grpc_target)
-    run(
-        grpc_target=args.grpc_target,
-        host=args.host,
-        port=args.port,
-        max_body_bytes=args.max_body_bytes,
-        max_part_bytes=args.max_part_bytes,
-        max_body_bytes_in_flight=args.max_body_bytes_in_flight,
-        services=found,  # found once, above
-        call_timeout=args.call_timeout,
-        access_log=args.access_log,
-        reuse_port=args.reuse_port,
-    )
+    try:
+        run(
+            grpc_target=args.grpc_target,
+            host=args.host,
+            port=args.port,
+            max_body_bytes=args.max_body_bytes,
+            max_part_bytes=args.max_part_bytes,
+            max_body_bytes_in_flight=args.max_body_bytes_in_flight,
+            services=found,  # found once, above
+            call_timeout=args.call_timeout,
+            access_log=args.access_log,
+            reuse_port=args.reuse_port,
+        )
+    except OSError as error:
+        if error.errno not in _CANNOT_LISTEN:
+            raise
+        # A port in use is the operator's to fix: one line, not a traceback.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        sys.exit(f"gateway-http: cannot listen for HTTP on {args.host}:{args.port}: {reason}")
+    except KeyboardInterrupt:
+        # A second Ctrl-C while shutting down (the first one stops it gracefully).
+        sys.exit(130)

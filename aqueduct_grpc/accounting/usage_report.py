@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import datetime
 import math
-import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aqueduct_grpc.durations import parse_duration
 from aqueduct_grpc.errors import quoted
 from aqueduct_grpc.storage.database import teams_table, tokens_table, usage_table
 
 __all__ = ["GROUPINGS", "UsageGroup", "parse_moment", "usage_report"]
 
 GROUPINGS = ("token", "team", "model", "operation", "day")
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 # Beyond this a period bound is a typo, and would overflow the int64 fields.
 _MAX_LOOKBACK_SECONDS = 1000 * 366 * 86_400
@@ -34,9 +31,12 @@ def parse_moment(text: str, now: float) -> float:
 
     Raises ValueError for anything else.
     """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        # A unit is required: a bare number reads as a year ("2026") as much as seconds.
+        seconds: float | None = parse_duration(text, allow_zero=True, unit_required=True)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
         if seconds > _MAX_LOOKBACK_SECONDS:
             raise ValueError(
                 f"not a period bound: {quoted(text)} reaches back more than 1000 years"
@@ -55,17 +55,26 @@ def parse_moment(text: str, now: float) -> float:
 
 @dataclass
 class UsageGroup:
-    """The totals of one group of usage rows."""
+    """The totals of one group of usage rows.
 
-    key: str  # token id, team id, model name or UTC day ("-" when none)
-    name: str  # token or team name; the key otherwise
+    None is "none" or "not known", never a stand-in value: a report's JSON then
+    holds only real names, ids and figures.
+    """
+
+    # Token id, team id, model name, operation or UTC day; None for the rows
+    # with no team (by team) or no resolved model (by model: unknown models).
+    key: str | None
+    # The token's or team's name; the key otherwise (None with it).
+    name: str | None
     requests: int = 0
     images: int = 0
     failures: int = 0
-    # Of the successful requests (0 when none succeeded).
-    p50_latency_ms: float = 0.0
-    p95_latency_ms: float = 0.0
-    cost_usd: float = 0.0
+    # Of the successful requests; None when none succeeded.
+    p50_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    # Sum of the known costs; None when no request of the group has one (its
+    # models have no configured price), rather than a cost of 0 nobody set.
+    cost_usd: float | None = None
     # Requests whose price is not configured: their cost is not in cost_usd.
     unpriced_requests: int = 0
 
@@ -73,7 +82,7 @@ class UsageGroup:
 async def usage_report(
     engine: AsyncEngine, *, since: float, until: float | None, by: str
 ) -> list[UsageGroup]:
-    """Groups of the rows with since <= created_at < until, sorted by key.
+    """Groups of the rows with since <= created_at < until, sorted by key (no key last).
 
     Args:
         engine: the database.
@@ -93,13 +102,14 @@ async def usage_report(
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
         names = await _names(connection, by)
-    groups: dict[str, UsageGroup] = {}
-    latencies: dict[str, list[float]] = {}
+    groups: dict[str | None, UsageGroup] = {}
+    latencies: dict[str | None, list[float]] = {}
     for row in rows:
         key = _key(row, by)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = UsageGroup(key=key, name=names.get(key, key))
+            name = key if key is None else names.get(key, key)
+            group = groups[key] = UsageGroup(key=key, name=name)
             latencies[key] = []
         group.requests += 1
         group.images += row.images or 0
@@ -107,7 +117,7 @@ async def usage_report(
         if row.cost is None:
             group.unpriced_requests += 1
         else:
-            group.cost_usd += row.cost
+            group.cost_usd = (group.cost_usd or 0.0) + row.cost
         if row.status == "OK":
             # Latency of answered requests: refusals (about 0 ms) and failures would skew it.
             latencies[key].append(row.latency_ms)
@@ -115,16 +125,17 @@ async def usage_report(
         ordered = sorted(latencies[key])
         group.p50_latency_ms = _percentile(ordered, 50)
         group.p95_latency_ms = _percentile(ordered, 95)
-    return [groups[key] for key in sorted(groups)]
+    # The group with no key (no team, no model) last.
+    return sorted(groups.values(), key=lambda g: (g.key is None, g.key or ""))
 
 
-def _key(row: sa.Row, by: str) -> str:  # type: ignore[type-arg]
+def _key(row: sa.Row, by: str) -> str | None:  # type: ignore[type-arg]
     if by == "day":
         return datetime.datetime.fromtimestamp(row.created_at, datetime.UTC).strftime("%Y-%m-%d")
     if by == "operation":
         return row.operation or "generate"  # rows older than the column are generations
-    value = {"token": row.token_id, "team": row.team_id, "model": row.model}[by]
-    return value if value is not None else "-"
+    value: str | None = {"token": row.token_id, "team": row.team_id, "model": row.model}[by]
+    return value
 
 
 async def _names(connection: AsyncConnection, by: str) -> dict[str, str]:
@@ -136,8 +147,8 @@ async def _names(connection: AsyncConnection, by: str) -> dict[str, str]:
     }
 
 
-def _percentile(ordered: list[float], percent: int) -> float:
-    """Nearest-rank percentile of sorted values (0 for none)."""
+def _percentile(ordered: list[float], percent: int) -> float | None:
+    """Nearest-rank percentile of sorted values (None for none)."""
     if not ordered:
-        return 0.0
+        return None
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]

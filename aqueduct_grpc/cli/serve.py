@@ -1,5 +1,10 @@
 """`aqueduct-grpc serve`: runs the gRPC core and supervises its HTTP door processes.
 
+Start-up binds the gRPC port, then starts the doors and waits until each
+listens (`http_doors`); only then is the first token made (on an empty
+database) and "serving" printed, with the ports really bound. A port that is
+taken, on either door, stops it there with one line saying so (exit 1).
+
 SIGTERM/SIGINT: health goes NOT_SERVING, the doors are stopped, and in-flight
 calls get `--grace` seconds. A door that dies stops `serve`; `serve` killed
 outright takes its doors with it (see `child_process`).
@@ -9,66 +14,124 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import errno
 import logging
-import os
-import pathlib
 import signal
-import subprocess
+import socket
 import sys
+from collections.abc import Sequence
 
 from aqueduct_grpc.accounting.policy import TokenPolicy
+from aqueduct_grpc.auth.tokens import TokenExists
+from aqueduct_grpc.cli.database_location import DatabaseLocation
+from aqueduct_grpc.cli.http_doors import DoorFailed, HttpDoor, start_http_doors, stop_http_doors
 from aqueduct_grpc.config import load_config
-from aqueduct_grpc.server import open_core, start_grpc_server
+from aqueduct_grpc.server import Core, open_core, start_grpc_server
 
 __all__ = ["run_serve"]
 
 log = logging.getLogger("aqueduct_grpc")
 
 
-async def run_serve(args: argparse.Namespace, database_url: str) -> None:
-    """Serves until a stop signal, then shuts down gracefully."""
+async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> None:
+    """Serves until a stop signal, then shuts down gracefully.
+
+    Args:
+        args: the parsed `serve` flags.
+        location: the database, and the data dir (journal and image files).
+    """
     config = load_config(args.config)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    _check_port_free(args.host, args.grpc_port, "gRPC")  # before the database is touched
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    image_dir = pathlib.Path(args.data_dir) / "images"
-    journal_dir = pathlib.Path(args.data_dir) / "journal"
     async with open_core(
-        config, database_url=database_url, image_dir=image_dir, journal_dir=journal_dir
+        config,
+        database_url=location.url(),
+        image_dir=location.data_dir / "images",
+        journal_dir=location.data_dir / "journal",
     ) as core:
-        if await core.tokens.count() == 0:
-            token, secret = await core.tokens.create("default")
-            # The operator's first token: it may use the admin API to make others.
-            await core.policies.set_token_policy(TokenPolicy(token_id=token.id, admin=True))
-            print(
-                f"\nNo tokens yet: created token {token.id} ('default'). "
-                f"Its secret, shown only once:\n\n    {secret}\n\n"
-                "Create more with `aqueduct-grpc tokens create --name NAME`.\n",
-                flush=True,
-            )
         grpc_server = await start_grpc_server(core, host=args.host, port=args.grpc_port)
-        doors = _start_http_doors(args, grpc_server.port)
-        models = ", ".join(m.name for m in config.models)
-        print(
-            f"aqueduct-grpc serving {models}: gRPC on {args.host}:{grpc_server.port}"
-            + (f", HTTP on http://{args.host}:{args.http_port}" if doors else ""),
-            flush=True,
-        )
+        doors: list[HttpDoor] = []
         try:
-            await _wait(stop, doors)
+            try:
+                doors = await start_http_doors(
+                    lambda port: _door_command(args, grpc_server.port, port),
+                    workers=args.http_workers,
+                    port=args.http_port,
+                    stop=stop,
+                )
+            except DoorFailed as failure:
+                # Exit code 1 is a door's own refusal (a port in use), said on stderr already.
+                code = 1 if failure.returncode == 1 else f"aqueduct-grpc: {failure}"
+                raise SystemExit(code) from None
+            if not stop.is_set():
+                await _first_token(core)
+                http = f", HTTP on {doors[0].url.result()}" if doors else ""
+                models = ", ".join(m.name for m in config.models)
+                print(
+                    f"aqueduct-grpc serving {models}: gRPC on {args.host}:{grpc_server.port}{http}",
+                    flush=True,
+                )
+                await _wait(stop, doors)
         finally:
             log.info("shutting down")
             for door in doors:
-                with contextlib.suppress(ProcessLookupError):
-                    door.terminate()
+                door.terminate()
             await grpc_server.stop(args.grace)
-            for door in doors:
-                await asyncio.to_thread(door.wait)
+            await stop_http_doors(doors)
 
 
-def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subprocess.Popen[bytes]]:
+def _check_port_free(host: str, port: int, door: str) -> None:
+    """Raises OSError, in one line, when something listens on host:port already.
+
+    gRPC says so too, but in a log line of its own and a message that cannot
+    tell a taken port from a bad address; this check comes first (a port
+    taken between it and the bind is still gRPC's error).
+    """
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # not an address: gRPC's error says so
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            # As servers bind: a port whose old connections linger is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        f"cannot listen for {door} on {host}:{port}: address already in use"
+                    ) from None
+                return  # another problem: gRPC's error says which
+
+
+async def _first_token(core: Core) -> None:
+    """On a database with no tokens, makes the operator's first one and prints it once."""
+    if await core.tokens.count() != 0:
+        return
+    try:
+        token, secret = await core.tokens.create("default")
+    except TokenExists:
+        return  # a replica starting at the same time on the same database made it
+    # The operator's first token: it may use the admin API to make others.
+    await core.policies.set_token_policy(TokenPolicy(token_id=token.id, admin=True))
+    print(
+        f"\nNo tokens yet: created token {token.id} ('default'). "
+        f"Its secret, shown only once:\n\n    {secret}\n\n"
+        "Create more with `aqueduct-grpc tokens create --name NAME`.\n",
+        flush=True,
+    )
+
+
+def _door_command(args: argparse.Namespace, grpc_port: int, http_port: int) -> Sequence[str]:
+    """The `gateway-http` command of one door, with every door flag of `serve`."""
     # The HTTP door runs in its own process(es): on a multi-core machine the
     # JSON work and the gRPC core then do not share one event loop.
     target_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
@@ -83,7 +146,7 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
         "--host",
         args.host,
         "--port",
-        str(args.http_port),
+        str(http_port),
         "--log-level",
         args.log_level,
         "--max-body-bytes",
@@ -93,18 +156,25 @@ def _start_http_doors(args: argparse.Namespace, grpc_port: int) -> list[subproce
         "--max-body-bytes-in-flight",
         str(args.max_body_bytes_in_flight),
     ]
+    if args.call_timeout is not None:
+        command += ["--call-timeout", repr(args.call_timeout)]
     if args.http_workers > 1:
         command.append("--reuse-port")
-    # Each door exits with `serve`, even if `serve` is killed outright.
-    with_parent = [sys.executable, "-m", "aqueduct_grpc.cli.child_process", str(os.getpid())]
-    return [subprocess.Popen([*with_parent, *command]) for _ in range(args.http_workers)]
+    return command
 
 
-async def _wait(stop: asyncio.Event, doors: list[subprocess.Popen[bytes]]) -> None:
-    """Returns on a stop signal, or when an HTTP door process dies."""
-    while not stop.is_set():
-        for door in doors:
-            if door.poll() is not None:
-                raise SystemExit(f"aqueduct-grpc: the HTTP door exited with code {door.returncode}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+async def _wait(stop: asyncio.Event, doors: list[HttpDoor]) -> None:
+    """Returns on a stop signal; raises SystemExit when an HTTP door dies meanwhile."""
+    stopping = asyncio.ensure_future(stop.wait())
+    watching = [asyncio.ensure_future(door.exited(stop)) for door in doors]
+    try:
+        pending = {stopping, *watching}
+        while not stop.is_set():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                failure = None if task is stopping else task.result()
+                if failure is not None:
+                    raise SystemExit(f"aqueduct-grpc: {failure}")
+    finally:
+        for task in (stopping, *watching):
+            task.cancel()

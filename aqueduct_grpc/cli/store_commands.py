@@ -1,28 +1,36 @@
-"""The commands on the stores: `tokens`, `teams`, `usage` and `db`, run against the database.
+"""The commands on the stores: `tokens`, `teams` and `db`, run against the database.
 
-They use the same stores and report code as the admin API, so both give the
-same results.
+They use the same stores as the admin API, so both give the same results.
+`set-policy` changes only what its flags name (as the API's PATCH does) and
+prints the whole policy that results.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import collections
 import dataclasses
 import datetime
-import json
 import sys
-import time
 from collections.abc import Sequence
+from typing import Any
 
-from aqueduct_grpc.accounting.policy import Budgets, Limits, TokenPolicy, removed_by
-from aqueduct_grpc.accounting.policy_store import PolicyStore, check_policy
-from aqueduct_grpc.accounting.usage_report import UsageGroup, parse_moment, usage_report
-from aqueduct_grpc.auth.tokens import TokenNotFound, TokenStore
+from aqueduct_grpc.accounting.policy import (
+    KEEP,
+    Budgets,
+    Keep,
+    Limits,
+    PolicyPatch,
+    TeamPolicy,
+    TokenPolicy,
+)
+from aqueduct_grpc.accounting.policy_store import PolicySnapshot, PolicyStore, check_policy
+from aqueduct_grpc.auth.tokens import Token, TokenStore
+from aqueduct_grpc.cli.arguments import CLEAR
 from aqueduct_grpc.storage.database import new_engine, open_engine
 from aqueduct_grpc.storage.schema import current_revision, head_revision, upgrade
 
-__all__ = ["run_db", "run_teams", "run_tokens", "run_usage"]
+__all__ = ["print_table", "run_db", "run_teams", "run_tokens"]
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -33,6 +41,16 @@ def _budgets(args: argparse.Namespace) -> Budgets:
     return Budgets(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Budgets)})
 
 
+def _changes(args: argparse.Namespace, kind: type) -> dict[str, Any]:
+    """The limits or budgets a set-policy's flags change (None: "none", dropped)."""
+    changes = {}
+    for f in dataclasses.fields(kind):
+        value = getattr(args, f.name)
+        if value is not None:
+            changes[f.name] = None if value is CLEAR else value
+    return changes
+
+
 async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
     """`tokens create|list|revoke|set-policy`."""
     engine = await open_engine(database_url)
@@ -40,10 +58,12 @@ async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
         store = TokenStore(engine)
         policies = PolicyStore(engine)
         if args.tokens_command == "create":
-            models = (
-                [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-            )
-            policy = await _token_policy(args, policies)
+            models = _model_list(args.models)
+            team_id = (await policies.find_team(args.team)).id if args.team else None
+            policy = TokenPolicy(
+                token_id="", team_id=team_id, admin=args.admin, limits=_limits(args),
+                budgets=_budgets(args),
+            )  # fmt: skip
             # Checked before the token exists: a refused policy leaves no token behind.
             check_policy(policy.limits, policy.budgets)
             token, secret = await store.create(args.name, expires_in=args.expires_in, models=models)
@@ -53,18 +73,22 @@ async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
             )
             print(secret)
         elif args.tokens_command == "list":
-            _print_tokens(await store.list(), (await policies.snapshot()).tokens)
+            tokens = await store.list()
+            _print_tokens(tokens, await policies.snapshot())
+            _note_shared_names(tokens)
         elif args.tokens_command == "set-policy":
-            matches = [t for t in await store.list() if args.token in (t.id, t.name)]
-            if len(matches) != 1:
-                raise TokenNotFound(f"no single token has id or name {args.token!r}")
-            before = await policies.token_policy(matches[0].id)
-            policy = await _token_policy(args, policies)
-            policy = await policies.set_token_policy(
-                dataclasses.replace(policy, token_id=matches[0].id)
+            token = await store.find(args.token)
+            team: str | Keep | None = None if args.no_team else (args.team or KEEP)
+            patch = PolicyPatch(
+                limits=_changes(args, Limits),
+                budgets=_changes(args, Budgets),
+                team=team,
+                admin=KEEP if args.admin is None else args.admin,
             )
-            print(f"set the policy of {matches[0].id} ({matches[0].name})")
-            _print_removed(removed_by(before, policy))
+            policy = await policies.update_token_policy(token.id, patch)
+            print(f"updated {token.id} ({token.name})")
+            teams = {t.id: t for t in await policies.list_teams()}
+            _print_policy(_token_policy_lines(policy, teams))
         else:
             token = await store.revoke(args.token)
             print(f"revoked {token.id} ({token.name})")
@@ -72,11 +96,11 @@ async def run_tokens(args: argparse.Namespace, database_url: str) -> None:
         await engine.dispose()
 
 
-async def _token_policy(args: argparse.Namespace, policies: PolicyStore) -> TokenPolicy:
-    team_id = (await policies.find_team(args.team)).id if args.team else None
-    return TokenPolicy(
-        token_id="", team_id=team_id, admin=args.admin, limits=_limits(args), budgets=_budgets(args)
-    )
+def _model_list(text: str | None) -> list[str] | None:
+    """`--models a,b` as names (None: every model)."""
+    if not text:
+        return None
+    return [m.strip() for m in text.split(",") if m.strip()] or None
 
 
 async def run_teams(args: argparse.Namespace, database_url: str) -> None:
@@ -90,42 +114,48 @@ async def run_teams(args: argparse.Namespace, database_url: str) -> None:
             )
             print(f"created {team.id} ({team.name})")
         elif args.teams_command == "set-policy":
-            before = await policies.find_team(args.team)
-            team = await policies.set_team_policy(
-                before.id, limits=_limits(args), budgets=_budgets(args)
-            )
-            print(f"set the policy of {team.id} ({team.name})")
-            _print_removed(removed_by(before, team))
+            patch = PolicyPatch(limits=_changes(args, Limits), budgets=_changes(args, Budgets))
+            team = await policies.update_team_policy(args.team, patch)
+            print(f"updated {team.id} ({team.name})")
+            _print_policy(_team_policy_lines(team))
         else:
             rows = [("ID", "NAME", "LIMITS", "BUDGETS")]
             for t in await policies.list_teams():
                 rows.append((t.id, t.name, _describe(t.limits), _describe(t.budgets)))
-            _print_table(rows)
+            print_table(rows)
     finally:
         await engine.dispose()
 
 
-def _print_removed(notices: list[str]) -> None:
-    # On stderr: a replacement that drops parts is worth a warning, not output.
-    for notice in notices:
-        print(f"note: {notice}", file=sys.stderr)
+def _token_policy_lines(policy: TokenPolicy, teams: dict[str, TeamPolicy]) -> list[tuple[str, str]]:
+    team = teams.get(policy.team_id) if policy.team_id else None
+    return [
+        ("team", "-" if policy.team_id is None else _team_label(policy.team_id, team)),
+        ("admin", "yes" if policy.admin else "no"),
+        ("limits", _describe(policy.limits, unset="none of its own (the defaults apply)")),
+        ("budgets", _describe(policy.budgets, unset="none of its own (the defaults apply)")),
+    ]
 
 
-def _describe(value: Limits | Budgets) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in value.as_dict().items()) or "-"
+def _team_policy_lines(team: TeamPolicy) -> list[tuple[str, str]]:
+    return [
+        ("limits", _describe(team.limits, unset="none")),
+        ("budgets", _describe(team.budgets, unset="none")),
+    ]
 
 
-async def run_usage(args: argparse.Namespace, database_url: str) -> None:
-    """`usage`: the report for a period, as a table, CSV or JSON."""
-    now = time.time()
-    since = parse_moment(args.since, now)
-    until = parse_moment(args.until, now) if args.until else now
-    engine = await open_engine(database_url)
-    try:
-        groups = await usage_report(engine, since=since, until=until, by=args.by)
-    finally:
-        await engine.dispose()
-    _print_usage(groups, args.by, args.format)
+def _team_label(team_id: str, team: TeamPolicy | None) -> str:
+    return f"{team.name} ({team_id})" if team is not None else team_id
+
+
+def _print_policy(lines: list[tuple[str, str]]) -> None:
+    width = max(len(label) for label, _ in lines) + 1
+    for label, value in lines:
+        print(f"  {(label + ':').ljust(width)} {value}")
+
+
+def _describe(value: Limits | Budgets, unset: str = "-") -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in value.as_dict().items()) or unset
 
 
 async def run_db(args: argparse.Namespace, database_url: str) -> None:
@@ -145,35 +175,14 @@ async def run_db(args: argparse.Namespace, database_url: str) -> None:
         await engine.dispose()
 
 
-def _print_usage(groups: list[UsageGroup], by: str, form: str) -> None:
-    records = [dataclasses.asdict(g) for g in groups]
-    if form == "json":
-        print(json.dumps({"by": by, "groups": records}, indent=2))
-        return
-    if form == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([f.name for f in dataclasses.fields(UsageGroup)])
-        writer.writerows([list(r.values()) for r in records])
-        return
-    rows = [(by.upper(), "NAME", "REQUESTS", "IMAGES", "FAILURES", "P50 MS", "P95 MS", "COST USD")]
-    for g in groups:
-        cost = f"{g.cost_usd:.4f}" + (
-            f" (+{g.unpriced_requests} unpriced)" if g.unpriced_requests else ""
-        )
-        rows.append(
-            (g.key, g.name, str(g.requests), str(g.images), str(g.failures),
-             f"{g.p50_latency_ms:.0f}", f"{g.p95_latency_ms:.0f}", cost)
-        )  # fmt: skip
-    _print_table(rows)
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Prints rows as columns, the first row being the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _print_tokens(tokens: list, policies: dict[str, TokenPolicy]) -> None:  # type: ignore[type-arg]
+def _print_tokens(tokens: list[Token], snapshot: PolicySnapshot) -> None:
     now = datetime.datetime.now(datetime.UTC).timestamp()
 
     def when(ts: float | None) -> str:
@@ -184,9 +193,23 @@ def _print_tokens(tokens: list, policies: dict[str, TokenPolicy]) -> None:  # ty
     rows = [("ID", "NAME", "STATE", "CREATED (UTC)", "EXPIRES (UTC)", "MODELS", "TEAM", "ADMIN")]
     for t in tokens:
         models = ",".join(t.allowed_models) if t.allowed_models else "*"
-        policy = policies.get(t.id) or TokenPolicy(token_id=t.id)
+        policy = snapshot.token(t.id)
+        team = snapshot.team(policy.team_id)
+        team_name = team.name if team is not None else (policy.team_id or "-")
         rows.append(
             (t.id, t.name, t.state(now), when(t.created_at), when(t.expires_at), models,
-             policy.team_id or "-", "yes" if policy.admin else "no")
+             team_name, "yes" if policy.admin else "no")
         )  # fmt: skip
-    _print_table(rows)
+    print_table(rows)
+
+
+def _note_shared_names(tokens: list[Token]) -> None:
+    # Names are unique now; a database from before may still hold duplicates.
+    counts = collections.Counter(t.name for t in tokens)
+    for name, times in sorted(counts.items()):
+        if times > 1:
+            print(
+                f"note: {times} tokens are named {name!r} (made before names were unique): "
+                "name them by id in revoke and set-policy",
+                file=sys.stderr,
+            )

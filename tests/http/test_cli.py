@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,68 @@ def test_python_dash_m_entry_point() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--grpc-target" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--port", "70000"],
+            "argument --port: '70000' is not a port (0-65535; 0: one the OS picks)",
+        ),
+        (["--port", "-1"], "argument --port: '-1' is not a port"),
+        (["--max-body-bytes", "0"], "argument --max-body-bytes: '0' is not a number of bytes"),
+        (["--max-part-bytes", "x"], "argument --max-part-bytes: 'x' is not a number of bytes"),
+        (["--call-timeout", "0"], "argument --call-timeout: '0' is not a number of seconds"),
+        (["--call-timeout", "inf"], "argument --call-timeout: 'inf' is not a number of seconds"),
+        (["--log-level", "loud"], "argument --log-level: 'loud' is not one of DEBUG, INFO"),
+    ],
+)
+def test_invalid_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--grpc-target", "core:1", *flags])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()  # one line: no usage block
+    assert line.startswith(f"gateway-http: error: {message}")
+    assert line.endswith("(see gateway-http --help)")
+
+
+@pytest.mark.parametrize("target", ["core", "core:", "core:http", ":50051", "core:70000"])
+def test_a_grpc_target_must_be_host_and_port(
+    capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--grpc-target", target])
+    assert exited.value.code == 2
+    assert "is not HOST:PORT (e.g. 127.0.0.1:50051)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["[::1]:50051", "unix:/run/core.sock", "dns:core:50051"])
+def test_grpc_naming_forms_are_accepted(target: str) -> None:
+    assert build_parser().parse_args(["--grpc-target", target]).grpc_target == target
+
+
+def test_help_shows_each_default() -> None:
+    shown = " ".join(build_parser().format_help().split())
+    assert "listen port (0: one the OS picks, announced) (default: 8080)" in shown
+    assert f"largest accepted request body (default: {DEFAULT_MAX_BODY_BYTES})" in shown
+    assert "(default: None)" not in shown
+
+
+def test_a_taken_port_is_one_line_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway_http", "--grpc-target", "127.0.0.1:1",
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"gateway-http: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert done.stdout == ""  # never announced as listening
