@@ -15,6 +15,7 @@ missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || has initdb || missing+=(postgresql)
 has redis-server || missing+=(redis-server)
 has haproxy || missing+=(haproxy)
+has chromium || missing+=(chromium)
 if ((${#missing[@]})); then
   as_root=()
   [[ $(id -u) -eq 0 ]] || as_root=(sudo)
