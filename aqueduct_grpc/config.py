@@ -156,6 +156,9 @@ class GatewayConfig:
     image_url_secret: str | None = field(default=None, repr=False)
     # Hosts whose http(s) image URLs edits may reference; empty: no URL is fetched.
     fetch_image_hosts: tuple[AllowedHost, ...] = ()
+    # Origins whose web pages may call the image API, and the admin API (CORS).
+    cors_allow_origins: tuple[str, ...] = ("*",)
+    admin_cors_allow_origins: tuple[str, ...] = ()
     fetch_image_timeout_seconds: float = 30.0
     # Keys of LiteLLM's the file holds that are not acted on here, one message
     # each (serve logs them; `config check` prints them).
@@ -415,6 +418,9 @@ def _gateway(
             raise ConfigError(f"{source}: gateway.{key} must be a positive number")
     if "fetch_image_hosts" in settings:
         overrides["fetch_image_hosts"] = _fetch_image_hosts(settings["fetch_image_hosts"], source)
+    for key in ("cors_allow_origins", "admin_cors_allow_origins"):
+        if key in settings:
+            overrides[key] = _origins(settings[key], f"{source}: gateway.{key}")
     for key in GATEWAY_TEXT_KEYS & set(settings):
         value = settings[key]
         if not isinstance(value, str) or not value:
@@ -452,6 +458,23 @@ def _gateway(
 
 
 _MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
+
+
+_ORIGIN = re.compile(r"https?://[^/\s]+")
+
+
+def _origins(value: Any, where: str) -> tuple[str, ...]:
+    """A list of web origins (`https://host[:port]`), or `*` for any."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where} must be a list of origins (https://host[:port]) or ["*"]')
+    for origin in value:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"{where}: {origin!r} is not an origin: write scheme://host[:port], no path"
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def _fetch_image_hosts(value: Any, source: str) -> tuple[AllowedHost, ...]:

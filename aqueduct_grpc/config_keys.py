@@ -193,7 +193,11 @@ _INFO = _Level(
     _MODEL_INFO,
     _CAPABILITY_PREFIX,
 )
-_GATEWAY = _Level(GATEWAY_NUMBER_KEYS | GATEWAY_TEXT_KEYS | {"default_model", "fetch_image_hosts"})
+_GATEWAY = _Level(
+    GATEWAY_NUMBER_KEYS
+    | GATEWAY_TEXT_KEYS
+    | {"default_model", "fetch_image_hosts", "cors_allow_origins", "admin_cors_allow_origins"}
+)
 _LIMITS = _Level(_names(Limits) | {"storage"})
 _BUDGETS = _Level(_names(Budgets))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -293,6 +294,16 @@ async def start_grpc_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC core listening on %s:%d", host, bound)
     return GrpcServer(server=server, port=bound, health=health_servicer)
+
+
+def serve_metrics(core: Core, host: str, port: int) -> int:
+    """Serves the core's metrics (Prometheus text format) on host:port; returns the port.
+
+    prometheus_client's own server, in a daemon thread: scrapes never wait on
+    the event loop, and it ends with the process.
+    """
+    server, _ = prometheus_client.start_http_server(port, addr=host, registry=core.metrics.registry)
+    return int(server.server_port)
 
 
 def _longest_request_seconds(config: GatewayConfig) -> float:

@@ -307,6 +307,7 @@ class Transcoder:
                 and request.method == "OPTIONS"
                 and "Access-Control-Request-Method" in request.headers
             ):
+                request[ROUTE] = "preflight"  # one label for them all (metrics, access log)
                 return policy.preflight(request, self.routes)
             endpoint, path_vars = self.routes.match(request.method, request.rel_url.raw_path)
             route = request[ROUTE] = endpoint.route.template.template

@@ -16,9 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
+from gateway_http.log_format import LOG_FORMATS, configure_logging
 from gateway_http.routes import discover_services
 from gateway_http.server import serve
+from gateway_http.tracing import install_tracing
 
 __all__ = ["DEFAULT_PROTO_PACKAGES", "LISTENING_ANNOUNCEMENT", "build_parser", "main", "run"]
 
@@ -53,7 +56,7 @@ def run(
     port: int = 8080,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     proto_packages: Sequence[str] = DEFAULT_PROTO_PACKAGES,
-    access_log: bool = False,
+    access_log: bool = True,
     reuse_port: bool = False,
     **app_options: Any,
 ) -> None:
@@ -68,7 +71,7 @@ def run(
         port: TCP port to listen on.
         max_body_bytes: Largest accepted request body.
         proto_packages: Packages whose services (with http rules) are served.
-        access_log: Whether to write aiohttp's access log (costs throughput).
+        access_log: Whether to write the access log (`gateway_http.access`).
         reuse_port: Set SO_REUSEPORT so several processes share the port.
         **app_options: Further keyword arguments for `create_app`.
     """
@@ -91,7 +94,8 @@ def run(
                 # A caller that hangs up cancels its gRPC call, and through it the
                 # core's own work: nobody pays for an answer nobody reads.
                 handler_cancellation=True,
-                access_log=logging.getLogger("aiohttp.access") if access_log else None,
+                access_log=ACCESS_LOGGER if access_log else None,
+                access_log_class=DoorAccessLogger,
             )
         )
     finally:
@@ -154,6 +158,27 @@ _seconds = _checked(float, lambda v: 0 < v < float("inf"), "a number of seconds 
 _log_level = _checked(str.upper, lambda v: v in _LOG_LEVELS, f"one of {', '.join(_LOG_LEVELS)}")
 
 
+def _cors_entry(text: str) -> tuple[str, tuple[str, ...]]:
+    service, equals, origins = text.partition("=")
+    if not equals or not service:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SERVICE=ORIGIN[,ORIGIN] (or SERVICE=)")
+    return service, tuple(o for o in origins.split(",") if o)
+
+
+def _cors_origins(entries: Sequence[tuple[str, tuple[str, ...]]]) -> dict[str, tuple[str, ...]]:
+    origins: dict[str, tuple[str, ...]] = {}
+    for service, allowed in entries:
+        origins[service] = origins.get(service, ()) + allowed
+    return origins
+
+
+def _static_entry(text: str) -> tuple[str, str]:
+    prefix, equals, folder = text.partition("=")
+    if not equals or not prefix.startswith("/") or not prefix.endswith("/") or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r} is not /PREFIX/=FOLDER")
+    return prefix, folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gateway-http`."""
     parser = _Parser(
@@ -201,7 +226,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="deadline of each gRPC call, seconds (default: none)",
     )
-    parser.add_argument("--access-log", action="store_true", help="write an access log")
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="write no access log (one structured line per request, by default)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log layout (auto: JSON when stderr is not a terminal, else logfmt)",
+    )
+    parser.add_argument(
+        "--cors-allow-origin",
+        action="append",
+        type=_cors_entry,
+        default=[],
+        metavar="SERVICE=ORIGIN[,ORIGIN]",
+        help="origins (or *) whose pages may call the routes of a gRPC service "
+        "(full name); repeatable; no CORS answers without one",
+    )
+    parser.add_argument(
+        "--static",
+        action="append",
+        type=_static_entry,
+        default=[],
+        metavar="/PREFIX/=FOLDER",
+        help="a folder of static files served under a URL prefix; repeatable",
+    )
+    parser.add_argument("--root-redirect", help="where GET / redirects (e.g. /console/)")
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="count nothing and serve no /metrics",
+    )
     parser.add_argument(
         "--reuse-port",
         action="store_true",
@@ -214,9 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `gateway-http` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
+    install_tracing("gateway-http")  # when the OTEL_ variables name an exporter
     # argparse's "append" would add to a list default instead of replacing it.
     packages = args.proto_packages or DEFAULT_PROTO_PACKAGES
     # Checked before serving: a mistyped package is a clear exit, not a traceback
@@ -240,6 +299,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             call_timeout=args.call_timeout,
             access_log=args.access_log,
             reuse_port=args.reuse_port,
+            cors_allow_origins=_cors_origins(args.cors_allow_origin)
+            if args.cors_allow_origin
+            else None,
+            metrics=args.metrics,
+            static_folders=dict(args.static),
+            root_redirect=args.root_redirect,
         )
     except OSError as error:
         if error.errno not in _CANNOT_LISTEN:

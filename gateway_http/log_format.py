@@ -21,8 +21,11 @@ __all__ = ["LOG_FORMATS", "configure_logging"]
 LOG_FORMATS = ("auto", "json", "logfmt", "text")
 
 
-def configure_logging(level: str, log_format: str = "auto") -> None:
+def configure_logging(level: str, log_format: str = "auto", *, replace: bool = False) -> None:
     """Sends the root logger's records to stderr at `level`, laid out as `log_format`.
+
+    Like `logging.basicConfig`, it does nothing when the root logger has
+    handlers already, unless `replace`.
 
     Raises:
         ValueError: `log_format` is not one of `LOG_FORMATS`.
@@ -48,6 +51,6 @@ def configure_logging(level: str, log_format: str = "auto") -> None:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler()
     handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    # As basicConfig: a no-op where logging is set up already (a host
+    # application, pytest's capture), so only a process's own start decides.
+    logging.basicConfig(handlers=[handler], level=level.upper(), force=replace)

@@ -37,7 +37,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 _UNMATCHED = "unmatched"  # the route label of requests no route took (404s)
 METRICS_PATH = "/metrics"
-_OWN = frozenset({METRICS_PATH, "/healthz"})  # the door's own paths: labelled as themselves
+_CATCH_ALL = "/{tail}"  # the transcoder's route, which labels its requests itself (ROUTE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,7 +97,7 @@ class DoorMetrics:
             raise
         finally:
             self.in_flight.dec()
-            route = request.get(ROUTE) or (request.path if request.path in _OWN else _UNMATCHED)
+            route = request.get(ROUTE) or _route_label(request)
             self.requests.labels(route, request.method, str(status)).inc()
             self.duration.labels(route).observe(time.perf_counter() - started)
 
@@ -110,3 +110,10 @@ class DoorMetrics:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+
+def _route_label(request: web.Request) -> str:
+    """The aiohttp route a request took (`/healthz`, a static folder), else `unmatched`."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    return canonical if canonical and canonical != _CATCH_ALL else _UNMATCHED

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from aqueduct_grpc.durations import parse_duration
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES
 from aqueduct_grpc.suggestions import did_you_mean
+from gateway_http.log_format import LOG_FORMATS, configure_logging
 
 __all__ = ["build_parser", "main", "parse_duration"]
 
@@ -143,6 +143,12 @@ def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
         default=default,
         help="logging level (default: $AQUEDUCT_LOG_LEVEL, else INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto" if default is not argparse.SUPPRESS else argparse.SUPPRESS,
+        help="log layout (auto: JSON when stderr is not a terminal, else logfmt)",
+    )
 
 
 def _config_option(parser: argparse.ArgumentParser, environ: Mapping[str, str], what: str) -> None:
@@ -187,6 +193,24 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         default=32 * _MIB,
         help="bytes of large request bodies (uploads) each HTTP door holds at once; "
         "further uploads wait their turn",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="write no access log (by default each door logs one structured line per request)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=arguments.port,
+        help="serve the core's Prometheus metrics on this port (0: one the OS picks; "
+        "default: none; the HTTP door serves its own on /metrics)",
+    )
+    serve.add_argument(
+        "--console",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the web console at /console/ (and redirect / there)",
     )
     serve.add_argument(
         "--call-timeout",
@@ -272,9 +296,7 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
     env = os.environ if environ is None else environ
     parser = build_parser(env)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "config":
             run_config(args)

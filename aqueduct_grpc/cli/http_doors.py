@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aqueduct_grpc.cli import child_process
 from gateway_http.cli import LISTENING_ANNOUNCEMENT
@@ -69,14 +69,22 @@ class HttpDoor:
         self._relay = asyncio.create_task(self._relay_output(), name="http-door-output")
 
     @classmethod
-    async def start(cls, command: Sequence[str]) -> HttpDoor:
-        """Starts a door process that exits when this process does (see `child_process`)."""
+    async def start(
+        cls, command: Sequence[str], environ: Mapping[str, str] | None = None
+    ) -> HttpDoor:
+        """Starts a door process that exits when this process does (see `child_process`).
+
+        `environ`: its environment (default: this process's).
+        """
         with_parent = [sys.executable, "-m", child_process.__name__, str(os.getpid())]
         # subprocess, not asyncio's (uvloop's) own: it spawns with vfork, so
         # gRPC's fork handlers never run in a child while its threads are busy
         # (and a vfork returns at once: nothing here blocks the loop).
         process = subprocess.Popen(  # noqa: ASYNC220
-            [*with_parent, *command], stdout=subprocess.PIPE, start_new_session=True
+            [*with_parent, *command],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            env=None if environ is None else dict(environ),
         )
         assert process.stdout is not None
         output = asyncio.StreamReader(limit=_LINE_LIMIT)
@@ -176,6 +184,7 @@ async def start_http_doors(
     workers: int,
     port: int,
     stop: asyncio.Event,
+    environ: Mapping[str, str] | None = None,
 ) -> list[HttpDoor]:
     """Starts `workers` doors on `port` and returns once all listen (or a stop is asked for).
 
@@ -187,6 +196,7 @@ async def start_http_doors(
         workers: how many doors.
         port: their port (0: one the OS picks).
         stop: set when `serve` is asked to stop.
+        environ: the doors' environment (default: this process's).
 
     Raises:
         DoorFailed: a door exited before it listened (the others are stopped).
@@ -195,11 +205,11 @@ async def start_http_doors(
     try:
         if workers == 0:
             return doors
-        doors.append(await HttpDoor.start(command_for(port)))
+        doors.append(await HttpDoor.start(command_for(port), environ))
         if not await doors[0].listening(stop):
             return doors
         for _ in range(workers - 1):
-            doors.append(await HttpDoor.start(command_for(doors[0].port)))
+            doors.append(await HttpDoor.start(command_for(doors[0].port), environ))
         for door in doors[1:]:
             if not await door.listening(stop):
                 return doors

@@ -16,17 +16,23 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 
+from aqueduct_console import STATIC_DIR
 from aqueduct_grpc.accounting.policy import TokenPolicy
+from aqueduct_grpc.admin.service import ADMIN_SERVICE
 from aqueduct_grpc.auth.tokens import TokenExists
 from aqueduct_grpc.cli.database_location import DatabaseLocation
 from aqueduct_grpc.cli.http_doors import DoorFailed, HttpDoor, start_http_doors, stop_http_doors
-from aqueduct_grpc.config import load_config
-from aqueduct_grpc.server import Core, open_core, start_grpc_server
+from aqueduct_grpc.config import GatewayConfig, load_config
+from aqueduct_grpc.server import IMAGE_SERVICE, Core, open_core, serve_metrics, start_grpc_server
+from gateway_http.tracing import install_tracing
 
 __all__ = ["run_serve"]
 
@@ -44,6 +50,8 @@ async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> Non
     for warning in config.warnings:
         log.warning("%s", warning)
     _check_port_free(args.host, args.grpc_port, "gRPC")  # before the database is touched
+    install_tracing("aqueduct-grpc")  # when the OTEL_ variables name an exporter
+    door_environ = _door_environment(args.http_workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,15 +62,21 @@ async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> Non
         image_dir=location.data_dir / "images",
         journal_dir=location.data_dir / "journal",
     ) as core:
-        grpc_server = await start_grpc_server(core, host=args.host, port=args.grpc_port)
+        grpc_server = await start_grpc_server(
+            core, host=args.host, port=args.grpc_port, access_log=args.access_log
+        )
+        if args.metrics_port is not None:
+            metrics_port = serve_metrics(core, args.host, args.metrics_port)
+            log.info("core metrics on http://%s:%d/metrics", args.host, metrics_port)
         doors: list[HttpDoor] = []
         try:
             try:
                 doors = await start_http_doors(
-                    lambda port: _door_command(args, grpc_server.port, port),
+                    lambda port: _door_command(args, config, grpc_server.port, port),
                     workers=args.http_workers,
                     port=args.http_port,
                     stop=stop,
+                    environ=door_environ,
                 )
             except DoorFailed as failure:
                 # Exit code 1 is a door's own refusal (a port in use), said on stderr already.
@@ -83,6 +97,8 @@ async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> Non
                 door.terminate()
             await grpc_server.stop(args.grace)
             await stop_http_doors(doors)
+            if "PROMETHEUS_MULTIPROC_DIR" in door_environ:
+                shutil.rmtree(door_environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def _check_port_free(host: str, port: int, door: str) -> None:
@@ -130,7 +146,21 @@ async def _first_token(core: Core) -> None:
     )
 
 
-def _door_command(args: argparse.Namespace, grpc_port: int, http_port: int) -> Sequence[str]:
+def _door_environment(workers: int) -> dict[str, str]:
+    """The doors' environment: with several, a folder they share their metrics through.
+
+    prometheus_client's multi-process mode keeps each process's values in
+    files there, so whichever door answers a scrape reports them all.
+    """
+    if workers <= 1:
+        return dict(os.environ)
+    folder = tempfile.mkdtemp(prefix="aqueduct-door-metrics-")
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
+
+
+def _door_command(
+    args: argparse.Namespace, config: GatewayConfig, grpc_port: int, http_port: int
+) -> Sequence[str]:
     """The `gateway-http` command of one door, with every door flag of `serve`."""
     # The HTTP door runs in its own process(es): on a multi-core machine the
     # JSON work and the gRPC core then do not share one event loop.
@@ -158,6 +188,16 @@ def _door_command(args: argparse.Namespace, grpc_port: int, http_port: int) -> S
     ]
     if args.call_timeout is not None:
         command += ["--call-timeout", repr(args.call_timeout)]
+    command += ["--log-format", args.log_format]
+    if not args.access_log:
+        command.append("--no-access-log")
+    for service, origins in (
+        (IMAGE_SERVICE, config.cors_allow_origins),
+        (ADMIN_SERVICE, config.admin_cors_allow_origins),
+    ):
+        command += ["--cors-allow-origin", f"{service}={','.join(origins)}"]
+    if args.console:
+        command += ["--static", f"/console/={STATIC_DIR}", "--root-redirect", "/console/"]
     if args.http_workers > 1:
         command.append("--reuse-port")
     return command

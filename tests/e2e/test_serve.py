@@ -90,7 +90,9 @@ def serve_once(*options: str) -> subprocess.CompletedProcess[str]:
 def said(stderr: str) -> list[str]:
     """What a process said on stderr, its log lines left out."""
     return [
-        line for line in stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d |[IWE]\d{4} ", line)
+        line
+        for line in stderr.splitlines()
+        if not re.match(r"\d{4}-\d\d-\d\d |[IWE]\d{4} |\{\"time\": ", line)
     ]
 
 

@@ -19,6 +19,14 @@ def restore_root_logger() -> Iterator[None]:
     root.handlers[:], root.level = handlers, level
 
 
+def test_a_logger_set_up_already_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [logging.NullHandler()]
+    configure_logging("INFO", "json")
+    emit()
+    assert capsys.readouterr().err == "" and isinstance(root.handlers[0], logging.NullHandler)
+
+
 def emit() -> None:
     logging.getLogger("gateway_http.access").info(
         "GET %s %d", "/v1/models", 200, extra={"request_id": "req_1", "status": 200}
@@ -27,7 +35,7 @@ def emit() -> None:
 
 
 def test_json_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("INFO", "json")
+    configure_logging("INFO", "json", replace=True)
     emit()
     [line] = capsys.readouterr().err.splitlines()
     record = json.loads(line)
@@ -40,7 +48,7 @@ def test_json_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_logfmt_pairs_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("INFO", "logfmt")
+    configure_logging("INFO", "logfmt", replace=True)
     emit()
     [line] = capsys.readouterr().err.splitlines()
     assert 'msg="GET /v1/models 200"' in line and "request_id=req_1" in line
@@ -48,11 +56,11 @@ def test_logfmt_pairs_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_auto_is_json_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("INFO")
+    configure_logging("INFO", replace=True)
     emit()
     assert json.loads(capsys.readouterr().err)["request_id"] == "req_1"
 
 
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="json, logfmt"):
-        configure_logging("INFO", "xml")
+        configure_logging("INFO", "xml", replace=True)
