@@ -33,6 +33,8 @@ class CallRecord:
     upstream_status: int | None = None
     upstream_seconds: float | None = None
     upstream_host: str | None = None
+    # Bytes of images stored for response_format url.
+    stored_bytes: int = 0
     # W3C trace context from the caller, passed on to the upstream as it came.
     trace_headers: dict[str, str] = field(default_factory=dict)
     # The call's server span, when tracing is on (`tracing`).

@@ -163,6 +163,8 @@ class CallObserver(MethodInterceptor):
             m.images.labels(model, row.operation).inc(row.images)
         if row is not None and row.cost:
             m.cost.labels(model).inc(row.cost)
+        if call.stored_bytes:
+            m.images_stored.inc(call.stored_bytes)
         if call.span is not None:
             call.span.set_attributes(
                 {

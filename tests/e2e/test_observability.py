@@ -217,6 +217,17 @@ async def test_core_metrics_move_by_exactly_the_calls_made(
         (("method", "ImageService/GenerateImages"),),
     )
     assert after[count] - before.get(count, 0.0) == 3
+    stored = ("aqueduct_image_store_written_bytes_total", ())
+    assert after.get(stored, 0.0) == before.get(stored, 0.0)  # b64_json answers store nothing
+    await stub.GenerateImages(
+        images_pb2.GenerateImagesRequest(model="demo", prompt="x", response_format="url"),
+        metadata=[
+            *bearer(secret),
+            ("x-forwarded-host", "gw.example"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    assert scrape()[stored] - after.get(stored, 0.0) > 1000  # one PNG
     assert after[("aqueduct_usage_queue_rows", ())] >= 0
 
 
