@@ -135,9 +135,9 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
                     urls = await asyncio.gather(
                         *(self._links.publish(image.b64_json, base_url) for image in response.data)
                     )
-                call = current_call()
-                if call is not None:
-                    call.stored_bytes += sum(len(image.b64_json) for image in response.data)
+                observed = current_call()
+                if observed is not None:
+                    observed.stored_bytes += sum(len(image.b64_json) for image in response.data)
                 for image, url in zip(response.data, urls, strict=True):
                     image.url = url
                     image.ClearField("b64_json")
