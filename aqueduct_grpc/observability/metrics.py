@@ -14,13 +14,11 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["LATENCY_BUCKETS", "CoreMetrics"]
+# The door's buckets, 1 ms to 300 s: both doors' latencies read on one scale.
+from gateway_http.metrics import LATENCY_BUCKETS
 
-# 1 ms to 300 s: a cached model listing to the slowest image model's timeout.
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 300.0,
-)  # fmt: skip
+__all__ = ["CoreMetrics"]
+
 # Reason codes that are the caller's limits or budgets saying no.
 REFUSALS = frozenset(
     {"RATE_LIMITED", "IMAGE_RATE_LIMITED", "INSUFFICIENT_QUOTA", "TOO_MANY_REQUESTS"}
