@@ -77,7 +77,7 @@ class ErrorExit(MethodInterceptor):
         """Every method of the core's own services."""
         return method.lstrip("/").partition("/")[0] in self._services
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler, its errors turned into statuses and its malformed messages refused."""
         check = self._checked_stream if handler.request_streaming else self._checked
         deserializer = handler.request_deserializer

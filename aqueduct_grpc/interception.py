@@ -62,12 +62,8 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
         """Whether `method` (`/pkg.Service/Method`) is wrapped."""
 
     @abc.abstractmethod
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """The handler to serve in place of `handler`."""
-
-    def wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """The handler to serve for `method`; `wrap` unless the method's name matters."""
-        return self.wrap(handler)
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to serve in place of `handler`, the one of `method`."""
 
     async def intercept_service(
         self,
@@ -83,5 +79,5 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return handler  # unknown method: gRPC answers UNIMPLEMENTED
-            wrapped = self._wrapped[method] = self.wrap_method(method, handler)
+            wrapped = self._wrapped[method] = self.wrap(method, handler)
         return wrapped

@@ -63,7 +63,7 @@ class AuthInterceptor(MethodInterceptor):
         service = method.lstrip("/").partition("/")[0]
         return service not in _OPEN_SERVICES and method not in self._open_methods
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler, run only once the caller's token is known."""
         return wrap_behaviour(handler, self._single, self._stream)
 

@@ -61,11 +61,7 @@ class CallObserver(MethodInterceptor):
         """Every method of the core's own services."""
         return method.lstrip("/").partition("/")[0] in self._services
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """Unused: every handler is wrapped knowing its method (`wrap_method`)."""
-        raise NotImplementedError
-
-    def wrap_method(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler of `method`, observed under its short name (`Service/Method`)."""
         name = method.rsplit(".", 1)[-1]
         return wrap_behaviour(
