@@ -15,7 +15,14 @@ import secrets
 
 from aiohttp import web
 
-__all__ = ["REQUEST_ID", "REQUEST_ID_HEADER", "new_request_id", "request_id_of", "stamp"]
+__all__ = [
+    "REQUEST_ID",
+    "REQUEST_ID_HEADER",
+    "is_plain_request_id",
+    "new_request_id",
+    "request_id_of",
+    "stamp",
+]
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -29,12 +36,17 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(16)
 
 
+def is_plain_request_id(text: str) -> bool:
+    """Whether a caller's id may be kept: a plain token (it goes into logs and headers)."""
+    return _ACCEPTED.fullmatch(text) is not None
+
+
 def request_id_of(request: web.BaseRequest) -> str:
     """The request's id, chosen on first asking and kept on the request."""
     known = request.get(REQUEST_ID)
     if known is None:
         sent = request.headers.get(REQUEST_ID_HEADER)
-        known = sent if sent is not None and _ACCEPTED.fullmatch(sent) else new_request_id()
+        known = sent if sent is not None and is_plain_request_id(sent) else new_request_id()
         request[REQUEST_ID] = known
     return known
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
 
-__all__ = ["TRACE_HEADERS", "install_tracing", "request_span", "trace_metadata"]
+__all__ = ["TRACE_HEADERS", "install_tracing", "request_span", "trace_metadata", "tracing_enabled"]
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 _TRACER_NAME = "gateway_http"
@@ -52,11 +52,16 @@ def install_tracing(service_name: str, environ: Mapping[str, str] = os.environ) 
     return True
 
 
+def tracing_enabled() -> bool:
+    """Whether a recording tracer provider is installed in this process."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 @contextlib.contextmanager
 def request_span(request: web.Request, route: str) -> Iterator[Span | None]:
     """The request's server span while the block runs; None when tracing is off."""
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+    if not tracing_enabled():
         yield None
         return
     parent = propagate.extract(request.headers)

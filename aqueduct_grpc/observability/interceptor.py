@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -25,18 +23,12 @@ from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
 from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, CallRecord, close_call, open_call
 from aqueduct_grpc.observability.metrics import REFUSALS, CoreMetrics
 from aqueduct_grpc.observability.tracing import start_call_span
+from gateway_http.request_ids import is_plain_request_id, new_request_id
+from gateway_http.tracing import TRACE_HEADERS
 
 __all__ = ["ACCESS_LOG", "CallObserver"]
 
 ACCESS_LOG = logging.getLogger("aqueduct_grpc.access")
-# What a caller's id may be: a plain token (it goes into logs and headers).
-_ACCEPTED_ID = re.compile(r"[A-Za-z0-9._:=+/@-]{1,128}")
-_TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def new_request_id() -> str:
-    """A fresh id, shaped like OpenAI's (`req_` + 32 hex digits)."""
-    return "req_" + secrets.token_hex(16)
 
 
 class CallObserver(MethodInterceptor):
@@ -114,9 +106,10 @@ class CallObserver(MethodInterceptor):
         request_id = None
         trace: dict[str, str] = {}
         for key, value in context.invocation_metadata() or ():
-            if key == REQUEST_ID_KEY and isinstance(value, str) and _ACCEPTED_ID.fullmatch(value):
+            # The door's rules for ids, so both doors keep the same ones.
+            if key == REQUEST_ID_KEY and isinstance(value, str) and is_plain_request_id(value):
                 request_id = value
-            elif key in _TRACE_HEADERS and isinstance(value, str):
+            elif key in TRACE_HEADERS and isinstance(value, str):
                 trace[key] = value
         call = CallRecord(
             request_id=request_id or new_request_id(),

@@ -18,16 +18,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
 
 from aqueduct_grpc.observability.calls import current_call
+from gateway_http.tracing import tracing_enabled
 
-__all__ = ["start_call_span", "step", "tracing_enabled", "upstream_headers"]
+__all__ = ["start_call_span", "step", "upstream_headers"]
 
 _TRACER_NAME = "aqueduct_grpc"
-
-
-def tracing_enabled() -> bool:
-    """Whether a recording tracer provider is installed."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def start_call_span(method: str, metadata: Mapping[str, str]) -> Span | None:
