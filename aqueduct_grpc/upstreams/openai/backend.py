@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -224,10 +225,16 @@ class OpenAIBackend:
         return b"".join(chunks)
 
 
+@functools.lru_cache(maxsize=256)
+def _host_of(api_base: str) -> str:
+    """A deployment's host, parsed once per base URL (it is asked on every call)."""
+    return yarl.URL(api_base).host or ""
+
+
 def _answered(deployment: Deployment, status: int, sent_at: float, span: Span | None) -> None:
     """Notes the upstream's status and time on the call (access log, metrics) and its span."""
     call = current_call()
-    host = yarl.URL(str(deployment.api_base)).host or ""
+    host = _host_of(str(deployment.api_base))
     if call is not None:
         call.upstream_answered(host, status, time.perf_counter() - sent_at)
     if span is not None:
@@ -253,7 +260,7 @@ async def _connection_errors(deployment: Deployment, *, started: Any) -> AsyncIt
         log.warning(
             "upstream %s at %s failed: %s (request %s)",
             deployment.upstream_model,
-            yarl.URL(str(deployment.api_base)).host,
+            _host_of(str(deployment.api_base)),
             type(exc).__name__,
             current_request_id(),
         )
