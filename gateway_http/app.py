@@ -248,10 +248,8 @@ class Transcoder:
                     encoding=coding,
                     headers={"Accept-Encoding": "identity"},
                 )
-            self._check_length(request)
             return await form.decode(request.headers, request.content, path_vars, query)
-        if media_type != JSON:
-            raise door_error(Reason.UNSUPPORTED_MEDIA_TYPE)
+        # Its length and media type were checked already (`handle`).
         return decoder.decode(await self._read_json(request), path_vars, query)
 
     def _check_length(self, request: web.Request) -> None:
@@ -270,7 +268,6 @@ class Transcoder:
                 supported=_ACCEPT_ENCODING,
                 headers={"Accept-Encoding": _ACCEPT_ENCODING},
             )
-        self._check_length(request)
         try:
             # The app's client_max_size is max_body_bytes: aiohttp stops reading
             # (and raises) as soon as a chunked body passes the limit.
@@ -314,7 +311,7 @@ class Transcoder:
             if policy is not None:
                 request[ALLOWED_ORIGINS] = policy.origins_for(endpoint.route)
             length = request.content_length if request.body_exists else 0
-            if length:
+            if request.body_exists:
                 # Refused before waiting for the budget: no queueing for a certain 413/415.
                 self._check_length(request)
                 self._check_media_type(request, endpoint)
