@@ -232,7 +232,12 @@ async def open_core(
 
 
 async def start_grpc_server(
-    core: Core, *, host: str = "127.0.0.1", port: int = 0, access_log: bool = True
+    core: Core,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    access_log: bool = True,
+    metrics: bool = True,
 ) -> GrpcServer:
     """Binds and starts the gRPC server; port 0 lets the OS choose.
 
@@ -241,6 +246,7 @@ async def start_grpc_server(
         host: the address to bind.
         port: the port (0: any free one).
         access_log: whether every call is logged (`aqueduct_grpc.access`).
+        metrics: whether every call is counted and timed (`core.metrics`).
     """
     limit = core.config.max_message_bytes
     server = grpc.aio.server(
@@ -248,7 +254,9 @@ async def start_grpc_server(
         # the error exit is next, so an authentication refusal leaves through it.
         interceptors=[
             CallObserver(
-                [IMAGE_SERVICE, ADMIN_SERVICE], metrics=core.metrics, access_log=access_log
+                [IMAGE_SERVICE, ADMIN_SERVICE],
+                metrics=core.metrics if metrics else None,
+                access_log=access_log,
             ),
             ErrorExit([IMAGE_SERVICE, ADMIN_SERVICE]),
             AuthInterceptor(core.tokens, open_methods=[GET_IMAGE_FILE]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -28,7 +29,7 @@ from prometheus_client import (
 
 from gateway_http.access_log import ROUTE
 
-__all__ = ["LATENCY_BUCKETS", "METRICS_PATH", "DoorMetrics"]
+__all__ = ["LATENCY_BUCKETS", "METRICS_PATH", "Children", "DoorMetrics"]
 
 # 1 ms to 300 s: a model listing to the slowest image call.
 LATENCY_BUCKETS = (
@@ -40,6 +41,27 @@ METRICS_PATH = "/metrics"
 _CATCH_ALL = "/{tail}"  # the transcoder's route, which labels its requests itself (ROUTE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Children:
+    """A labelled metric's children, found by their label values without a lock.
+
+    `metric.labels(...)` takes a lock and rebuilds the key on every call,
+    which costs as much as the update itself; here each child is looked up
+    once. Labels are bounded sets, so the cache is too.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        """Caches the children of `metric` (a Counter, Gauge or Histogram with labels)."""
+        self._metric = metric
+        self._known: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        """The child for `values`, in the metric's label order."""
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = self._metric.labels(*values)
+        return child
 
 
 class DoorMetrics:
@@ -74,6 +96,8 @@ class DoorMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._requests = Children(self.requests)
+        self._duration = Children(self.duration)
         if not self._shared:  # a callback cannot be summed across processes
             waiting = Gauge(
                 "gateway_http_uploads_waiting",
@@ -98,8 +122,8 @@ class DoorMetrics:
         finally:
             self.in_flight.dec()
             route = request.get(ROUTE) or _route_label(request)
-            self.requests.labels(route, request.method, str(status)).inc()
-            self.duration.labels(route).observe(time.perf_counter() - started)
+            self._requests(route, request.method, str(status)).inc()
+            self._duration(route).observe(time.perf_counter() - started)
 
     async def scrape(self, request: web.Request) -> web.Response:
         """`GET /metrics`: the text exposition format."""

@@ -200,7 +200,14 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         action="store_false",
         help="write no access log (by default each door logs one structured line per request)",
     )
-    serve.add_argument(
+    counting = serve.add_mutually_exclusive_group()
+    counting.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="count nothing: no /metrics on the HTTP door, no core metrics",
+    )
+    counting.add_argument(
         "--metrics-port",
         type=arguments.port,
         help="serve the core's Prometheus metrics on this port (0: one the OS picks; "

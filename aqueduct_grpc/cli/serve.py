@@ -63,7 +63,11 @@ async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> Non
         journal_dir=location.data_dir / "journal",
     ) as core:
         grpc_server = await start_grpc_server(
-            core, host=args.host, port=args.grpc_port, access_log=args.access_log
+            core,
+            host=args.host,
+            port=args.grpc_port,
+            access_log=args.access_log,
+            metrics=args.metrics,
         )
         if args.metrics_port is not None:
             metrics_port = serve_metrics(core, args.host, args.metrics_port)
@@ -191,6 +195,8 @@ def _door_command(
     command += ["--log-format", args.log_format]
     if not args.access_log:
         command.append("--no-access-log")
+    if not args.metrics:
+        command.append("--no-metrics")
     for service, origins in (
         (IMAGE_SERVICE, config.cors_allow_origins),
         (ADMIN_SERVICE, config.admin_cors_allow_origins),

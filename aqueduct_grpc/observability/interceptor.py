@@ -21,7 +21,7 @@ from opentelemetry.trace import StatusCode
 from aqueduct_grpc.auth.interceptor import current_token
 from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
 from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, CallRecord, close_call, open_call
-from aqueduct_grpc.observability.metrics import REFUSALS, CoreMetrics
+from aqueduct_grpc.observability.metrics import CoreMetrics
 from aqueduct_grpc.observability.tracing import start_call_span
 from gateway_http.request_ids import is_plain_request_id, new_request_id
 from gateway_http.tracing import TRACE_HEADERS
@@ -35,13 +35,17 @@ class CallObserver(MethodInterceptor):
     """Opens a `CallRecord` for each call of `services`; logs and measures it at the end."""
 
     def __init__(
-        self, services: Iterable[str], *, metrics: CoreMetrics, access_log: bool = True
+        self,
+        services: Iterable[str],
+        *,
+        metrics: CoreMetrics | None,
+        access_log: bool = True,
     ) -> None:
         """Creates the CallObserver.
 
         Args:
             services: full names of the services observed.
-            metrics: where the calls are counted and timed.
+            metrics: where the calls are counted and timed (None: they are not).
             access_log: whether each call is logged (one INFO line).
         """
         super().__init__()
@@ -118,7 +122,8 @@ class CallObserver(MethodInterceptor):
             span=start_call_span(method, trace),
         )
         context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
-        self._metrics.in_flight.labels(call.method).inc()
+        if self._metrics is not None:
+            self._metrics.call_started(call.method)
         return call, time.perf_counter()
 
     def _close(
@@ -133,27 +138,9 @@ class CallObserver(MethodInterceptor):
         seconds = time.perf_counter() - started
         code = _code_of(context, outcome)
         row = call.usage
-        # Only a resolved (configured) name: a caller's text would make a series per request.
-        model = (row.model or "") if row is not None else ""
-        m = self._metrics
-        m.in_flight.labels(call.method).dec()
-        m.requests.labels(call.method, model, code).inc()
-        m.duration.labels(call.method).observe(seconds)
-        upstream = call.upstream_seconds
-        m.added.labels(call.method).observe(max(0.0, seconds - (upstream or 0.0)))
-        if upstream is not None:
-            m.upstream_duration.labels(model).observe(upstream)
         reason = row.error_reason if row is not None else None
-        if reason is not None and reason.startswith("UPSTREAM"):
-            m.upstream_errors.labels(model, reason).inc()
-        if reason in REFUSALS:
-            m.refusals.labels(reason).inc()
-        if row is not None and row.images:
-            m.images.labels(model, row.operation).inc(row.images)
-        if row is not None and row.cost:
-            m.cost.labels(model).inc(row.cost)
-        if call.stored_bytes:
-            m.images_stored.inc(call.stored_bytes)
+        if self._metrics is not None:
+            self._metrics.call_ended(call, code, seconds)
         if call.span is not None:
             call.span.set_attributes(
                 {

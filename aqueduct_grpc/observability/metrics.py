@@ -14,8 +14,10 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from aqueduct_grpc.observability.calls import CallRecord
+
 # The door's buckets, 1 ms to 300 s: both doors' latencies read on one scale.
-from gateway_http.metrics import LATENCY_BUCKETS
+from gateway_http.metrics import LATENCY_BUCKETS, Children
 
 __all__ = ["CoreMetrics"]
 
@@ -94,6 +96,45 @@ class CoreMetrics:
             "Bytes of images stored for response_format url.",
             registry=r,
         )
+        self._requests = Children(self.requests)
+        self._duration = Children(self.duration)
+        self._added = Children(self.added)
+        self._upstream_duration = Children(self.upstream_duration)
+        self._in_flight = Children(self.in_flight)
+        self._upstream_errors = Children(self.upstream_errors)
+        self._refusals = Children(self.refusals)
+        self._images = Children(self.images)
+        self._cost = Children(self.cost)
+
+    def call_started(self, method: str) -> None:
+        """Counts a call of `method` in flight."""
+        self._in_flight(method).inc()
+
+    def call_ended(self, call: CallRecord, code: str, seconds: float) -> None:
+        """Counts and times a call that ended with `code` after `seconds`."""
+        method, row = call.method, call.usage
+        # Only a resolved (configured) name: a caller's text would make a series per request.
+        model = (row.model or "") if row is not None else ""
+        self._in_flight(method).dec()
+        self._requests(method, model, code).inc()
+        self._duration(method).observe(seconds)
+        upstream = call.upstream_seconds
+        self._added(method).observe(max(0.0, seconds - (upstream or 0.0)))
+        if upstream is not None:
+            self._upstream_duration(model).observe(upstream)
+        if call.stored_bytes:
+            self.images_stored.inc(call.stored_bytes)
+        if row is None:
+            return
+        reason = row.error_reason
+        if reason is not None and reason.startswith("UPSTREAM"):
+            self._upstream_errors(model, reason).inc()
+        if reason in REFUSALS:
+            self._refusals(reason).inc()
+        if row.images:
+            self._images(model, row.operation).inc(row.images)
+        if row.cost:
+            self._cost(model).inc(row.cost)
 
     def watch_usage_queue(self, depth: Callable[[], int]) -> None:
         """Reports `depth()` (usage rows not yet committed) at each scrape."""

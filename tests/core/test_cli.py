@@ -49,6 +49,10 @@ def refusal(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
             "argument --max-body-bytes: '0' is not a whole number of 1 or more",
         ),
         (["serve", "--log-level", "loud"], "argument --log-level: 'loud' is not a log level"),
+        (
+            ["serve", "--no-metrics", "--metrics-port", "0"],
+            "argument --metrics-port: not allowed with argument --no-metrics",
+        ),
         (["tokens", "create", "--name", "x", "--expires-in", "0"], "must be more than 0"),
         (
             ["tokens", "create", "--name", "x", "--images-per-day", "-1"],

@@ -20,9 +20,9 @@ from opentelemetry.util._once import Once
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aqueduct.images.v1 import images_pb2
+from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.admin.service import ADMIN_SERVICE
-from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer
+from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer, start_grpc_server
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream
 from gateway_http import create_app
@@ -229,6 +229,34 @@ async def test_core_metrics_move_by_exactly_the_calls_made(
     )
     assert scrape()[stored] - after.get(stored, 0.0) > 1000  # one PNG
     assert after[("aqueduct_usage_queue_rows", ())] >= 0
+
+
+async def test_a_core_without_metrics_counts_nothing_but_still_answers_with_ids(
+    secret: str, gateway: Core
+) -> None:
+    def calls_counted() -> dict[Any, float]:
+        # The usage writer's own figures (queue, commits) are not per call.
+        text = generate_latest(gateway.metrics.registry).decode()
+        return {k: v for k, v in samples(text).items() if not k[0].startswith("aqueduct_usage_")}
+
+    server = await start_grpc_server(gateway, host="127.0.0.1", port=0, metrics=False)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = images_pb2_grpc.ImageServiceStub(channel)
+            before = calls_counted()
+            call = stub.GenerateImages(
+                images_pb2.GenerateImagesRequest(model="demo", prompt="x"),
+                metadata=bearer(secret),
+            )
+            answer = await call
+            trailers = dict(await call.trailing_metadata() or ())
+            after = calls_counted()
+    finally:
+        await server.stop(0)
+    assert len(answer.data) == 1
+    assert trailers["x-request-id"].startswith("req_")
+    assert after == before
+    assert ("aqueduct_image_store_written_bytes_total", ()) in after  # a real scrape
 
 
 async def test_the_doors_metrics_endpoint_counts_requests_by_route(

@@ -89,19 +89,20 @@ def test_access_logs_metrics_console_and_cors_as_serve_wires_them(tmp_path: path
     assert sum(secret in line for line in served.output) == 1
 
 
-def test_no_access_log_and_no_console(tmp_path: pathlib.Path):
-    served = Served(tmp_path / "data", "--no-access-log", "--no-console")
+def test_no_access_log_no_metrics_and_no_console(tmp_path: pathlib.Path):
+    served = Served(tmp_path / "data", "--no-access-log", "--no-metrics", "--no-console")
     try:
         secret = served.wait_for(r"^\s+(aqk-\S+)\s*$").group(1)
         http_url = served.wait_for(r"serving .*, HTTP on (\S+)$").group(1)
         sdk = openai.OpenAI(base_url=f"{http_url}/v1", api_key=secret, max_retries=0)
         assert [m.id for m in sdk.models.list()] == ["aqueduct-demo"]
         sdk.close()
-        try:
-            urllib.request.urlopen(f"{http_url}/console/", timeout=30)
-            raise AssertionError("the console is served")
-        except urllib.error.HTTPError as error:
-            assert error.code == 404
+        for path in ("/console/", "/metrics"):
+            try:
+                urllib.request.urlopen(f"{http_url}{path}", timeout=30)
+                raise AssertionError(f"{path} is served")
+            except urllib.error.HTTPError as error:
+                assert error.code == 404
         assert served.stop() == 0
     finally:
         served.close()
