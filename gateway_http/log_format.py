@@ -54,3 +54,11 @@ def configure_logging(level: str, log_format: str = "auto", *, replace: bool = F
     # As basicConfig: a no-op where logging is set up already (a host
     # application, pytest's capture), so only a process's own start decides.
     logging.basicConfig(handlers=[handler], level=level.upper(), force=replace)
+    if handler in logging.getLogger().handlers:
+        # No layout here shows a record's source line, thread or process, and
+        # finding them is a good part of what a record costs (an access line
+        # per request): the logging HOWTO's "Optimization" switches.
+        logging._srcfile = None  # type: ignore[attr-defined]
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 
 from aiohttp import web
 from opentelemetry import propagate, trace
@@ -58,12 +59,18 @@ def tracing_enabled() -> bool:
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
-@contextlib.contextmanager
-def request_span(request: web.Request, route: str) -> Iterator[Span | None]:
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def request_span(request: web.Request, route: str) -> AbstractContextManager[Span | None]:
     """The request's server span while the block runs; None when tracing is off."""
     if not tracing_enabled():
-        yield None
-        return
+        return _NO_SPAN  # one shared do-nothing context: this is on every request's path
+    return _server_span(request, route)
+
+
+@contextlib.contextmanager
+def _server_span(request: web.Request, route: str) -> Iterator[Span]:
     parent = propagate.extract(request.headers)
     with trace.get_tracer(_TRACER_NAME).start_as_current_span(
         f"{request.method} {route}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
@@ -33,19 +34,27 @@ def start_call_span(method: str, metadata: Mapping[str, str]) -> Span | None:
     return trace.get_tracer(_TRACER_NAME).start_span(method, context=parent, kind=SpanKind.SERVER)
 
 
-@contextlib.contextmanager
-def step(name: str, kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span | None]:
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def step(name: str, kind: SpanKind = SpanKind.INTERNAL) -> AbstractContextManager[Span | None]:
     """A child span of the current call's for one step; nothing when tracing is off.
 
-    The span is not made current: a step may span a stream's `yield`s, and a
-    context attached there could not be detached from another context.
+    Off, it is one shared do-nothing context: a step is on every call's path.
     """
     call = current_call()
     if call is None or call.span is None:
-        yield None
-        return
-    parent = trace.set_span_in_context(call.span)
-    span = trace.get_tracer(_TRACER_NAME).start_span(name, context=parent, kind=kind)
+        return _NO_SPAN
+    return _child_span(call.span, name, kind)
+
+
+@contextlib.contextmanager
+def _child_span(parent: Span, name: str, kind: SpanKind) -> Iterator[Span]:
+    # Not made current: a step may span a stream's `yield`s, and a context
+    # attached there could not be detached from another context.
+    span = trace.get_tracer(_TRACER_NAME).start_span(
+        name, context=trace.set_span_in_context(parent), kind=kind
+    )
     try:
         yield span
     except BaseException as error:

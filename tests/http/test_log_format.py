@@ -15,8 +15,12 @@ from gateway_http.log_format import configure_logging
 def restore_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved = {name: getattr(logging, name) for name in switches}
     yield
     root.handlers[:], root.level = handlers, level
+    for name, value in saved.items():
+        setattr(logging, name, value)
 
 
 def test_a_logger_set_up_already_is_left_alone(capsys: pytest.CaptureFixture[str]) -> None:
