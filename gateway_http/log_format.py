@@ -10,13 +10,14 @@ ecosystem's (python-json-logger, logfmter), on the standard `logging`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 from logfmter import Logfmter
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["LOG_FORMATS", "configure_logging"]
+__all__ = ["LOG_FORMATS", "LoopBatchedStreamHandler", "configure_logging"]
 
 LOG_FORMATS = ("auto", "json", "logfmt", "text")
 
@@ -49,7 +50,7 @@ def configure_logging(level: str, log_format: str = "auto", *, replace: bool = F
         )
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler = logging.StreamHandler()
+    handler = LoopBatchedStreamHandler()
     handler.setFormatter(formatter)
     # As basicConfig: a no-op where logging is set up already (a host
     # application, pytest's capture), so only a process's own start decides.
@@ -62,3 +63,49 @@ def configure_logging(level: str, log_format: str = "auto", *, replace: bool = F
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False
+
+
+class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, written once per turn of the event loop rather than once per line.
+
+    With an access line per request on each door, a write (a system call)
+    per line was a good part of what logging cost. Lines logged in one turn
+    of a running event loop now go out together at its end, before the loop
+    waits again; a line logged outside a running loop (start-up, shutdown,
+    another thread) is written at once, with any waiting before it. What a
+    SIGKILL can lose is one turn's lines.
+    """
+
+    def __init__(self) -> None:
+        """A handler for `sys.stderr` as it is now."""
+        super().__init__()
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queues the formatted line; writes it now when no loop is running here."""
+        try:
+            self._lines.append(self.format(record) + self.terminator)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            if len(self._lines) == 1:  # the turn's first line: write them all after it
+                loop.call_soon(self._flush_queued)
+        except Exception:
+            self.handleError(record)
+
+    def _flush_queued(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # stderr itself failed: there is nowhere to say so
+            pass
+
+    def flush(self) -> None:
+        """Writes the queued lines (also on `logging.shutdown`, at exit)."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._lines:
+                text = "".join(self._lines)
+                self._lines.clear()
+                self.stream.write(text)
+            super().flush()

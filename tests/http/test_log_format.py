@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -68,3 +69,22 @@ def test_auto_is_json_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixtur
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="json, logfmt"):
         configure_logging("INFO", "xml", replace=True)
+
+
+async def test_lines_of_one_loop_turn_are_written_together_after_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", replace=True)
+    log = logging.getLogger("gateway_http.access")
+    for number in range(3):
+        log.info("line %d", number)
+    assert capsys.readouterr().err == ""  # queued for the end of this turn
+    await asyncio.sleep(0)
+    lines = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["line 0", "line 1", "line 2"]
+
+
+def test_lines_outside_a_loop_are_written_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json", replace=True)
+    logging.getLogger("gateway_http.access").info("now")
+    assert json.loads(capsys.readouterr().err)["message"] == "now"
