@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import pathlib
+import time
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
-from gateway_http.log_format import configure_logging
+from gateway_http.log_format import JsonLineFormatter, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +54,50 @@ def test_json_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None
         200,
     )
     assert (record["level"], record["logger"]) == ("INFO", "gateway_http.access")
+
+
+def test_json_lines_carry_a_traceback_and_values_json_cannot_hold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", replace=True)
+    try:
+        raise KeyError("lost")
+    except KeyError:
+        logging.getLogger("x").exception("failed", extra={"where": pathlib.PurePosixPath("/a")})
+    record = json.loads(capsys.readouterr().err)
+    assert record["message"] == "failed" and record["level"] == "ERROR"
+    assert record["where"] == "/a"
+    assert "KeyError: 'lost'" in record["exc_info"]
+    stamp = time.strptime(record["time"].partition(",")[0], "%Y-%m-%d %H:%M:%S")
+    assert abs(time.mktime(stamp) - time.time()) < 120 and len(record["time"]) == 23
+
+
+# What makeRecord refuses as `extra` (it would overwrite the record's own attributes).
+RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+}
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    fields=st.dictionaries(
+        st.text(min_size=1).filter(lambda key: key not in RECORD_ATTRIBUTES),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text()),
+    ),
+    message=st.text(),
+)
+def test_any_extra_fields_come_out_as_one_json_line(
+    fields: dict[str, object], message: str
+) -> None:
+    record = logging.getLogger("y").makeRecord(
+        "y", logging.INFO, "", 0, "%s", (message,), None, extra=fields
+    )
+    line = JsonLineFormatter().format(record)
+    assert "\n" not in line  # one line, whatever the texts hold
+    parsed = json.loads(line)
+    assert parsed["message"] == message and parsed["logger"] == "y"
+    assert {key: parsed[key] for key in fields} == fields
 
 
 def test_logfmt_pairs_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
