@@ -2,8 +2,9 @@
 
 aiohttp calls its access logger once per request, after the response (a
 stream's too) is finished, which is what uvicorn- and gunicorn-style access
-logs record. The fields are the log record's own attributes (`extra`), which
-the formatter lays out as JSON keys or logfmt pairs. The URL's query is never logged: a
+logs record; the same hook counts the request in the door's metrics. The
+fields are the log record's own attributes (`extra`), which the formatter
+lays out as JSON keys or logfmt pairs. The URL's query is never logged: a
 signed image URL carries its credential there, as an `Authorization` header
 would; no header is logged either.
 """
@@ -11,12 +12,15 @@ would; no header is logged either.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway_http.request_ids import request_id_of
+
+if TYPE_CHECKING:
+    from gateway_http.metrics import DoorMetrics
 
 __all__ = ["ACCESS_LOGGER", "ERROR_CODE", "GRPC_STATUS", "ROUTE", "DoorAccessLogger"]
 
@@ -30,10 +34,28 @@ ERROR_CODE = web.RequestKey("error_code", str)
 
 
 class DoorAccessLogger(AbstractAccessLogger):
-    """Writes each request's line to `gateway_http.access` at INFO."""
+    """Writes each request's line to `gateway_http.access` at INFO, and counts it.
+
+    aiohttp makes the instances (one per connection) from the class, so what
+    they report to is the class's: `bound` makes the class for an app.
+    """
+
+    metrics: ClassVar[DoorMetrics | None] = None
+    lines: ClassVar[bool] = True
+
+    @classmethod
+    def bound(cls, metrics: DoorMetrics | None, *, lines: bool) -> type[DoorAccessLogger]:
+        """The hook class counting in `metrics` (None: nothing), writing lines if `lines`."""
+        return type(cls.__name__, (cls,), {"metrics": metrics, "lines": lines})
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        """One line for a finished request (`time`: seconds since it arrived)."""
+        """Counts a finished request and writes its line (`time`: seconds since it arrived)."""
+        if self.metrics is not None:
+            self.metrics.request_done(request, response.status, time)
+        if self.lines:
+            self._line(request, response, time)
+
+    def _line(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         fields: dict[str, Any] = {
             "request_id": request_id_of(request),
             "door": "http",

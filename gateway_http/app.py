@@ -48,7 +48,7 @@ from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, build_endpoint
 from gateway_http.errors import HttpError, Reason, as_http_error, door_error
 from gateway_http.marshal import Marshaler
-from gateway_http.metrics import METRICS_PATH, DoorMetrics
+from gateway_http.metrics import DOOR_METRICS, METRICS_PATH, DoorMetrics
 from gateway_http.multipart import FORM_DATA, FormReader
 from gateway_http.request_ids import REQUEST_ID_HEADER, request_id_of, stamp
 from gateway_http.routes import Route, RouteTable, build_routes, discover_services
@@ -156,6 +156,7 @@ class Transcoder:
             marshaler, max_body_bytes=options.max_body_bytes, max_part_bytes=options.max_part_bytes
         )
         self.bodies = BodyBudget(options.max_body_bytes_in_flight)
+        self.in_flight = 0  # requests being answered (a metric)
         endpoints = [
             build_endpoint(
                 route,
@@ -297,6 +298,13 @@ class Transcoder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         try:
             policy = self.options.cors
             if (
@@ -521,13 +529,13 @@ def create_app(
     # aiohttp enforces the limit while reading, so chunked bodies stop early too
     # (a form is read as a stream, which the door counts itself). It does not
     # decompress: the door does (see `Transcoder._read_json`).
-    door_metrics = DoorMetrics(lambda: transcoder.bodies.waiting) if metrics else None
-    app = web.Application(
-        client_max_size=max_body_bytes,
-        handler_args={"auto_decompress": False},
-        middlewares=[door_metrics.middleware] if door_metrics is not None else [],
-    )
+    app = web.Application(client_max_size=max_body_bytes, handler_args={"auto_decompress": False})
     app[TRANSCODER] = transcoder
+    door_metrics = None
+    if metrics:  # counted by the runner's hook (`DoorRunner`), served here
+        door_metrics = app[DOOR_METRICS] = DoorMetrics(
+            lambda: transcoder.bodies.waiting, lambda: transcoder.in_flight
+        )
     app.on_response_prepare.append(stamp)
     if options.cors is not None:
         app.on_response_prepare.append(cors.stamp)

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
 from gateway_http.log_format import LOG_FORMATS, configure_logging
 from gateway_http.routes import discover_services
@@ -94,8 +93,7 @@ def run(
                 # A caller that hangs up cancels its gRPC call, and through it the
                 # core's own work: nobody pays for an answer nobody reads.
                 handler_cancellation=True,
-                access_log=ACCESS_LOGGER if access_log else None,
-                access_log_class=DoorAccessLogger,
+                access_log=access_log,
             )
         )
     finally:

@@ -1,8 +1,11 @@
 """The door's Prometheus metrics, and `/metrics` to scrape them.
 
 Requests are counted and timed by route template (a bounded set, unlike
-paths), method and HTTP status, in a middleware, so every answer counts:
-errors, streams (timed to their end) and refusals alike. Several door
+paths), method and HTTP status when aiohttp has finished each one (the
+access-log hook, `gateway_http.access_log`), so every answer counts: errors,
+streams (timed to their end) and refusals alike. Being in that hook rather
+than a middleware matters on the hot path: aiohttp runs a middleware as two
+more layers around every handler. Several door
 processes sharing one port (`--reuse-port`) each answer some scrapes: with
 `PROMETHEUS_MULTIPROC_DIR` set in their environment, prometheus_client keeps
 every process's values in files there, and any process's `/metrics` reports
@@ -12,8 +15,7 @@ them all, summed.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +31,7 @@ from prometheus_client import (
 
 from gateway_http.access_log import ROUTE
 
-__all__ = ["LATENCY_BUCKETS", "METRICS_PATH", "Children", "DoorMetrics"]
+__all__ = ["DOOR_METRICS", "LATENCY_BUCKETS", "METRICS_PATH", "Children", "DoorMetrics"]
 
 # 1 ms to 300 s: a model listing to the slowest image call.
 LATENCY_BUCKETS = (
@@ -39,8 +41,6 @@ LATENCY_BUCKETS = (
 _UNMATCHED = "unmatched"  # the route label of requests no route took (404s)
 METRICS_PATH = "/metrics"
 _CATCH_ALL = "/{tail}"  # the transcoder's route, which labels its requests itself (ROUTE)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Children:
@@ -67,11 +67,12 @@ class Children:
 class DoorMetrics:
     """The door's metrics, and what serves them."""
 
-    def __init__(self, waiting_uploads: Callable[[], int]) -> None:
+    def __init__(self, waiting_uploads: Callable[[], int], in_flight: Callable[[], int]) -> None:
         """Creates the metrics (shared through files when `PROMETHEUS_MULTIPROC_DIR` is set).
 
         Args:
             waiting_uploads: how many uploads wait for the body budget now.
+            in_flight: how many API requests are being answered now.
         """
         self._shared = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         # In multi-process mode the values live in files, not in a registry.
@@ -90,40 +91,24 @@ class DoorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.in_flight = Gauge(
-            "gateway_http_requests_in_flight",
-            "HTTP requests being answered.",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
         self._requests = Children(self.requests)
         self._duration = Children(self.duration)
         if not self._shared:  # a callback cannot be summed across processes
-            waiting = Gauge(
-                "gateway_http_uploads_waiting",
-                "Uploads waiting for the door's budget of body bytes.",
-                registry=registry,
-            )
-            waiting.set_function(waiting_uploads)
+            for name, what, value in (
+                ("gateway_http_requests_in_flight", "API requests being answered.", in_flight),
+                (
+                    "gateway_http_uploads_waiting",
+                    "Uploads waiting for the door's budget of body bytes.",
+                    waiting_uploads,
+                ),
+            ):
+                Gauge(name, what, registry=registry).set_function(value)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Counts and times every request (`/metrics` itself too)."""
-        started = time.perf_counter()
-        self.in_flight.inc()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as error:
-            status = error.status
-            raise
-        finally:
-            self.in_flight.dec()
-            route = request.get(ROUTE) or _route_label(request)
-            self._requests(route, request.method, str(status)).inc()
-            self._duration(route).observe(time.perf_counter() - started)
+    def request_done(self, request: web.BaseRequest, status: int, seconds: float) -> None:
+        """Counts and times a finished request (`/metrics` itself too)."""
+        route = request.get(ROUTE) or _route_label(request)
+        self._requests(route, request.method, str(status)).inc()
+        self._duration(route).observe(seconds)
 
     async def scrape(self, request: web.Request) -> web.Response:
         """`GET /metrics`: the text exposition format."""
@@ -136,8 +121,17 @@ class DoorMetrics:
         return response
 
 
-def _route_label(request: web.Request) -> str:
+DOOR_METRICS = web.AppKey("door_metrics", DoorMetrics)
+"""The app's metrics, when it counts (what the access-log hook reports to)."""
+
+
+def _route_label(request: web.BaseRequest) -> str:
     """The aiohttp route a request took (`/healthz`, a static folder), else `unmatched`."""
-    resource = request.match_info.route.resource
+    try:
+        resource = request.match_info.route.resource  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError):
+        # Refused by aiohttp's parser, before any routing: aiohttp asserts it
+        # has a match (or, under -O, has None).
+        return _UNMATCHED
     canonical = resource.canonical if resource is not None else ""
     return canonical if canonical and canonical != _CATCH_ALL else _UNMATCHED

@@ -26,8 +26,10 @@ import grpc
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
 from gateway_http.app import TRANSCODER
 from gateway_http.errors import HttpError
+from gateway_http.metrics import DOOR_METRICS
 
 __all__ = ["DoorRunner", "serve"]
 
@@ -95,7 +97,14 @@ class DoorRunner(web.AppRunner):
     """An `AppRunner` for an app of `create_app`, whose every answer is the dialect's.
 
     Use it as `web.AppRunner`: `await runner.setup()`, sites, `await runner.cleanup()`.
+    Every finished request is counted in the app's metrics (when it has them)
+    and, unless `access_log` is False, written to the access log.
     """
+
+    def __init__(self, app: web.Application, *, access_log: bool = True, **kwargs: Any) -> None:
+        """Creates the runner; `kwargs` are `web.AppRunner`'s (`handler_cancellation`...)."""
+        hook = DoorAccessLogger.bound(app.get(DOOR_METRICS), lines=access_log)
+        super().__init__(app, access_log=ACCESS_LOGGER, access_log_class=hook, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,6 @@ from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer, start_grpc_ser
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream
 from gateway_http import create_app
-from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
 from gateway_http.server import DoorRunner
 from tests.conftest import bearer
 
@@ -43,7 +43,7 @@ async def door(core: GrpcServer) -> AsyncIterator[str]:
         proto_packages=["aqueduct"],
         cors_allow_origins={IMAGE_SERVICE: ["*"], ADMIN_SERVICE: []},
     )
-    runner = DoorRunner(app, access_log_class=DoorAccessLogger, access_log=ACCESS_LOGGER)
+    runner = DoorRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -260,7 +260,7 @@ async def test_a_core_without_metrics_counts_nothing_but_still_answers_with_ids(
 
 
 async def test_the_doors_metrics_endpoint_counts_requests_by_route(
-    http: aiohttp.ClientSession, secret: str
+    door: str, http: aiohttp.ClientSession, secret: str
 ) -> None:
     async def scrape() -> dict[Any, float]:
         async with http.get("/metrics") as answer:
@@ -271,12 +271,25 @@ async def test_the_doors_metrics_endpoint_counts_requests_by_route(
         "gateway_http_requests_total",
         (("method", "GET"), ("route", "/v1/models"), ("status", "200")),
     )
+    refused = (
+        "gateway_http_requests_total",
+        (("method", "UNKNOWN"), ("route", "unmatched"), ("status", "400")),  # aiohttp's name
+    )
+    busy = ("gateway_http_requests_in_flight", ())
     before = await scrape()
     for _ in range(4):
         async with http.get("/v1/models", headers=auth(secret)) as answer:
             assert answer.status == 200
+    # One aiohttp's parser refuses, before any route: counted all the same.
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(door.rsplit(":", 1)[1]))
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert (await reader.readline()).split()[1] == b"400"
+    writer.close()
+    await writer.wait_closed()
     after = await scrape()
     assert after[key] - before.get(key, 0.0) == 4
+    assert after[refused] - before.get(refused, 0.0) == 1
+    assert after[busy] == 0  # the scrape is not an API request
 
 
 # ------------------------------------------------------------------------- CORS
