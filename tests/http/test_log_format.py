@@ -119,17 +119,36 @@ def test_an_unknown_format_is_refused() -> None:
         configure_logging("INFO", "xml", replace=True)
 
 
-async def test_lines_of_one_loop_turn_are_written_together_after_it(
+async def written(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The messages of the lines written next (waits for a batch, up to 10 s)."""
+    for _ in range(1000):
+        err = capsys.readouterr().err
+        if err:
+            return [json.loads(line)["message"] for line in err.splitlines()]
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing was written")
+
+
+async def test_lines_logged_in_a_loop_are_written_together_a_little_later(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging("INFO", "json", replace=True)
     log = logging.getLogger("gateway_http.access")
     for number in range(3):
         log.info("line %d", number)
-    assert capsys.readouterr().err == ""  # queued for the end of this turn
     await asyncio.sleep(0)
-    lines = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
-    assert lines == ["line 0", "line 1", "line 2"]
+    assert capsys.readouterr().err == ""  # queued: one write for the batch, later
+    assert await written(capsys) == ["line 0", "line 1", "line 2"]
+
+
+async def test_a_warning_is_written_at_once_after_what_is_queued(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json", replace=True)
+    logging.getLogger("gateway_http.access").info("queued")
+    logging.getLogger("gateway_http.app").warning("at once")
+    lines = capsys.readouterr().err.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["queued", "at once"]
 
 
 def test_lines_outside_a_loop_are_written_at_once(capsys: pytest.CaptureFixture[str]) -> None:
