@@ -299,8 +299,16 @@ class Transcoder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The one handler for every transcoded route."""
         self.in_flight += 1
+        started = asyncio.get_running_loop().time()
         try:
             return await self._answer(request)
+        except asyncio.CancelledError:
+            # The caller hung up (or the door is stopping): aiohttp's finished-request
+            # hook never sees such a request, so it is counted here, as nginx's 499.
+            metrics = request.app.get(DOOR_METRICS)
+            if metrics is not None:
+                metrics.request_done(request, 499, asyncio.get_running_loop().time() - started)
+            raise
         finally:
             self.in_flight -= 1
 
@@ -469,7 +477,9 @@ def create_app(
             pages may call its routes (`gateway_http.cors`); None: no CORS
             answers at all (preflights are 405s).
         metrics: Whether requests are counted and timed, and `/metrics` serves
-            the figures (Prometheus' text format; `gateway_http.metrics`).
+            the figures (Prometheus' text format; `gateway_http.metrics`). They
+            are counted by `DoorRunner`'s finished-request hook: serve the app
+            with a `DoorRunner` (another runner serves `/metrics` unmoved).
         static_folders: URL prefix (`/console/`) -> folder of static files
             served there (`gateway_http.static_files`); None: none.
         root_redirect: Where `GET /` redirects (e.g. `/console/`); None: no route.

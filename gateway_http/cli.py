@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
-from gateway_http.log_format import LOG_FORMATS, configure_logging
+from gateway_http.log_format import LOG_FORMATS, configure_logging, write_queued_lines
 from gateway_http.routes import discover_services
 from gateway_http.server import serve
 from gateway_http.tracing import install_tracing
@@ -99,6 +99,7 @@ def run(
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+        write_queued_lines()
 
 
 def _announce(where: str) -> None:

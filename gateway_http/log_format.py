@@ -19,7 +19,13 @@ import time
 
 from logfmter import Logfmter
 
-__all__ = ["LOG_FORMATS", "JsonLineFormatter", "LoopBatchedStreamHandler", "configure_logging"]
+__all__ = [
+    "LOG_FORMATS",
+    "JsonLineFormatter",
+    "LoopBatchedStreamHandler",
+    "configure_logging",
+    "write_queued_lines",
+]
 
 LOG_FORMATS = ("auto", "json", "logfmt", "text")
 
@@ -61,6 +67,21 @@ def configure_logging(level: str, log_format: str = "auto", *, replace: bool = F
         logging.logProcesses = False
         logging.logMultiprocessing = False
 
+
+def write_queued_lines() -> None:
+    """Writes the lines the root logger's handlers hold: when a command's loop has ended.
+
+    Else they would follow what the interpreter prints on the way out (an
+    exit message), since `logging.shutdown` runs after it.
+    """
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+# Lines are written in batches of at most this many characters, within PIPE_BUF
+# (4096 bytes on Linux): JSON lines are ASCII (json.dumps escapes the rest), and
+# the margin covers the UTF-8 a terminal's logfmt or text line may hold.
+_ATOMIC_WRITE = 2048
 
 # What every LogRecord has: anything else on a record came as `extra`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -127,6 +148,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self._delay = delay
         self._lines: list[str] = []
+        self._flush_planned = False
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queues the formatted line; writes the queue now for a warning or outside a loop."""
@@ -138,7 +160,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 loop = None
             if loop is None or record.levelno >= logging.WARNING:
                 self.flush()
-            elif len(self._lines) == 1:  # the first line queued: the batch goes out later
+            elif not self._flush_planned:  # (a loop closed before its flush plans anew)
+                self._flush_planned = True
                 loop.call_later(self._delay, self._flush_queued)
         except Exception:
             self.handleError(record)
@@ -150,10 +173,28 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             pass
 
     def flush(self) -> None:
-        """Writes the queued lines (also on `logging.shutdown`, at exit)."""
+        """Writes the queued lines (also on `logging.shutdown`, at exit).
+
+        In writes of at most `PIPE_BUF` bytes ending with a line: the core and
+        its doors share one stderr, often a pipe, where only writes that size
+        are never interleaved with another process's.
+        """
         with self.lock:  # type: ignore[union-attr]
-            if self._lines:
-                text = "".join(self._lines)
-                self._lines.clear()
-                self.stream.write(text)
+            self._flush_planned = False
+            batch: list[str] = []
+            size = 0
+            for line in self._lines:
+                if batch and size + len(line) > _ATOMIC_WRITE:
+                    self.stream.write("".join(batch))
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+            self._lines.clear()
+            if batch:
+                self.stream.write("".join(batch))
             super().flush()
+
+    def close(self) -> None:
+        """Writes what is queued, then closes (as `configure_logging(replace=True)` does)."""
+        self.flush()
+        super().close()

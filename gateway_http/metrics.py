@@ -39,6 +39,9 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 300.0,
 )  # fmt: skip
 _UNMATCHED = "unmatched"  # the route label of requests no route took (404s)
+# The method label: any other token a client sends is "other", or each would be a series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_OTHER = "other"
 METRICS_PATH = "/metrics"
 _CATCH_ALL = "/{tail}"  # the transcoder's route, which labels its requests itself (ROUTE)
 
@@ -48,7 +51,8 @@ class Children:
 
     `metric.labels(...)` takes a lock and rebuilds the key on every call,
     which costs as much as the update itself; here each child is looked up
-    once. Labels are bounded sets, so the cache is too.
+    once. Labels are bounded sets (methods, routes, codes, configured
+    models), so the cache is too.
     """
 
     def __init__(self, metric: Any) -> None:
@@ -107,7 +111,8 @@ class DoorMetrics:
     def request_done(self, request: web.BaseRequest, status: int, seconds: float) -> None:
         """Counts and times a finished request (`/metrics` itself too)."""
         route = request.get(ROUTE) or _route_label(request)
-        self._requests(route, request.method, str(status)).inc()
+        method = request.method if request.method in _METHODS else _OTHER
+        self._requests(route, method, str(status)).inc()
         self._duration(route).observe(seconds)
 
     async def scrape(self, request: web.Request) -> web.Response:

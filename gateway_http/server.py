@@ -98,7 +98,8 @@ class DoorRunner(web.AppRunner):
 
     Use it as `web.AppRunner`: `await runner.setup()`, sites, `await runner.cleanup()`.
     Every finished request is counted in the app's metrics (when it has them)
-    and, unless `access_log` is False, written to the access log.
+    and, unless `access_log` is False, written to the access log: the runner
+    sets aiohttp's `access_log` and `access_log_class` itself.
     """
 
     def __init__(self, app: web.Application, *, access_log: bool = True, **kwargs: Any) -> None:

@@ -28,7 +28,7 @@ from aqueduct_grpc.durations import parse_duration
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES
 from aqueduct_grpc.suggestions import did_you_mean
-from gateway_http.log_format import LOG_FORMATS, configure_logging
+from gateway_http.log_format import LOG_FORMATS, configure_logging, write_queued_lines
 
 __all__ = ["build_parser", "main", "parse_duration"]
 
@@ -338,8 +338,11 @@ def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None
 
 def _run(coroutine: Awaitable[None]) -> None:
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)  # type: ignore[arg-type]
-        return
-    uvloop.run(coroutine)  # type: ignore[arg-type]
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(coroutine)  # type: ignore[arg-type]
+            return
+        uvloop.run(coroutine)  # type: ignore[arg-type]
+    finally:
+        write_queued_lines()

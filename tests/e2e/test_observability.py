@@ -25,7 +25,7 @@ from aqueduct.images.v1 import images_pb2, images_pb2_grpc
 from aqueduct_grpc.admin.service import ADMIN_SERVICE
 from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer, start_grpc_server
 from aqueduct_grpc.storage.database import usage_table
-from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream
+from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream, Succeed
 from gateway_http import create_app
 from gateway_http.server import DoorRunner
 from tests.conftest import bearer
@@ -43,7 +43,7 @@ async def door(core: GrpcServer) -> AsyncIterator[str]:
         proto_packages=["aqueduct"],
         cors_allow_origins={IMAGE_SERVICE: ["*"], ADMIN_SERVICE: []},
     )
-    runner = DoorRunner(app)
+    runner = DoorRunner(app, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -290,6 +290,64 @@ async def test_the_doors_metrics_endpoint_counts_requests_by_route(
     assert after[key] - before.get(key, 0.0) == 4
     assert after[refused] - before.get(refused, 0.0) == 1
     assert after[busy] == 0  # the scrape is not an API request
+
+
+async def test_a_request_its_caller_gives_up_is_counted_as_499(
+    door: str, http: aiohttp.ClientSession, secret: str, upstream: FakeUpstream
+) -> None:
+    async def scrape() -> dict[Any, float]:
+        async with http.get("/metrics") as answer:
+            return samples(await answer.text())
+
+    gone = (
+        "gateway_http_requests_total",
+        (("method", "POST"), ("route", "/v1/images/generations"), ("status", "499")),
+    )
+    before = await scrape()
+    upstream.plan(Succeed(delay=30))
+    with pytest.raises(asyncio.TimeoutError):
+        async with aiohttp.ClientSession(base_url=door) as impatient:
+            body = {"model": "gpt-image-1", "prompt": "x"}
+            await impatient.post(GENERATE, json=body, headers=auth(secret), timeout=0.5)
+    for _ in range(500):  # the door learns of the hang-up from the closed connection
+        after = await scrape()
+        if after.get(gone, 0.0) > before.get(gone, 0.0):
+            break
+        await asyncio.sleep(0.02)
+    assert after[gone] - before.get(gone, 0.0) == 1
+    assert after[("gateway_http_requests_in_flight", ())] == 0
+
+
+@pytest.mark.parametrize(("lines", "metrics"), [(False, True), (True, False)])
+async def test_the_access_log_and_the_metrics_turn_off_apart(
+    core: GrpcServer, secret: str, caplog: pytest.LogCaptureFixture, lines: bool, metrics: bool
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = create_app(
+        grpc_target=f"127.0.0.1:{core.port}", proto_packages=["aqueduct"], metrics=metrics
+    )
+    runner = DoorRunner(app, access_log=lines)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{site.port}") as http:
+            async with http.get("/v1/models", headers=auth(secret)) as answer:
+                assert answer.status == 200
+            async with http.get("/metrics") as answer:
+                scraped = samples(await answer.text()) if answer.status == 200 else None
+    finally:
+        await runner.cleanup()
+    written = [r for r in caplog.records if r.name == "gateway_http.access"]
+    assert len(written) == (2 if lines else 0)  # the listing and the scrape
+    if metrics:
+        key = (
+            "gateway_http_requests_total",
+            (("method", "GET"), ("route", "/v1/models"), ("status", "200")),
+        )
+        assert scraped is not None and scraped[key] == 1
+    else:
+        assert scraped is None  # no /metrics
 
 
 # ------------------------------------------------------------------------- CORS

@@ -13,7 +13,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from gateway_http.log_format import JsonLineFormatter, configure_logging
+from gateway_http.log_format import JsonLineFormatter, LoopBatchedStreamHandler, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +155,31 @@ def test_lines_outside_a_loop_are_written_at_once(capsys: pytest.CaptureFixture[
     configure_logging("INFO", "json", replace=True)
     logging.getLogger("gateway_http.access").info("now")
     assert json.loads(capsys.readouterr().err)["message"] == "now"
+
+
+class Writes:
+    """A stream that records each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_a_batch_is_written_in_whole_lines_no_write_over_a_pipe_buffer() -> None:
+    handler = LoopBatchedStreamHandler(delay=3600)
+    stream = Writes()
+    handler.setStream(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    lines = [f"{n:04d} " + "x" * 95 for n in range(100)]
+    for text in lines:
+        handler.handle(logging.LogRecord("a", logging.INFO, "", 0, text, (), None))
+    assert stream.writes == []  # queued: the delay is an hour
+    handler.close()  # a handler replaced or closed writes what it holds
+    assert "".join(stream.writes).splitlines() == lines
+    assert len(stream.writes) > 1
+    assert all(len(write) <= 4096 // 2 and write.endswith("\n") for write in stream.writes)
