@@ -148,7 +148,9 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self._delay = delay
         self._lines: list[str] = []
-        self._flush_planned = False
+        # The loop whose timer will write the queue (another loop plans its own:
+        # one closed before its timer fired would leave the queue waiting).
+        self._planned_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queues the formatted line; writes the queue now for a warning or outside a loop."""
@@ -160,8 +162,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 loop = None
             if loop is None or record.levelno >= logging.WARNING:
                 self.flush()
-            elif not self._flush_planned:  # (a loop closed before its flush plans anew)
-                self._flush_planned = True
+            elif self._planned_on is not loop:
+                self._planned_on = loop
                 loop.call_later(self._delay, self._flush_queued)
         except Exception:
             self.handleError(record)
@@ -180,7 +182,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         are never interleaved with another process's.
         """
         with self.lock:  # type: ignore[union-attr]
-            self._flush_planned = False
+            self._planned_on = None
             batch: list[str] = []
             size = 0
             for line in self._lines:

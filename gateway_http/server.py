@@ -29,6 +29,7 @@ from aiohttp.web_protocol import RequestHandler
 from gateway_http.access_log import ACCESS_LOGGER, DoorAccessLogger
 from gateway_http.app import TRANSCODER
 from gateway_http.errors import HttpError
+from gateway_http.log_format import write_queued_lines
 from gateway_http.metrics import DOOR_METRICS
 
 __all__ = ["DoorRunner", "serve"]
@@ -151,5 +152,8 @@ async def serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        # While a second stop signal is still handled: once the handlers are
+        # gone, one would end the process with these lines unwritten.
+        write_queued_lines()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

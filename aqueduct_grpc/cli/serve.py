@@ -32,6 +32,7 @@ from aqueduct_grpc.cli.database_location import DatabaseLocation
 from aqueduct_grpc.cli.http_doors import DoorFailed, HttpDoor, start_http_doors, stop_http_doors
 from aqueduct_grpc.config import GatewayConfig, load_config
 from aqueduct_grpc.server import IMAGE_SERVICE, Core, open_core, serve_metrics, start_grpc_server
+from gateway_http.log_format import write_queued_lines
 from gateway_http.tracing import install_tracing
 
 __all__ = ["run_serve"]
@@ -103,6 +104,7 @@ async def run_serve(args: argparse.Namespace, location: DatabaseLocation) -> Non
             await stop_http_doors(doors)
             if "PROMETHEUS_MULTIPROC_DIR" in door_environ:
                 shutil.rmtree(door_environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+            write_queued_lines()  # while a second stop signal is still handled
 
 
 def _check_port_free(host: str, port: int, door: str) -> None:

@@ -183,3 +183,27 @@ async def test_a_batch_is_written_in_whole_lines_no_write_over_a_pipe_buffer() -
     assert "".join(stream.writes).splitlines() == lines
     assert len(stream.writes) > 1
     assert all(len(write) <= 4096 // 2 and write.endswith("\n") for write in stream.writes)
+
+
+def test_a_loop_closed_before_its_batch_was_written_does_not_hold_later_ones() -> None:
+    handler = LoopBatchedStreamHandler(delay=0.01)
+    stream = Writes()
+    handler.setStream(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def log(text: str) -> None:
+        handler.handle(logging.LogRecord("a", logging.INFO, "", 0, text, (), None))
+
+    async def first() -> None:
+        log("first")  # its loop ends before the batch's timer
+
+    async def second() -> None:
+        log("second")
+        for _ in range(500):
+            if stream.writes:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(first())
+    asyncio.run(second())
+    assert "".join(stream.writes).splitlines() == ["first", "second"]
