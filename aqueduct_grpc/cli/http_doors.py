@@ -67,6 +67,7 @@ class HttpDoor:
         self.url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._output = output
         self._relay = asyncio.create_task(self._relay_output(), name="http-door-output")
+        self._stopping = False
 
     @classmethod
     async def start(
@@ -148,7 +149,14 @@ class HttpDoor:
         return DoorFailed(returncode, listening=True)
 
     def terminate(self) -> None:
-        """Asks it to stop (SIGTERM: it finishes what it is answering, then exits)."""
+        """Asks it to stop (SIGTERM: it finishes what it is answering, then exits).
+
+        Once: a second SIGTERM reaching a door past its own shutdown (its
+        handlers gone) would end it there, with its last log lines unwritten.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
 
