@@ -13,10 +13,11 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
 from gateway_http.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES_IN_FLIGHT, create_app
+from gateway_http.command_line import LOG_LEVELS, Parser, checked, port
 from gateway_http.log_format import LOG_FORMATS, configure_logging, write_queued_lines
 from gateway_http.routes import discover_services
 from gateway_http.server import serve
@@ -34,7 +35,6 @@ DEFAULT_PROTO_PACKAGES: tuple[str, ...] = ("aqueduct",)
 # which port when port 0 was asked for.
 LISTENING_ANNOUNCEMENT = "gateway-http: HTTP door listening on "
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # What a failure to listen looks like (OSError's errno), and so a clear exit.
 _CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
@@ -107,40 +107,6 @@ def _announce(where: str) -> None:
     print(f"{LISTENING_ANNOUNCEMENT}{where}", flush=True)
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default after its help, unless there is none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _checked(
-    convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str
-) -> Callable[[str], Any]:
-    """An argparse type: `convert`, then `accept`, else one line saying what was expected."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
-        return value
-
-    return parse
-
-
 def _grpc_target(text: str) -> str:
     if text.startswith(_TARGET_SCHEMES):
         return text  # gRPC's own naming (unix:/path, dns:host:port, …), checked by gRPC
@@ -151,10 +117,13 @@ def _grpc_target(text: str) -> str:
 
 
 _TARGET_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
-_port = _checked(int, lambda v: 0 <= v <= 65535, "a port (0-65535; 0: one the OS picks)")
-_byte_count = _checked(int, lambda v: v >= 1, "a number of bytes (1 or more)")
-_seconds = _checked(float, lambda v: 0 < v < float("inf"), "a number of seconds (more than 0)")
-_log_level = _checked(str.upper, lambda v: v in _LOG_LEVELS, f"one of {', '.join(_LOG_LEVELS)}")
+_byte_count = checked("byte_count", int, lambda v: v >= 1, "a number of bytes (1 or more)")
+_seconds = checked(
+    "seconds", float, lambda v: 0 < v < float("inf"), "a number of seconds (more than 0)"
+)
+_log_level = checked(
+    "log_level", str.upper, lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"
+)
 
 
 def _cors_entry(text: str) -> tuple[str, tuple[str, ...]]:
@@ -180,17 +149,16 @@ def _static_entry(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gateway-http`."""
-    parser = _Parser(
+    parser = Parser(
         prog="gateway-http",
         description="HTTP/JSON front for gRPC services, routed by their google.api.http options.",
-        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--grpc-target", type=_grpc_target, required=True, help="gRPC core address, host:port"
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address")
     parser.add_argument(
-        "--port", type=_port, default=8080, help="listen port (0: one the OS picks, announced)"
+        "--port", type=port, default=8080, help="listen port (0: one the OS picks, announced)"
     )
     parser.add_argument(
         "--max-body-bytes",
