@@ -2,9 +2,9 @@
 
 Every flag's value is checked when it is parsed, so a mistake is an exit 2
 with one line naming the flag, never a default taken silently (a port of
-99999 became a random one) or a value that breaks later. `gateway-http` and
-`aqueduct-grpc` (whose own types are in `aqueduct_grpc.cli.arguments`) both
-build their parsers from these.
+99999 became a random one) or a value that breaks later. `gateway-http`
+builds its parser from these, and so can a product's own command that runs
+the door beside its core.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def usage_error(prog: str, message: str) -> NoReturn:
     """A command line's mistake, found after parsing: one line (as `Parser.error`), exit 2.
 
     Args:
-        prog: the command as typed ("aqueduct-grpc tokens create").
+        prog: the command as typed ("gateway-http", or a subcommand's full name).
         message: what is wrong, naming the flag.
     """
     print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
