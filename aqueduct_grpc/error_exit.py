@@ -12,10 +12,16 @@ error exit installs a deserializer that turns a `DecodeError` into a marker,
 and its behaviour (outermost, before authentication) raises INVALID_ARGUMENT
 for it. Such refusals are logged as one WARNING at most per interval, with
 the count since the last one: a flood of garbage cannot flood the log.
+
+A call whose caller is still sending (a client-streaming upload) is refused
+only once what it sends has been read, up to a bound (`_drained`): the
+caller's writes into a call that has ended fail, and gRPC then reports that
+failure, INTERNAL, in place of the refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -121,9 +127,29 @@ def _stream(
             async for item in behaviour(check(request), context):
                 yield item
         except Exception as error:
+            if isinstance(request, AsyncIterable):  # the caller may still be sending
+                await _drained(request)
             await _abort(context, error)
 
     return stream
+
+
+# What a refused call's caller may still send, and for how long, before the refusal.
+_MAX_DRAINED_MESSAGES = 1024
+_MAX_DRAIN_SECONDS = 10.0
+
+
+async def _drained(requests: AsyncIterable[Any]) -> None:
+    """Reads (and drops) what the caller still sends, within the bounds above."""
+    try:
+        async with asyncio.timeout(_MAX_DRAIN_SECONDS):
+            count = 0
+            async for _ in requests:
+                count += 1
+                if count >= _MAX_DRAINED_MESSAGES:
+                    return
+    except Exception:  # too slow, or past reading: the refusal goes out all the same
+        return
 
 
 def _tolerant(deserializer: Deserializer) -> Deserializer:

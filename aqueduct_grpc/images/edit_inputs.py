@@ -1,20 +1,26 @@
-"""An edit's input images, checked and decoded before the edit is admitted.
+"""An edit's input images, checked before the edit is admitted.
 
-Images arrive three ways: multipart file parts and gRPC bytes (`image`, with
+Images arrive four ways: multipart file parts streamed in pieces
+(`UploadEditImages`, spooled by `uploaded_files`), gRPC bytes (`image`, with
 `data`), and the JSON form's references (`images`, with `image_url`).
 `data:` URLs are decoded here. http(s) URLs arrive already fetched
 (`image_fetcher`, from the hosts the operator allows only), their bytes in
 `data`, so they are checked exactly as uploads are. Any other URL (`ftp:`, or
 an http(s) URL nothing fetched) is a clear 400, and so is a `file_id`: it
-names OpenAI's Files API, which this gateway has not. Afterwards
-`request.image` holds every input as bytes, so backends see one shape
-whatever the caller sent.
+names OpenAI's Files API, which this gateway has not.
+
+The result is an `Edit`: the request with every input as an `ImageFile`,
+one list in the order sent, so backends see one shape whatever the caller
+sent. Only headers are read to check them: a spooled upload stays on disk.
 """
 
 from __future__ import annotations
 
 import binascii
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO
 
 import pybase64
 from PIL import Image, UnidentifiedImageError
@@ -23,25 +29,86 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.image_formats import sniff_image_type
 
-__all__ = ["MAX_INPUT_IMAGES", "MAX_INPUT_IMAGE_BYTES", "decode_inputs"]
+__all__ = [
+    "MAX_INPUT_IMAGES",
+    "MAX_INPUT_IMAGE_BYTES",
+    "Edit",
+    "ImageFile",
+    "decode_inputs",
+    "too_large",
+]
 
 MAX_INPUT_IMAGES = 16
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024  # OpenAI's limit for GPT image models
 MAX_INPUT_PIXELS = 8192 * 8192
 _FORMATS = ("png", "jpeg", "webp")
 _DATA_URL = "data:"
+_MAGIC_BYTES = 16  # enough for every format's magic number (`sniff_image_type`)
 
 
-def decode_inputs(request: images_pb2.EditImagesRequest) -> tuple[int, int]:
-    """Checks and decodes the request's images in place; returns the first image's size.
+@dataclass(frozen=True)
+class ImageFile:
+    """One checked input image: its bytes, in memory or spooled to disk, and their type.
+
+    Attributes:
+        file: The bytes, read from the start by `opened()` and `read()`.
+        size: Their length.
+        content_type: What the bytes are (`image/png`), whatever the client said.
+    """
+
+    file: IO[bytes]
+    size: int
+    content_type: str
+
+    def opened(self) -> IO[bytes]:
+        """The file, at its start (for one reader at a time)."""
+        self.file.seek(0)
+        return self.file
+
+    def read(self) -> bytes:
+        """The whole image, in memory."""
+        return self.opened().read()
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An edit as backends take it: the request, and its inputs checked.
+
+    Attributes:
+        request: The request; backends read its parameters, not its images.
+        images: The images to edit, in the order sent (uploads, then references).
+        mask: Transparent where the first image is edited; None without one.
+        markup: The markup overlay; None without one.
+        size: The first image's width and height.
+    """
+
+    request: images_pb2.EditImagesRequest
+    images: tuple[ImageFile, ...]
+    mask: ImageFile | None
+    markup: ImageFile | None
+    size: tuple[int, int]
+
+
+# A streamed upload's file by its field and index ("image", 0), as spooled.
+Uploads = Mapping[tuple[str, int], tuple[IO[bytes], int]]
+
+
+def decode_inputs(request: images_pb2.EditImagesRequest, uploads: Uploads | None = None) -> Edit:
+    """Checks the request's images (decoding data: URLs); returns the edit backends take.
 
     Raises INVALID_ARGUMENT naming the field: no image or more than 16, an
     input that is not a PNG, JPEG or WebP image or is too large, a reference
     the gateway cannot follow, or a mask that is not a PNG of the first
-    image's size.
+    image's size; or an uploaded file that no entry of the request is for.
+
+    Args:
+        request: The request.
+        uploads: The files streamed for its entries (`UploadEditImages`), by
+            field and index; their entries' `data` is empty.
     """
-    inputs = [(image, f"image[{i}]") for i, image in enumerate(request.image)]
-    inputs += [(image, f"images[{i}]") for i, image in enumerate(request.images)]
+    uploads = uploads or {}
+    inputs = [(image, "image", i) for i, image in enumerate(request.image)]
+    inputs += [(image, "images", i) for i, image in enumerate(request.images)]
     field = "image" if request.image else "images"
     if not inputs:
         raise _invalid(
@@ -53,26 +120,46 @@ def decode_inputs(request: images_pb2.EditImagesRequest) -> tuple[int, int]:
             field,
             "array_above_max_length",
         )
-    sizes = [_decode(image, param) for image, param in inputs]
-    if request.images:
-        # References now hold their bytes: one list, in the order sent. Uploads
-        # stay where they are: copying megabytes per image is what to avoid.
-        request.image.extend(request.images)
-        del request.images[:]
     if request.HasField("mask") and request.HasField("markup"):
         raise _invalid(
             "Invalid 'markup': send a mask or a markup, not both.", "markup", "invalid_value"
         )
+    entries = {(name, i) for _, name, i in inputs}
+    entries.update((name, 0) for name in ("mask", "markup") if request.HasField(name))
+    for name, index in uploads:
+        if (name, index) not in entries:
+            raise _invalid(
+                f"Invalid '{name}': a file was sent for {name}[{index}], which the request "
+                "does not have.",
+                name,
+                "invalid_value",
+            )
+    images = [_decode(image, f"{name}[{i}]", uploads.get((name, i))) for image, name, i in inputs]
+    sizes = [size for _, size in images]
+    overlays: dict[str, ImageFile] = {}
     for name in ("mask", "markup"):
         # Both are transparent PNGs over the first image: its size, with alpha.
         if request.HasField(name):
-            _check_overlay(getattr(request, name), name, sizes[0])
-    return sizes[0]
+            overlays[name] = _check_overlay(
+                getattr(request, name), name, uploads.get((name, 0)), sizes[0]
+            )
+    return Edit(
+        request=request,
+        images=tuple(file for file, _ in images),
+        mask=overlays.get("mask"),
+        markup=overlays.get("markup"),
+        size=sizes[0],
+    )
 
 
-def _check_overlay(image: images_pb2.InputImage, param: str, size: tuple[int, int]) -> None:
-    own = _decode(image, param)
-    if image.content_type != "image/png":
+def _check_overlay(
+    image: images_pb2.InputImage,
+    param: str,
+    upload: tuple[IO[bytes], int] | None,
+    size: tuple[int, int],
+) -> ImageFile:
+    file, own = _decode(image, param, upload)
+    if file.content_type != "image/png":
         raise _invalid(f"Invalid '{param}': it must be a PNG image.", param, "invalid_value")
     if own != size:
         raise _invalid(
@@ -81,7 +168,7 @@ def _check_overlay(image: images_pb2.InputImage, param: str, size: tuple[int, in
             param,
             "invalid_value",
         )
-    with Image.open(io.BytesIO(image.data)) as picture:
+    with Image.open(file.opened()) as picture:
         has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
     if not has_alpha:
         # Without transparency it marks nothing: the edit would silently do nothing.
@@ -90,12 +177,15 @@ def _check_overlay(image: images_pb2.InputImage, param: str, size: tuple[int, in
             param,
             "invalid_value",
         )
+    return file
 
 
-def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
-    """Checks the image in place (a data: URL decoded into `data`), sets its content type.
+def _decode(
+    image: images_pb2.InputImage, param: str, upload: tuple[IO[bytes], int] | None
+) -> tuple[ImageFile, tuple[int, int]]:
+    """Checks one input: its bytes (uploaded, in `data`, or a data: URL's) and its header.
 
-    Returns its width and height.
+    Returns it as a file, with its width and height.
     """
     if image.HasField("file_id"):
         raise _invalid(
@@ -104,6 +194,14 @@ def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
             param,
             "invalid_value",
         )
+    if upload is not None:
+        if image.data or image.HasField("image_url"):
+            raise _invalid(
+                f"Invalid '{param}': its file was uploaded; send no data or image_url with it.",
+                param,
+                "invalid_value",
+            )
+        return _checked(upload[0], upload[1], param)
     if image.HasField("image_url"):
         if image.data:
             raise _invalid(
@@ -111,28 +209,40 @@ def _decode(image: images_pb2.InputImage, param: str) -> tuple[int, int]:
                 param,
                 "invalid_value",
             )
-        image.data = _from_url(image.image_url, param)
-        image.ClearField("image_url")
-    data = image.data
-    if not data:
+        data = _from_url(image.image_url, param)
+    else:
+        data = image.data  # the one copy out of the message
+    return _checked(io.BytesIO(data), len(data), param)
+
+
+def _checked(file: IO[bytes], size: int, param: str) -> tuple[ImageFile, tuple[int, int]]:
+    """The image in `file` (`size` bytes) checked: its length, format and header."""
+    if not size:
         raise _invalid(f"Invalid '{param}': the image is empty.", param, "invalid_value")
-    if len(data) > MAX_INPUT_IMAGE_BYTES:
-        raise _invalid(
-            f"Invalid '{param}': the image is {len(data)} bytes; at most "
-            f"{MAX_INPUT_IMAGE_BYTES} are accepted.",
-            param,
-            "file_too_large",
-        )
+    if size > MAX_INPUT_IMAGE_BYTES:
+        raise too_large(param, size)
+    file.seek(0)
     try:
-        kind = sniff_image_type(data)
+        kind = sniff_image_type(file.read(_MAGIC_BYTES))
     except ValueError:
         kind = ""
     if kind not in _FORMATS:
         raise _invalid(
             f"Invalid '{param}': not a PNG, JPEG or WebP image.", param, "invalid_image_format"
         )
-    image.content_type = f"image/{kind}"  # what the bytes are, whatever the client said
-    return _size(data, param)  # its header must read, or no backend can use it
+    checked = ImageFile(file, size, f"image/{kind}")
+    return checked, _size(checked, param)  # its header must read, or no backend can use it
+
+
+def too_large(param: str, size: int, *, at_least: bool = False) -> GatewayError:
+    """The error for an input image of `size` bytes (`at_least`: or more), over the limit."""
+    more = " or more" if at_least else ""
+    return _invalid(
+        f"Invalid '{param}': the image is {size} bytes{more}; at most "
+        f"{MAX_INPUT_IMAGE_BYTES} are accepted.",
+        param,
+        "file_too_large",
+    )
 
 
 def _from_url(url: str, param: str) -> bytes:
@@ -164,10 +274,10 @@ def _from_url(url: str, param: str) -> bytes:
         ) from None
 
 
-def _size(data: bytes, param: str) -> tuple[int, int]:
+def _size(image: ImageFile, param: str) -> tuple[int, int]:
     """Width and height from the image's header (Pillow reads no pixels for it)."""
     try:
-        with Image.open(io.BytesIO(data)) as picture:
+        with Image.open(image.opened()) as picture:
             width, height = picture.size
     except Image.DecompressionBombError:
         raise _invalid(

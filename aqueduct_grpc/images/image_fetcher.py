@@ -200,8 +200,13 @@ class ImageFetcher:
         """Whether the request names an http(s) image for `fetch_inputs` to fetch."""
         return any(_fetchable(image) for image, _ in _inputs(request))
 
-    async def fetch_inputs(self, request: images_pb2.EditImagesRequest) -> None:
+    async def fetch_inputs(
+        self, request: images_pb2.EditImagesRequest, uploaded_bytes: int = 0
+    ) -> None:
         """Fetches every http(s) `image_url` of the request concurrently, into its `data`.
+
+        `uploaded_bytes` are the request's files sent apart from it
+        (`UploadEditImages`), which count as its own bytes do.
 
         Other references (data: URLs, file ids, an image with both bytes and
         a URL) are left to `decode_inputs`, and so is a request with more
@@ -215,7 +220,7 @@ class ImageFetcher:
             return
         # The message's own bytes (uploads, data: URLs) count: together they
         # stay within what one upload could carry.
-        budget = _ByteBudget(self._max_total_bytes - request.ByteSize())
+        budget = _ByteBudget(self._max_total_bytes - request.ByteSize() - uploaded_bytes)
         try:
             async with self._fetching, asyncio.TaskGroup() as group:
                 tasks = [

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,9 +31,10 @@ from aqueduct_grpc.auth.tokens import Token
 from aqueduct_grpc.config import ModelConfig
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
 from aqueduct_grpc.images.catalog import ModelCatalog
-from aqueduct_grpc.images.edit_inputs import decode_inputs
+from aqueduct_grpc.images.edit_inputs import Edit, Uploads, decode_inputs
 from aqueduct_grpc.images.image_fetcher import ImageFetcher
 from aqueduct_grpc.images.links import ImageLinks
+from aqueduct_grpc.images.uploaded_files import UploadedFiles, receive_upload
 from aqueduct_grpc.images.validation import storable, validate
 from aqueduct_grpc.observability.calls import current_call
 from aqueduct_grpc.observability.tracing import step
@@ -113,22 +114,61 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         ):
             yield event
 
+    async def UploadEditImages(
+        self,
+        request_iterator: AsyncIterable[images_pb2.UploadEditImagesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[images_pb2.UploadEditImagesResponse]:
+        """Edits images sent in pieces: one answer, or (`stream`) the edit's events.
+
+        The files are spooled as they arrive (`uploaded_files`) and deleted
+        when the call ends.
+        """
+        with UploadedFiles() as files:
+            request = await self._received(request_iterator, files)
+            if request.stream:
+                async for event in self._streamed(
+                    request, context, self._dispatcher.stream_edit, EDIT_COMPLETED, files.files
+                ):
+                    yield images_pb2.UploadEditImagesResponse(event=event)
+            else:
+                response = await self._answer(request, context, self._dispatcher.edit, files.files)
+                yield images_pb2.UploadEditImagesResponse(response=response)
+
+    async def _received(
+        self,
+        messages: AsyncIterable[images_pb2.UploadEditImagesRequest],
+        files: UploadedFiles,
+    ) -> images_pb2.EditImagesRequest:
+        """An upload's request, its files in `files`; a refusal as they arrive is accounted."""
+        try:
+            return await receive_upload(messages, files)
+        except GatewayError:
+            # Refused before its parameters arrived: a row without them.
+            async with self._accounted(_usage_row(current_token(), images_pb2.EditImagesRequest())):
+                raise
+
     async def _answer(
-        self, request: Any, context: grpc.aio.ServicerContext, call: Callable[..., Awaitable[Any]]
+        self,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        call: Callable[..., Awaitable[Any]],
+        uploads: Uploads | None = None,
     ) -> Any:
         """A generation or an edit: resolve, validate, admit, `call` the upstream, account."""
         token = current_token()
         row = _usage_row(token, request)
         async with self._accounted(row):
             model = await self._resolved(request, token, row, streaming=False)
+            edit = self._checked(request, uploads)
             base_url = None
             if request.response_format == "url":
                 # Known before the upstream is paid for: a caller whose URL
                 # cannot be built gets its error at once.
                 base_url = self._links.base_url(context.invocation_metadata())
             await self._admitted(token, model, row)
-            await self._fetched(request)
-            response = await call(model, request, _deadline(context))
+            subject = await self._fetched(request, edit, uploads)
+            response = await call(model, subject, _deadline(context))
             _account(row, response)
             if base_url is not None:
                 with step("image_store"):
@@ -149,6 +189,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         context: grpc.aio.ServicerContext,
         stream: Callable[..., AsyncIterator[Any]],
         completed_type: str,
+        uploads: Uploads | None = None,
     ) -> AsyncIterator[Any]:
         """A streamed generation or edit: its events, the last once its row is durable."""
         token = current_token()
@@ -159,10 +200,11 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         try:
             async with self._accounted(row):
                 model = await self._resolved(inner, token, row, streaming=True)
+                edit = self._checked(inner, uploads)
                 await self._admitted(token, model, row)
-                await self._fetched(inner)
+                subject = await self._fetched(inner, edit, uploads)
                 expected, completed = row.n or 1, 0
-                async for event in stream(model, inner, _deadline(context)):
+                async for event in stream(model, subject, _deadline(context)):
                     if last is not None:
                         yield last  # the upstream sent more than it was asked for
                         last = None
@@ -193,30 +235,35 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         *,
         streaming: bool,
     ) -> ModelConfig:
-        """The model the request names, once the request is known to be valid for it.
-
-        An edit's uploaded images are checked here, before admission: a
-        request refused for them costs its caller no limit. One that names
-        image URLs has them fetched and checked once admitted (`_fetched`).
-        """
+        """The model the request names, once the request is known to be valid for it."""
         model = self._catalog.resolve(row.requested_model, token)
         row.model = model.name
         validate(request, model, streaming=streaming)
-        if isinstance(request, images_pb2.EditImagesRequest) and not self._fetcher.wants(request):
-            decode_inputs(request)  # and the images are bytes from here on
         return model
 
-    async def _fetched(
-        self, request: images_pb2.GenerateImagesRequest | images_pb2.EditImagesRequest
-    ) -> None:
-        """An admitted edit's image URLs fetched, and its images decoded.
+    def _checked(self, request: Any, uploads: Uploads | None) -> Edit | None:
+        """An edit with its images checked, before admission; None for anything else.
 
-        After admission: the caller's limits bound what it can make the gateway fetch.
+        A request refused for its images costs its caller no limit. One that
+        names image URLs is None here too: they are fetched and checked once
+        admitted (`_fetched`).
         """
-        if isinstance(request, images_pb2.EditImagesRequest) and self._fetcher.wants(request):
-            with step("fetch_images"):
-                await self._fetcher.fetch_inputs(request)
-            decode_inputs(request)
+        if isinstance(request, images_pb2.EditImagesRequest) and not self._fetcher.wants(request):
+            return decode_inputs(request, uploads)
+        return None
+
+    async def _fetched(self, request: Any, edit: Edit | None, uploads: Uploads | None) -> Any:
+        """What the dispatcher takes: a generation's request, or the checked `Edit`.
+
+        An edit's image URLs are fetched here, after admission: the caller's
+        limits bound what it can make the gateway fetch.
+        """
+        if edit is not None or not isinstance(request, images_pb2.EditImagesRequest):
+            return edit or request
+        uploaded = sum(size for _, size in (uploads or {}).values())
+        with step("fetch_images"):
+            await self._fetcher.fetch_inputs(request, uploaded)
+        return decode_inputs(request, uploads)
 
     async def _admitted(self, token: Token, model: ModelConfig, row: UsageRecord) -> None:
         """Admits a resolved, valid request within its limits and budgets."""

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageOps
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import invalid_argument, quoted
+from aqueduct_grpc.images.edit_inputs import Edit
 from aqueduct_grpc.upstreams.openai.wire import EDIT_EVENTS, GENERATION_EVENTS, StreamEvents
 
 __all__ = ["SIZES", "BuiltinImageBackend"]
@@ -129,24 +130,22 @@ class BuiltinImageBackend:
             yield event
 
     async def stream_edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+        self, edit: Edit, deployment: Deployment
     ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
         """An edit's images as a stream: coarse renders of each edited image, then the image."""
-        job, source = await _edit_inputs(request)
+        job, source = await _edit_inputs(edit)
         async for event in _streamed(
-            job, request, functools.partial(source.edit, job), EDIT_EVENTS
+            job, edit.request, functools.partial(source.edit, job), EDIT_EVENTS
         ):
             yield event
 
-    async def edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
-    ) -> images_pb2.EditImagesResponse:
+    async def edit(self, edit: Edit, deployment: Deployment) -> images_pb2.EditImagesResponse:
         """Renders the prompt into the first image's masked area, `n` times.
 
         The caller has checked the inputs: 1 to 16 images that Pillow opens,
         and a mask (when set) with an alpha channel, of the first image's size.
         """
-        job, source = await _edit_inputs(request)
+        job, source = await _edit_inputs(edit)
         edits = [asyncio.to_thread(source.edit, job, index) for index in range(job.n)]
         images = await asyncio.gather(*edits)
         response = images_pb2.EditImagesResponse(created=int(time.time()), **job.echoed())
@@ -184,18 +183,16 @@ async def _streamed(
         )
 
 
-async def _edit_inputs(request: images_pb2.EditImagesRequest) -> tuple[_Job, _EditSource]:
+async def _edit_inputs(edit: Edit) -> tuple[_Job, _EditSource]:
     """The edit's settings and its decoded inputs.
 
     The caller has checked the inputs: 1 to 16 images that Pillow opens,
     and a mask (when set) with an alpha channel, of the first image's size.
     """
-    # Only the header is read here: the size "auto" means is the input's.
-    with Image.open(io.BytesIO(request.image[0].data)) as first:
-        own_size = first.size
-    job = _job(request, auto_size=_nearest_size(own_size))
+    # The size "auto" means is the input's.
+    job = _job(edit.request, auto_size=_nearest_size(edit.size))
     try:
-        source = await asyncio.to_thread(_EditSource.load, request, job)
+        source = await asyncio.to_thread(_EditSource.load, edit, job)
     except Exception:
         # A header that reads over pixels that do not (a truncated file).
         raise invalid_argument(
@@ -215,21 +212,21 @@ class _EditSource:
     keeps_alpha: bool
 
     @classmethod
-    def load(cls, request: images_pb2.EditImagesRequest, job: _Job) -> _EditSource:
-        with Image.open(io.BytesIO(request.image[0].data)) as first:
+    def load(cls, edit: Edit, job: _Job) -> _EditSource:
+        with Image.open(io.BytesIO(edit.images[0].read())) as first:
             keeps_alpha = first.mode in ("RGBA", "LA", "PA") or "transparency" in first.info
             base = first.convert("RGBA").resize(job.size, Image.Resampling.BICUBIC)
         edit_area = None
-        if request.HasField("mask"):
-            with Image.open(io.BytesIO(request.mask.data)) as mask:
+        if edit.mask is not None:
+            with Image.open(io.BytesIO(edit.mask.read())) as mask:
                 alpha = mask.convert("RGBA").getchannel("A")
             # NEAREST keeps the edge crisp: a pixel is edited or it is not.
             alpha = alpha.resize(job.size, Image.Resampling.NEAREST)
             edit_area = alpha.point([255] + [0] * 255)
         side = max(1, min(job.size) // _THUMBNAIL_FRACTION)
         thumbnails = []
-        for reference in request.image[1:]:
-            with Image.open(io.BytesIO(reference.data)) as picture:
+        for reference in edit.images[1:]:
+            with Image.open(io.BytesIO(reference.read())) as picture:
                 # draft() lets JPEG decode at a fraction of its size: thumbnails stay cheap.
                 picture.draft("RGB", (side, side))
                 small = picture.convert("RGBA")

@@ -26,6 +26,7 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment, ModelConfig
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.image_formats import sniff_image_type
+from aqueduct_grpc.images.edit_inputs import Edit
 from aqueduct_grpc.upstreams.openai.wire import EDIT_EVENTS, GENERATION_EVENTS, StreamEvents
 
 __all__ = ["Dispatcher", "ImageBackend"]
@@ -63,16 +64,14 @@ class ImageBackend(Protocol):
         """The events for `request` from `deployment`, as they come."""
         ...
 
-    async def edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
-    ) -> images_pb2.EditImagesResponse:
-        """The edited images for `request` (its images decoded) from `deployment`."""
+    async def edit(self, edit: Edit, deployment: Deployment) -> images_pb2.EditImagesResponse:
+        """The edited images for `edit` (its images checked) from `deployment`."""
         ...
 
     def stream_edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+        self, edit: Edit, deployment: Deployment
     ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
-        """The events of the edit `request` from `deployment`, as they come."""
+        """The events of `edit` from `deployment`, as they come."""
         ...
 
 
@@ -108,12 +107,12 @@ class Dispatcher:
     async def edit(
         self,
         model: ModelConfig,
-        request: images_pb2.EditImagesRequest,
+        edit: Edit,
         deadline: float | None,
     ) -> images_pb2.EditImagesResponse:
-        """Edits with `model`; arguments as for `generate` (the images already decoded)."""
+        """Edits with `model`; arguments as for `generate` (the images already checked)."""
         return await self._unary(
-            model, deadline, lambda backend, deployment: backend.edit(request, deployment)
+            model, deadline, lambda backend, deployment: backend.edit(edit, deployment)
         )
 
     async def _unary(
@@ -158,7 +157,7 @@ class Dispatcher:
     def stream_edit(
         self,
         model: ModelConfig,
-        request: images_pb2.EditImagesRequest,
+        edit: Edit,
         deadline: float | None,
     ) -> AsyncIterator[images_pb2.StreamEditImagesResponse]:
         """Streams an edit from `model`; arguments as for `edit`."""
@@ -166,8 +165,8 @@ class Dispatcher:
             model,
             deadline,
             EDIT_EVENTS,
-            unary=lambda: self.edit(model, request, deadline),
-            opened=lambda backend, deployment: backend.stream_edit(request, deployment),
+            unary=lambda: self.edit(model, edit, deadline),
+            opened=lambda backend, deployment: backend.stream_edit(edit, deployment),
         )
 
     async def _streamed(

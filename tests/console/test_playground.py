@@ -17,6 +17,7 @@ from playwright.async_api import expect
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.accounting.policy import Limits
+from aqueduct_grpc.images.edit_inputs import Edit
 from aqueduct_grpc.server import Core
 from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
 from tests.accounting import token_with
@@ -173,14 +174,15 @@ def png(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
 async def test_an_edit_sends_the_mask_painted_over_the_first_image(
     open_console: OpenConsole, secret: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    received: list[images_pb2.EditImagesRequest] = []
+    # The request and its mask's bytes, as the backend got them (the files go with the call).
+    received: list[tuple[images_pb2.EditImagesRequest, bytes | None]] = []
     demo_edit = BuiltinImageBackend.edit
 
     async def recording_edit(
-        backend: BuiltinImageBackend, request: images_pb2.EditImagesRequest, deployment: Any
+        backend: BuiltinImageBackend, edit: Edit, deployment: Any
     ) -> images_pb2.EditImagesResponse:
-        received.append(request)
-        return await demo_edit(backend, request, deployment)
+        received.append((edit.request, None if edit.mask is None else edit.mask.read()))
+        return await demo_edit(backend, edit, deployment)
 
     monkeypatch.setattr(BuiltinImageBackend, "edit", recording_edit)
     (tmp_path / "photo.png").write_bytes(png((320, 240), RED))
@@ -211,10 +213,11 @@ async def test_an_edit_sends_the_mask_painted_over_the_first_image(
     await expect(run).to_have_attribute("data-state", "done")
 
     # What the core received from the page's form, through the door.
-    (request,) = received
+    ((request, mask_bytes),) = received
     assert [image.filename for image in request.image] == ["photo.png", "reference.png"]
     assert (request.model, request.prompt) == ("aqueduct-demo", "a sailing boat")
-    with Image.open(io.BytesIO(request.mask.data)) as mask:
+    assert mask_bytes is not None
+    with Image.open(io.BytesIO(mask_bytes)) as mask:
         assert (mask.format, mask.size) == ("PNG", (320, 240))
         alpha = mask.convert("RGBA").getchannel("A")
         assert alpha.getpixel((160, 120)) == 0  # painted: to edit

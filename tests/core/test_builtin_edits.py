@@ -12,6 +12,7 @@ from PIL import Image, ImageChops, ImageStat
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.images.edit_inputs import decode_inputs
 from aqueduct_grpc.upstreams.builtin import BuiltinImageBackend
 
 DEMO = Deployment(provider="builtin", upstream_model="demo")
@@ -53,7 +54,7 @@ def request(
 
 
 async def edit(edit_request: images_pb2.EditImagesRequest) -> list[Image.Image]:
-    response = await BuiltinImageBackend().edit(edit_request, DEMO)
+    response = await BuiltinImageBackend().edit(decode_inputs(edit_request), DEMO)
     pictures = [Image.open(io.BytesIO(image.b64_json)) for image in response.data]
     for picture in pictures:
         picture.load()
@@ -158,7 +159,10 @@ async def test_jpeg_output_keeps_the_unmasked_area_within_jpeg_tolerance() -> No
 
 async def test_response_echoes_the_settings() -> None:
     response = await BuiltinImageBackend().edit(
-        request(noise(), quality="hd", background="transparent", output_format="webp"), DEMO
+        decode_inputs(
+            request(noise(), quality="hd", background="transparent", output_format="webp")
+        ),
+        DEMO,
     )
     assert (response.background, response.output_format, response.quality) == (
         "transparent",
@@ -169,9 +173,11 @@ async def test_response_echoes_the_settings() -> None:
     assert not response.HasField("size")
     picture = Image.open(io.BytesIO(response.data[0].b64_json))
     assert picture.mode == "RGBA"
-    plain = await BuiltinImageBackend().edit(request(noise()), DEMO)
+    plain = await BuiltinImageBackend().edit(decode_inputs(request(noise())), DEMO)
     assert (plain.background, plain.output_format, plain.quality) == ("opaque", "png", "medium")
-    large = await BuiltinImageBackend().edit(request(noise(), size="1536x1024"), DEMO)
+    large = await BuiltinImageBackend().edit(
+        decode_inputs(request(noise(), size="1536x1024")), DEMO
+    )
     assert large.size == "1536x1024"
 
 
@@ -198,7 +204,7 @@ async def test_bad_settings_are_invalid_arguments_naming_the_field(
     fields: dict[str, object], param: str
 ) -> None:
     with pytest.raises(GatewayError) as caught:
-        await BuiltinImageBackend().edit(request(noise(), **fields), DEMO)
+        await BuiltinImageBackend().edit(decode_inputs(request(noise(), **fields)), DEMO)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.param == param
 
@@ -211,7 +217,7 @@ async def test_a_truncated_image_is_a_400_not_a_crash() -> None:
     )
     with pytest.raises(GatewayError) as caught:
         await BuiltinImageBackend().edit(
-            request, Deployment(provider="builtin", upstream_model="demo")
+            decode_inputs(request), Deployment(provider="builtin", upstream_model="demo")
         )
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.param == "image"
 
@@ -225,7 +231,7 @@ async def test_a_huge_claimed_size_is_answered_at_a_gpt_image_size() -> None:
         prompt="x", image=[images_pb2.InputImage(data=buffer.getvalue())]
     )
     response = await BuiltinImageBackend().edit(
-        request, Deployment(provider="builtin", upstream_model="demo")
+        decode_inputs(request), Deployment(provider="builtin", upstream_model="demo")
     )
     assert response.size == "1536x1024"
     assert Image.open(io.BytesIO(response.data[0].b64_json)).size == (1536, 1024)
@@ -241,6 +247,6 @@ async def test_a_corrupt_image_is_a_400_whatever_pillow_raises() -> None:
     )
     with pytest.raises(GatewayError) as caught:
         await BuiltinImageBackend().edit(
-            request, Deployment(provider="builtin", upstream_model="demo")
+            decode_inputs(request), Deployment(provider="builtin", upstream_model="demo")
         )
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -28,7 +28,7 @@ def jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def test_uploads_and_data_urls_become_one_list_of_bytes() -> None:
+def test_uploads_and_data_urls_become_one_list_of_files() -> None:
     first, second = png(), jpeg()
     request = images_pb2.EditImagesRequest(
         image=[images_pb2.InputImage(data=first, filename="a.png")],
@@ -39,10 +39,13 @@ def test_uploads_and_data_urls_become_one_list_of_bytes() -> None:
         ],
         mask=images_pb2.InputImage(data=png(mode="RGBA")),
     )
-    assert decode_inputs(request) == (32, 32)
-    assert [i.data for i in request.image] == [first, second]
-    assert [i.content_type for i in request.image] == ["image/png", "image/jpeg"]
-    assert request.image[0].filename == "a.png" and not request.images
+    edit = decode_inputs(request)
+    assert edit.size == (32, 32) and edit.request is request
+    assert [i.read() for i in edit.images] == [first, second]
+    assert [i.content_type for i in edit.images] == ["image/png", "image/jpeg"]
+    assert [i.size for i in edit.images] == [len(first), len(second)]
+    assert edit.mask is not None and edit.mask.content_type == "image/png"
+    assert edit.markup is None
 
 
 def refusal(request: images_pb2.EditImagesRequest) -> GatewayError:
@@ -136,5 +139,6 @@ def test_data_urls_in_every_common_spelling(prefix: str, spelling: str) -> None:
     elif spelling == "url-safe":
         text = base64.urlsafe_b64encode(data).decode()
     request = images_pb2.EditImagesRequest(images=[images_pb2.InputImage(image_url=prefix + text)])
-    assert decode_inputs(request) == (40, 40)
-    assert request.image[0].data == data
+    edit = decode_inputs(request)
+    assert edit.size == (40, 40)
+    assert edit.images[0].read() == data

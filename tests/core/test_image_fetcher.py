@@ -223,8 +223,10 @@ async def test_an_allowed_hosts_images_become_bytes_checked_as_uploads(session, 
     await fetcher_for(session, allowing(image_host)).fetch_inputs(request)
     assert request.images[0].data == PNG and not request.images[0].HasField("image_url")
     assert request.mask.data == MASK and not request.mask.HasField("image_url")
-    assert decode_inputs(request) == (32, 32)
-    assert [i.content_type for i in request.image] == ["image/png"]
+    checked = decode_inputs(request)
+    assert checked.size == (32, 32)
+    assert [i.content_type for i in checked.images] == ["image/png"]
+    assert checked.mask is not None and checked.mask.read() == MASK
     for _, headers in image_host.seen:
         assert headers["User-Agent"] == "aqueduct-grpc"
         assert "Authorization" not in headers and "Cookie" not in headers

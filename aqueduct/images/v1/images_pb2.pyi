@@ -254,6 +254,22 @@ class EditImagesResponse(_message.Message):
     svg_usage: SvgUsage
     def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., background: _Optional[str] = ..., output_format: _Optional[str] = ..., quality: _Optional[str] = ..., size: _Optional[str] = ..., usage: _Optional[_Union[ImageUsage, _Mapping]] = ..., safety_identifier: _Optional[str] = ..., svg_usage: _Optional[_Union[SvgUsage, _Mapping]] = ...) -> None: ...
 
+class UploadEditImagesRequest(_message.Message):
+    __slots__ = ("chunk", "request")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    chunk: _annotations_pb2.UploadChunk
+    request: EditImagesRequest
+    def __init__(self, chunk: _Optional[_Union[_annotations_pb2.UploadChunk, _Mapping]] = ..., request: _Optional[_Union[EditImagesRequest, _Mapping]] = ...) -> None: ...
+
+class UploadEditImagesResponse(_message.Message):
+    __slots__ = ("response", "event")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    response: EditImagesResponse
+    event: StreamEditImagesResponse
+    def __init__(self, response: _Optional[_Union[EditImagesResponse, _Mapping]] = ..., event: _Optional[_Union[StreamEditImagesResponse, _Mapping]] = ...) -> None: ...
+
 class StreamEditImagesRequest(_message.Message):
     __slots__ = ("request",)
     REQUEST_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class ImageServiceStub:
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.SerializeToString,
                 response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.FromString,
                 _registered_method=True)
+        self.UploadEditImages = channel.stream_stream(
+                '/aqueduct.images.v1.ImageService/UploadEditImages',
+                request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesRequest.SerializeToString,
+                response_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesResponse.FromString,
+                _registered_method=True)
         self.StreamEditImages = channel.unary_stream(
                 '/aqueduct.images.v1.ImageService/StreamEditImages',
                 request_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.StreamEditImagesRequest.SerializeToString,
@@ -98,6 +103,19 @@ class ImageServiceServicer:
         """Edits or extends images from a prompt: one to 16 input images, and an
         optional mask whose transparent pixels mark where the first image is
         edited (OpenAI `POST /v1/images/edits`, as multipart/form-data or JSON).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadEditImages(self, request_iterator, context):
+        """EditImages with the images sent in pieces, so that neither side holds
+        an upload whole: the HTTP door's multipart forms come this way, and gRPC
+        callers with large images may use it too. Send `chunk` messages with
+        each file's bytes (`field` "image" with its `index`, or "mask" or
+        "markup"), then one `request` with the parameters and an entry (filename
+        and content type) for each file, `data` left empty. The answer is one
+        `response` or, when the request sets `stream`, StreamEditImages' events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +170,11 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.EditImages,
                     request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.FromString,
                     response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.SerializeToString,
+            ),
+            'UploadEditImages': grpc.stream_stream_rpc_method_handler(
+                    servicer.UploadEditImages,
+                    request_deserializer=aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesRequest.FromString,
+                    response_serializer=aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesResponse.SerializeToString,
             ),
             'StreamEditImages': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEditImages,
@@ -257,6 +280,33 @@ class ImageService:
             '/aqueduct.images.v1.ImageService/EditImages',
             aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesRequest.SerializeToString,
             aqueduct_dot_images_dot_v1_dot_images__pb2.EditImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadEditImages(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aqueduct.images.v1.ImageService/UploadEditImages',
+            aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesRequest.SerializeToString,
+            aqueduct_dot_images_dot_v1_dot_images__pb2.UploadEditImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from opentelemetry.trace import Span, SpanKind
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.config import Deployment
 from aqueduct_grpc.image_formats import sniff_image_type
+from aqueduct_grpc.images.edit_inputs import Edit
 from aqueduct_grpc.observability.calls import current_call, current_request_id
 from aqueduct_grpc.observability.tracing import step, upstream_headers
 from aqueduct_grpc.upstreams.openai import status_mapping as failed
@@ -82,17 +83,15 @@ class OpenAIBackend:
             url, payload, headers, deployment, images_pb2.GenerateImagesResponse
         )
 
-    async def edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
-    ) -> images_pb2.EditImagesResponse:
+    async def edit(self, edit: Edit, deployment: Deployment) -> images_pb2.EditImagesResponse:
         """Sends the edit upstream as multipart/form-data, as OpenAI's SDK does.
 
-        The request's images are already decoded bytes (`image`); the answer
-        is read as a generation's is, and has the same fields.
+        The images are read from their files as they are sent; the answer is
+        read as a generation's is, and has the same fields.
         """
         url, headers = _endpoint(deployment, "edits")
         del headers["Content-Type"]  # aiohttp writes the multipart boundary
-        form = edit_form(request, deployment.upstream_model)
+        form = edit_form(edit, deployment.upstream_model)
         return await self._images(url, form, headers, deployment, images_pb2.EditImagesResponse)
 
     async def _images(
@@ -139,12 +138,12 @@ class OpenAIBackend:
         return self._events(url, json.dumps(body).encode(), headers, deployment, GENERATION_EVENTS)
 
     def stream_edit(
-        self, request: images_pb2.EditImagesRequest, deployment: Deployment
+        self, edit: Edit, deployment: Deployment
     ) -> AsyncGenerator[images_pb2.StreamEditImagesResponse, None]:
         """Sends the edit (with `stream=true`) upstream and yields its events as they come."""
         url, headers = _endpoint(deployment, "edits")
         del headers["Content-Type"]  # aiohttp writes the multipart boundary
-        form = edit_form(request, deployment.upstream_model, streaming=True)
+        form = edit_form(edit, deployment.upstream_model, streaming=True)
         return self._events(url, form, headers, deployment, EDIT_EVENTS)
 
     async def _events(

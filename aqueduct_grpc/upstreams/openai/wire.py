@@ -9,7 +9,6 @@ The event type names are OpenAI's, which the contract adopts as they are.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -18,9 +17,12 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 import pybase64
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from google.protobuf import json_format
 
 from aqueduct.images.v1 import images_pb2
+from aqueduct_grpc.images.edit_inputs import Edit, ImageFile
 
 __all__ = [
     "COMPLETED",
@@ -36,6 +38,9 @@ __all__ = [
     "response_from_json",
     "stream_event_from_json",
 ]
+
+# The bytes of an input image written to the upstream at a time (`_ImagePayload`).
+_PIECE_BYTES = 1024 * 1024
 
 # What every upstream text goes through before it is put in a message.
 Scrub = Callable[[str], str]
@@ -131,17 +136,16 @@ _EDIT_FORWARDED = (
 )
 
 
-def edit_form(
-    request: images_pb2.EditImagesRequest, upstream_model: str, *, streaming: bool = False
-) -> aiohttp.FormData:
+def edit_form(edit: Edit, upstream_model: str, *, streaming: bool = False) -> aiohttp.FormData:
     """The multipart form for an OpenAI-compatible `/images/edits`, as OpenAI's SDK sends it.
 
-    Images go as `image[]` file parts (the decoded bytes in `request.image`),
-    the mask as `mask`; nested parameters as `svg[model]`-style names;
+    Images go as `image[]` file parts (the checked inputs of `edit`), the
+    mask as `mask`; nested parameters as `svg[model]`-style names;
     forwarded unknown parameters first, as text, so no declared field can be
     overridden through them. `response_format: "url"` is not forwarded (the
     gateway hosts the images itself).
     """
+    request = edit.request
     form = aiohttp.FormData(quote_fields=False)
     for name, value in json_format.MessageToDict(request.extra_parameters).items():
         for part, text in _bracketed(name, value):
@@ -159,23 +163,57 @@ def edit_form(
         form.add_field("stream", "true")
         if request.HasField("partial_images"):
             form.add_field("partial_images", str(request.partial_images))
-    for index, image in enumerate(request.image):
+    for index, image in enumerate(edit.images):
         _add_file(form, "image[]", image, f"image-{index}")
-    for name in ("mask", "markup"):
-        if request.HasField(name):
-            _add_file(form, name, getattr(request, name), name)
+    for name, overlay in (("mask", edit.mask), ("markup", edit.markup)):
+        if overlay is not None:
+            _add_file(form, name, overlay, name)
     return form
 
 
-def _add_file(form: aiohttp.FormData, name: str, image: images_pb2.InputImage, stem: str) -> None:
-    # The content type is the checked one (edit_inputs): reading `data` again
-    # to sniff it would copy the image once more. A BytesIO (which shares the
-    # bytes) is sent in chunks, each awaited: raw bytes would be written at
-    # once, and what the socket does not take copied into the transport's buffer.
+class _ImagePayload(Payload):
+    """An input image's file as a form part: written in large pieces, its length known.
+
+    aiohttp's file payloads write 64 KiB at a time, yielding to the loop
+    between pieces (and reading each in a worker thread): a loaded gateway
+    then sends a megabyte image in dozens of loop turns. An image file is in
+    memory or in the page cache, so it is read here in mebibyte pieces, each
+    written at once; the writer's drain bounds what waits in the socket. Each
+    attempt (a failover) reads the file from its start again.
+    """
+
+    _autoclose = True  # the file belongs to the call (`UploadedFiles`), not to the form
+
+    def __init__(self, image: ImageFile, **kwargs: Any) -> None:
+        super().__init__(image, **kwargs)
+        self._image = image
+        self._size = image.size
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """The image's bytes as text (aiohttp's interface; never called for a form)."""
+        return self._image.read().decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        """Writes the whole image."""
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        """Writes the image, or its first `content_length` bytes."""
+        file = self._image.opened()
+        left = self._image.size if content_length is None else content_length
+        while left > 0 and (piece := file.read(min(_PIECE_BYTES, left))):
+            left -= len(piece)
+            await writer.write(piece)
+
+
+def _add_file(form: aiohttp.FormData, name: str, image: ImageFile, stem: str) -> None:
+    # The content type is the checked one (edit_inputs), whatever the client said.
     kind = image.content_type.removeprefix("image/")
     form.add_field(
         name,
-        io.BytesIO(image.data),
+        _ImagePayload(image, content_type=image.content_type),
         filename=f"{stem}.{kind}",
         content_type=image.content_type,
     )

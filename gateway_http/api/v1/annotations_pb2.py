@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gateway_http/api/v1/annotations.proto\x12\x13gateway_http.api.v1\x1a google/protobuf/descriptor.proto\"c\n\rStreamingTwin\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x16\n\x0eselector_field\x18\x02 \x01(\t\x12\x15\n\rrequest_field\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_field\x18\x04 \x01(\t\"P\n\x06Upload\x12\x12\n\ndata_field\x18\x01 \x01(\t\x12\x16\n\x0e\x66ilename_field\x18\x02 \x01(\t\x12\x1a\n\x12\x63ontent_type_field\x18\x03 \x01(\t:@\n\x17\x63ollects_unknown_fields\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x08:\\\n\x0estreaming_twin\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\".gateway_http.api.v1.StreamingTwin:N\n\x06upload\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\x0b\x32\x1b.gateway_http.api.v1.UploadB-\n\x17\x63om.gateway_http.api.v1B\x10\x41nnotationsProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gateway_http/api/v1/annotations.proto\x12\x13gateway_http.api.v1\x1a google/protobuf/descriptor.proto\"c\n\rStreamingTwin\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x16\n\x0eselector_field\x18\x02 \x01(\t\x12\x15\n\rrequest_field\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_field\x18\x04 \x01(\t\"\x1c\n\nUploadTwin\x12\x0e\n\x06method\x18\x01 \x01(\t\"I\n\x0bUploadChunk\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62\x65gins\x18\x04 \x01(\x08\"P\n\x06Upload\x12\x12\n\ndata_field\x18\x01 \x01(\t\x12\x16\n\x0e\x66ilename_field\x18\x02 \x01(\t\x12\x1a\n\x12\x63ontent_type_field\x18\x03 \x01(\t:@\n\x17\x63ollects_unknown_fields\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x08:\\\n\x0estreaming_twin\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\".gateway_http.api.v1.StreamingTwin:V\n\x0bupload_twin\x12\x1e.google.protobuf.MethodOptions\x18\xd4\x86\x03 \x01(\x0b\x32\x1f.gateway_http.api.v1.UploadTwin:N\n\x06upload\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\x0b\x32\x1b.gateway_http.api.v1.UploadB-\n\x17\x63om.gateway_http.api.v1B\x10\x41nnotationsProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\027com.gateway_http.api.v1B\020AnnotationsProtoP\001'
   _globals['_STREAMINGTWIN']._serialized_start=96
   _globals['_STREAMINGTWIN']._serialized_end=195
-  _globals['_UPLOAD']._serialized_start=197
-  _globals['_UPLOAD']._serialized_end=277
+  _globals['_UPLOADTWIN']._serialized_start=197
+  _globals['_UPLOADTWIN']._serialized_end=225
+  _globals['_UPLOADCHUNK']._serialized_start=227
+  _globals['_UPLOADCHUNK']._serialized_end=300
+  _globals['_UPLOAD']._serialized_start=302
+  _globals['_UPLOAD']._serialized_end=382
 # @@protoc_insertion_point(module_scope)

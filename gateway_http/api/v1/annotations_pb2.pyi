@@ -8,6 +8,8 @@ COLLECTS_UNKNOWN_FIELDS_FIELD_NUMBER: _ClassVar[int]
 collects_unknown_fields: _descriptor.FieldDescriptor
 STREAMING_TWIN_FIELD_NUMBER: _ClassVar[int]
 streaming_twin: _descriptor.FieldDescriptor
+UPLOAD_TWIN_FIELD_NUMBER: _ClassVar[int]
+upload_twin: _descriptor.FieldDescriptor
 UPLOAD_FIELD_NUMBER: _ClassVar[int]
 upload: _descriptor.FieldDescriptor
 
@@ -22,6 +24,24 @@ class StreamingTwin(_message.Message):
     request_field: str
     event_field: str
     def __init__(self, method: _Optional[str] = ..., selector_field: _Optional[str] = ..., request_field: _Optional[str] = ..., event_field: _Optional[str] = ...) -> None: ...
+
+class UploadTwin(_message.Message):
+    __slots__ = ("method",)
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    def __init__(self, method: _Optional[str] = ...) -> None: ...
+
+class UploadChunk(_message.Message):
+    __slots__ = ("field", "index", "data", "begins")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BEGINS_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    index: int
+    data: bytes
+    begins: bool
+    def __init__(self, field: _Optional[str] = ..., index: _Optional[int] = ..., data: _Optional[bytes] = ..., begins: _Optional[bool] = ...) -> None: ...
 
 class Upload(_message.Message):
     __slots__ = ("data_field", "filename_field", "content_type_field")
