@@ -42,10 +42,10 @@ from opentelemetry.trace import Span
 
 from gateway_http import cors, sse
 from gateway_http.access_log import ERROR_CODE, GRPC_STATUS, ROUTE
-from gateway_http.body_budget import BodyBudget, WaitedTooLong
+from gateway_http.body_budget import SMALL_BODY_BYTES, BodyBudget, WaitedTooLong
 from gateway_http.cors import ALLOWED_ORIGINS, CorsPolicy
 from gateway_http.dialect import OPENAI, Dialect
-from gateway_http.endpoints import Endpoint, build_endpoint
+from gateway_http.endpoints import Endpoint, UploadTwinEndpoint, build_endpoint
 from gateway_http.errors import HttpError, Reason, as_http_error, door_error
 from gateway_http.marshal import Marshaler
 from gateway_http.metrics import DOOR_METRICS, METRICS_PATH, DoorMetrics
@@ -69,7 +69,7 @@ _log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 1 * MIB
-# Large bodies held at once (see `BodyBudget`): three 10 MB uploads, then a queue.
+# Large bodies held at once (see `BodyBudget`; streamed forms hold none), then a queue.
 DEFAULT_MAX_BODY_BYTES_IN_FLIGHT = 32 * MIB
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MIB
 # Host and X-Forwarded-* let the core build absolute URLs that point back at
@@ -240,15 +240,7 @@ class Transcoder:
         media_type = request.content_type
         form = endpoint.form
         if media_type == FORM_DATA and form is not None:
-            coding = request.headers.get("Content-Encoding", "").strip().lower()
-            if coding not in ("", "identity"):
-                # Read as it streams, a form is never decompressed whole first;
-                # no client of the door's APIs compresses its uploads.
-                raise door_error(
-                    Reason.UNSUPPORTED_FORM_ENCODING,
-                    encoding=coding,
-                    headers={"Accept-Encoding": "identity"},
-                )
+            _check_form_coding(request)
             return await form.decode(request.headers, request.content, path_vars, query)
         # Its length and media type were checked already (`handle`).
         return decoder.decode(await self._read_json(request), path_vars, query)
@@ -332,19 +324,49 @@ class Transcoder:
                 self._check_length(request)
                 self._check_media_type(request, endpoint)
             with request_span(request, route) as span:
-                # Held until the answer is written: a unary call keeps its message.
-                async with self._held(length) as large:
-                    message = await self._decode_within(request, endpoint, path_vars, large)
-                    chosen, payload = endpoint.serialize(message)
-                    del message  # its bytes only, from here: an upload is not held twice
-                    metadata = self._metadata(request, span)
-                    response = await chosen.respond(request, payload, metadata)
+                if (
+                    isinstance(endpoint, UploadTwinEndpoint)
+                    and request.body_exists
+                    and request.content_type == FORM_DATA
+                ):
+                    # Streamed as it is read: the door holds a piece at a time.
+                    response = await self._stream_form(request, endpoint, path_vars, span)
+                else:
+                    # Held until the answer is written: a unary call keeps its message.
+                    async with self._held(length) as large:
+                        message = await self._decode_within(request, endpoint, path_vars, large)
+                        chosen, payload = endpoint.serialize(message)
+                        del message  # its bytes only, from here: an upload is not held twice
+                        metadata = self._metadata(request, span)
+                        response = await chosen.respond(request, payload, metadata)
                 if span is not None:
                     span.set_attribute("http.response.status_code", response.status)
             request.setdefault(GRPC_STATUS, "OK")
             return response
         except Exception as exc:  # CancelledError is not an Exception: it propagates
             return self.error_response(request, exc)
+
+    async def _stream_form(
+        self,
+        request: web.Request,
+        endpoint: UploadTwinEndpoint,
+        path_vars: dict[str, str],
+        span: Span | None,
+    ) -> web.StreamResponse:
+        """A form body streamed to the route's upload twin, and its answer."""
+        _check_form_coding(request)
+        query = (
+            request.query.items() if endpoint.decoder.uses_query and request.query_string else None
+        )
+        length = request.content_length
+        large = length is None or length > SMALL_BODY_BYTES
+        return await endpoint.stream_form(
+            request,
+            path_vars,
+            query,
+            self._metadata(request, span),
+            read_seconds=self.options.body_read_seconds if large else None,
+        )
 
     async def _decode_within(
         self, request: web.Request, endpoint: Endpoint, path_vars: dict[str, str], large: bool
@@ -421,6 +443,19 @@ class Transcoder:
         )
 
 
+def _check_form_coding(request: web.Request) -> None:
+    """A 415 for a compressed form, which the door would have to inflate whole first."""
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        # Read as it streams, a form is never decompressed whole first;
+        # no client of the door's APIs compresses its uploads.
+        raise door_error(
+            Reason.UNSUPPORTED_FORM_ENCODING,
+            encoding=coding,
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 def _status_body(status: str) -> bytes:
     """`{"status": ...}` for the health endpoint (status is an enum name)."""
     return b'{"status":"' + status.encode("ascii") + b'"}'
@@ -469,6 +504,7 @@ def create_app(
             body (413 beyond); None: `max_body_bytes`.
         max_body_bytes_in_flight: Bytes of large bodies the door holds at
             once; further large requests wait their turn (`BodyBudget`).
+            Forms streamed to an upload twin are not held, and do not wait.
         body_wait_seconds: Longest wait of a large body for the budget (503
             with Retry-After after it).
         body_read_seconds: Longest a large body may take to arrive once its

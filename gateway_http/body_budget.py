@@ -1,8 +1,9 @@
 """How many request-body bytes the door holds at once: large bodies wait their turn.
 
-An upload is held whole in the door while it is decoded, encoded for gRPC and
-answered (a unary call holds its message), so sixteen 10 MB uploads at once
-would make the process hold several copies of 160 MB. Past the budget a
+A large body is held whole in the door while it is decoded, encoded for gRPC
+and answered (a unary call holds its message), so sixteen 10 MB bodies at
+once would make the process hold several copies of 160 MB. (A form streamed
+to an upload twin is not held, and claims nothing here.) Past the budget a
 request waits, in arrival order, before its body is read: the bytes stay in
 the client's socket, and the client simply sees a slower answer. The door
 bounds both the wait and the body's arrival while it is held, so one slow

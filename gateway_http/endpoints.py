@@ -9,7 +9,11 @@ One small class per mode, each holding what it needs for every request:
 * `StreamTwinEndpoint`: a method with a server-streaming twin
   (`gateway_http.api.v1.streaming_twin`): when the request sets the twin's
   flag, the twin is called and its messages written as Server-Sent Events;
-  otherwise the unary mode it wraps answers.
+  otherwise the unary mode it wraps answers;
+* `UploadTwinEndpoint`: a method with an upload twin
+  (`gateway_http.api.v1.upload_twin`): a form body is streamed to the twin,
+  its file parts as they arrive, and the twin answers with JSON or with
+  events; a JSON body goes to the mode it wraps.
 
 `build_endpoint()` picks the mode from the route. Endpoints raise errors
 (`HttpError`, `grpc.aio.AioRpcError`) and leave them to the app's one error
@@ -23,8 +27,9 @@ Every endpoint of a route with a body also holds its form decoder
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -37,7 +42,7 @@ from gateway_http.access_log import GRPC_STATUS
 from gateway_http.errors import HttpError, Reason, door_error
 from gateway_http.marshal import Marshaler, RequestDecoder, ResponseEncoder
 from gateway_http.multipart import FormDecoder, FormReader
-from gateway_http.routes import Route, StreamTwin
+from gateway_http.routes import Route, StreamTwin, UploadTwin
 
 __all__ = [
     "Endpoint",
@@ -46,6 +51,7 @@ __all__ = [
     "Metadata",
     "StreamTwinEndpoint",
     "UnaryEndpoint",
+    "UploadTwinEndpoint",
     "build_endpoint",
 ]
 
@@ -387,7 +393,7 @@ class StreamTwinEndpoint(Endpoint):
         if not getattr(message, twin.selector_field):
             return self.unary.serialize(message)
         inner = message.SerializeToString()
-        return self, _length_delimited(twin.request_field_number, inner) + inner
+        return self, _length_delimited(twin.request_field_number, len(inner)) + inner
 
     async def respond(
         self, request: web.Request, payload: bytes, metadata: Metadata
@@ -398,37 +404,256 @@ class StreamTwinEndpoint(Endpoint):
             raise _not_running()
         call: Any = self._stream(payload, metadata=metadata, timeout=self._timeout)
         try:
-            event = _received(await call.read())
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": sse.CONTENT_TYPE,
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer
-                    **await _response_headers(call, self._response_headers),
-                }
+            return await _event_stream(
+                request,
+                call,
+                _received(await call.read()),
+                call.read,
+                event_field=twin.event_field,
+                encoder=self.event_encoder,
+                response_headers=self._response_headers,
+                error_event=self._error_event,
             )
-            await response.prepare(request)
-            name_field = twin.event_field
-            try:
-                while event is not grpc.aio.EOF:
-                    name = getattr(event, name_field) if name_field else ""
-                    await response.write(sse.event_frame(name, self.event_encoder.encode(event)))
-                    event = _received(await call.read())
-            except ConnectionResetError:
-                _log.info("client left %s during a stream; cancelling the call", request.path)
-                request[GRPC_STATUS] = grpc.StatusCode.CANCELLED.name
-                return response
-            except Exception as exc:  # the status line is sent: the error becomes an event
-                await response.write(self._error_event(request, exc))
-            await response.write_eof()
-            return response
         finally:
             call.cancel()  # a no-op when the call has finished
 
 
-def _length_delimited(field_number: int, data: bytes) -> bytes:
-    """The tag and length that precede `data` as a length-delimited field."""
-    return _varint(field_number << 3 | 2) + _varint(len(data))
+async def _event_stream(
+    request: web.Request,
+    call: Any,
+    first: Any,
+    read: Callable[[], Awaitable[Any]],
+    *,
+    event_field: str,
+    encoder: ResponseEncoder,
+    response_headers: tuple[str, ...],
+    error_event: ErrorEvent,
+) -> web.StreamResponse:
+    """Writes `first` and the events `read` returns (until EOF) as Server-Sent Events.
+
+    The status line goes with the first event; a later error is written as
+    an error event, and a client that goes away ends the stream.
+    """
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": sse.CONTENT_TYPE,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # tell nginx-like proxies not to buffer
+            **await _response_headers(call, response_headers),
+        }
+    )
+    await response.prepare(request)
+    event = first
+    try:
+        while event is not grpc.aio.EOF:
+            name = getattr(event, event_field) if event_field else ""
+            await response.write(sse.event_frame(name, encoder.encode(event)))
+            event = _received(await read())
+    except ConnectionResetError:
+        _log.info("client left %s during a stream; cancelling the call", request.path)
+        request[GRPC_STATUS] = grpc.StatusCode.CANCELLED.name
+        return response
+    except Exception as exc:  # the status line is sent: the error becomes an event
+        await response.write(error_event(request, exc))
+    await response.write_eof()
+    return response
+
+
+class UploadTwinEndpoint(Endpoint):
+    """A route whose form bodies are streamed to its upload twin, file parts as they arrive.
+
+    The door holds a piece of a file at a time, never an upload whole. The
+    twin's one `response_field` message is answered as the route's JSON; a
+    stream of `event_field` messages as Server-Sent Events, as the streaming
+    twin's would be. A JSON body is the endpoint's it wraps (`inner`).
+    Errors are ordinary HTTP errors until an event is written, as for the
+    streaming twin; one the core sends while the form is still arriving
+    ends the read there.
+
+    Attributes:
+        inner: The endpoint that answers JSON bodies.
+        upload: The upload twin.
+    """
+
+    __slots__ = (
+        "_call",
+        "_encoder",
+        "_error_event",
+        "_event_encoder",
+        "_response_headers",
+        "_timeout",
+        "inner",
+        "upload",
+    )
+
+    def __init__(
+        self,
+        inner: Endpoint,
+        upload: UploadTwin,
+        encoder: ResponseEncoder,
+        event_encoder: ResponseEncoder | None,
+        *,
+        timeout: float | None,
+        response_headers: tuple[str, ...],
+        error_event: ErrorEvent,
+    ) -> None:
+        """Creates the UploadTwinEndpoint, unbound.
+
+        Args:
+            inner: The endpoint that answers JSON bodies; its route and decoders
+                are this endpoint's (it must have a form decoder).
+            upload: The upload twin.
+            encoder: Serializes the route's response (or its `response_body` field).
+            event_encoder: Serializes each streamed event; None without a streaming twin.
+            timeout: Deadline in seconds of each call; None for none.
+            response_headers: Response metadata keys copied to a stream's HTTP headers.
+            error_event: Builds the event for an error after a stream started.
+        """
+        super().__init__(inner.route, inner.decoder, inner.form)
+        self.inner = inner
+        self.upload = upload
+        self._encoder = encoder
+        self._event_encoder = event_encoder
+        self._timeout = timeout
+        self._response_headers = response_headers
+        self._error_event = error_event
+        self._call: grpc.aio.StreamStreamMultiCallable[Any, Message] | None = None
+
+    @property
+    def bound(self) -> bool:
+        """Whether the twin's multicallable and the wrapped endpoint are bound."""
+        return self._call is not None and self.inner.bound
+
+    def bind(self, channel: grpc.aio.Channel) -> None:
+        """Binds the wrapped endpoint and creates the twin's multicallable on `channel`."""
+        self.inner.bind(channel)
+        self._call = channel.stream_stream(
+            self.upload.grpc_path,
+            request_serializer=None,  # messages are written as bytes (`_FileSender`)
+            response_deserializer=_parser(self.upload.response_class),
+        )
+
+    def unbind(self) -> None:
+        """Unbinds the wrapped endpoint and drops the twin's multicallable."""
+        self.inner.unbind()
+        self._call = None
+
+    def serialize(self, message: Message) -> tuple[Endpoint, bytes]:
+        """A JSON body's request: the wrapped endpoint's."""
+        return self.inner.serialize(message)
+
+    async def respond(
+        self, request: web.Request, payload: bytes, metadata: Metadata
+    ) -> web.StreamResponse:
+        """A JSON body's answer: the wrapped endpoint's (`serialize` chose it)."""
+        return await self.inner.respond(request, payload, metadata)
+
+    async def stream_form(
+        self,
+        request: web.Request,
+        path_vars: Mapping[str, str],
+        query: Iterable[tuple[str, str]] | None,
+        metadata: Metadata,
+        *,
+        read_seconds: float | None,
+    ) -> web.StreamResponse:
+        """Streams the form body to the twin as it is read, and writes the twin's answer.
+
+        Args:
+            request: The HTTP request, its form body not read yet.
+            path_vars: Variables bound by the path template.
+            query: Query parameters, or None.
+            metadata: The gRPC metadata to send.
+            read_seconds: The longest the form may take to arrive (a 408
+                after it); None: no limit.
+
+        Raises:
+            HttpError: The form is malformed or over a limit, or the answer is not
+                what the contract says.
+            grpc.aio.AioRpcError: The call failed.
+        """
+        form = self.form
+        if self._call is None or form is None:
+            raise _not_running()
+        upload = self.upload
+        call: Any = self._call(metadata=metadata, timeout=self._timeout)
+        try:
+            try:
+                async with asyncio.timeout(read_seconds):
+                    sender = _FileSender(call, upload.chunk_field_number)
+                    message = await form.decode(
+                        request.headers, request.content, path_vars, query, files=sender
+                    )
+                    inner = message.SerializeToString()
+                    del message
+                    head = _length_delimited(upload.request_field_number, len(inner))
+                    await call.write(head + inner)
+                    await call.done_writing()
+            except asyncio.InvalidStateError:
+                pass  # the core answered before the form was all sent: its status is read next
+            except TimeoutError:
+                raise door_error(Reason.BODY_TIMEOUT, seconds=f"{read_seconds:g}") from None
+            answer = await call.read()  # an error status raises here
+            answer = _received(None if answer is grpc.aio.EOF else answer)
+            if answer.HasField(upload.response_field):
+                body = self._encoder.encode(getattr(answer, upload.response_field))
+                return web.Response(body=body, content_type=JSON)
+            events = self._event_encoder
+            if events is None or not answer.HasField(upload.event_field):
+                raise _received(None)
+            twin = self.route.twin
+            return await _event_stream(
+                request,
+                call,
+                getattr(answer, upload.event_field),
+                lambda: self._next_event(call),
+                event_field="" if twin is None else twin.event_field,
+                encoder=events,
+                response_headers=self._response_headers,
+                error_event=self._error_event,
+            )
+        finally:
+            call.cancel()  # a no-op when the call has finished
+
+    async def _next_event(self, call: Any) -> Any:
+        """The twin's next event, EOF, or None (a 502) for a message that is not an event."""
+        answer = await call.read()
+        if answer is grpc.aio.EOF:
+            return answer
+        field = self.upload.event_field
+        return getattr(answer, field) if answer is not None and answer.HasField(field) else None
+
+
+class _FileSender:
+    """Sends a form's file contents to an upload twin's call, as UploadChunk messages.
+
+    Each message is written as bytes around the piece (tag, length, fields),
+    so the piece is copied once, into the message, and never parsed again.
+    """
+
+    __slots__ = ("_call", "_tag")
+
+    def __init__(self, call: Any, chunk_field_number: int) -> None:
+        self._call = call
+        self._tag = chunk_field_number
+
+    async def send(self, field: str, index: int, data: list[bytes], begins: bool) -> None:
+        """Writes one piece of the file for `field` at `index` (UploadChunk's fields 1 to 4)."""
+        name = field.encode()
+        length = sum(len(read) for read in data)
+        head = _length_delimited(1, len(name)) + name
+        if index:
+            head += b"\x10" + _varint(index)
+        if begins:
+            head += b"\x20\x01"
+        head += _length_delimited(3, length)
+        outer = _length_delimited(self._tag, len(head) + length)
+        await self._call.write(b"".join((outer, head, *data)))
+
+
+def _length_delimited(field_number: int, length: int) -> bytes:
+    """The tag and length that precede `length` bytes of a length-delimited field."""
+    return _varint(field_number << 3 | 2) + _varint(length)
 
 
 def _varint(value: int) -> bytes:
@@ -477,12 +702,25 @@ def build_endpoint(
     else:
         encoder = marshaler.response_encoder(route.response_class, route.response_body)
         unary = UnaryEndpoint(route, decoder, encoder, timeout=timeout, form=form)
-    if route.twin is None:
-        return unary
-    return StreamTwinEndpoint(
-        unary,
-        route.twin,
-        marshaler.response_encoder(route.twin.response_class),
+    endpoint: Endpoint = unary
+    event_encoder = None
+    if route.twin is not None:
+        event_encoder = marshaler.response_encoder(route.twin.response_class)
+        endpoint = StreamTwinEndpoint(
+            unary,
+            route.twin,
+            event_encoder,
+            timeout=timeout,
+            response_headers=response_headers,
+            error_event=error_event,
+        )
+    if route.upload is None or form is None:
+        return endpoint
+    return UploadTwinEndpoint(
+        endpoint,
+        route.upload,
+        marshaler.response_encoder(route.response_class, route.response_body),
+        event_encoder,
         timeout=timeout,
         response_headers=response_headers,
         error_event=error_event,

@@ -44,6 +44,12 @@ variables and query parameters then apply as for JSON
   into one `bytes` (the chunks then dropped) that the field is set to
   (protobuf keeps its own copy, and the `bytes` is dropped): no other copy
   outlives the part, and no table of parts is built first.
+* Given a `FileSink` (a route with an upload twin), file parts are not read
+  into the message at all: the field gets the file's entry (its filename and
+  content type, for an upload message) with empty contents, and the
+  contents go to the sink as they are read, each piece named by the field's
+  path and place (`UploadChunk`). The door then holds a piece at a time,
+  whatever the size of the upload.
 
 The JSON decoder's helpers used here (base64, field kinds, error wording, the
 collector's checks) are imported from `gateway_http.marshal`, so that both
@@ -55,8 +61,8 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, http_exceptions, web
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
@@ -77,7 +83,7 @@ from gateway_http.marshal import (
     _short,
 )
 
-__all__ = ["FORM_DATA", "FormDecoder", "FormReader"]
+__all__ = ["FORM_DATA", "FileSink", "FormDecoder", "FormReader"]
 
 FORM_DATA = "multipart/form-data"
 
@@ -90,6 +96,9 @@ _FD = FieldDescriptor
 # Bytes asked of aiohttp per read: large enough that a 50 MB file is few
 # reads, small enough that a part over its limit stops early.
 _CHUNK_BYTES = 64 * 1024
+# Bytes per piece of a file sent to a sink: few messages per megabyte, and
+# each small enough that the door never holds much of an upload.
+_FILE_PIECE_BYTES = 256 * 1024
 # JSON's grammar (RFC 8259): what a JSON body could carry as this value.
 _JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -123,6 +132,18 @@ _NOT_A_FORM = (ValueError, RuntimeError, http_exceptions.HttpProcessingError)
 # aiohttp's warnings for a malformed Content-Disposition, raised when warnings
 # are errors (as in the tests); otherwise it warns and the name is missing.
 _BAD_DISPOSITION = (BadContentDispositionHeader, BadContentDispositionParam)
+
+
+class FileSink(Protocol):
+    """Where the contents of a form's file parts go as they are read (an upload twin's call)."""
+
+    async def send(self, field: str, index: int, data: list[bytes], begins: bool) -> None:
+        """Takes the next piece of the file for `field` (a dotted path) at `index`.
+
+        The piece is `data` joined (as read). `begins` is set on the file's
+        first piece, which is sent even when the file is empty.
+        """
+        ...
 
 
 class _Kind(enum.Enum):
@@ -398,7 +419,16 @@ def _split(name: str) -> tuple[list[str], bool]:
 class FormDecoder:
     """Builds the request message of one route from a multipart/form-data body and its URL."""
 
-    __slots__ = ("_body_message", "_depth", "_fields", "_forms", "_json", "_message_class", "_url")
+    __slots__ = (
+        "_body_message",
+        "_depth",
+        "_fields",
+        "_forms",
+        "_json",
+        "_message_class",
+        "_root",
+        "_url",
+    )
 
     def __init__(
         self, forms: FormReader, message_class: type[Message], body: str, url: RequestDecoder
@@ -419,6 +449,7 @@ class FormDecoder:
         self._message_class = message_class
         self._url = url
         self._body_message: str | None = None  # the body field whose message the form fills
+        self._root = ""  # the path of that message in the request, for a file sink
         self._depth = 0
         self._json: _MessagePlan | None
         plan = forms.plan(descriptor)
@@ -432,6 +463,7 @@ class FormDecoder:
             if spec.nested:
                 sub = forms.plan(cast(Descriptor, fd.message_type))
                 self._body_message, self._depth = fd.name, 1
+                self._root = fd.name + "."
                 self._fields, self._json = sub.fields, sub.json
             else:  # the form carries that one field: no other names, none collected
                 self._fields, self._json = {fd.name: spec}, None
@@ -442,6 +474,7 @@ class FormDecoder:
         content: StreamReader,
         path_vars: Mapping[str, str],
         query: Iterable[tuple[str, str]] | None,
+        files: FileSink | None = None,
     ) -> Message:
         """Decodes one request, reading its body part by part.
 
@@ -450,6 +483,8 @@ class FormDecoder:
             content: The request body, not read yet.
             path_vars: Variables bound by the path template.
             query: Query parameters (pairs, repeated keys allowed), or None.
+            files: Where file parts' contents go as they are read; None: into
+                the message.
 
         Returns:
             The request message.
@@ -470,7 +505,7 @@ class FormDecoder:
         # The messages the form sets fields of, by their dotted path.
         scopes = {"": _Scope(target, self._fields, self._json, "", self._depth)}
         while (part := await _next_part(reader, stream)) is not None:
-            await self._take(part, scopes, stream)
+            await self._take(part, scopes, stream, files)
         for scope in scopes.values():
             if scope.collected and scope.json is not None:
                 scope.json.collect(scope.message, scope.collected, scope.prefix, scope.depth)
@@ -478,7 +513,11 @@ class FormDecoder:
         return msg
 
     async def _take(
-        self, part: BodyPartReader, scopes: dict[str, _Scope], stream: _Metered
+        self,
+        part: BodyPartReader,
+        scopes: dict[str, _Scope],
+        stream: _Metered,
+        files: FileSink | None,
     ) -> None:
         """Reads one part into the field its name gives."""
         name, filename = _disposition(part, stream)
@@ -512,6 +551,20 @@ class FormDecoder:
             _store_text(scope.message, spec, await self._text(part, param, stream), param)
         elif spec.kind is _Kind.TEXT:
             raise _invalid_type(param, spec.expected, "a file")
+        elif files is not None:
+            # The file's entry here, its contents to the sink as they are read.
+            content_type = part.headers.get(hdrs.CONTENT_TYPE)
+            _store_file(scope.message, spec, b"", filename, content_type, param)
+            index = len(getattr(scope.message, spec.name)) - 1 if spec.repeated else 0
+            field = self._root + scope.prefix + spec.name
+            limit = self._forms.max_part_bytes
+            await _send(
+                part,
+                param,
+                stream,
+                limit,
+                lambda data, begins: files.send(field, index, data, begins),
+            )
         else:
             # Straight from the read into the field: the message keeps the only copy.
             data = await _read(part, param, stream, self._forms.max_part_bytes)
@@ -742,3 +795,41 @@ async def _read(part: BodyPartReader, key: str, stream: _Metered, limit: int) ->
         raise _invalid(_TRUNCATED if stream.at_eof() else _MALFORMED) from None
     # One copy, chunks -> bytes (none for a single chunk), then the chunks are dropped.
     return b"".join(chunks)
+
+
+async def _send(
+    part: BodyPartReader,
+    key: str,
+    stream: _Metered,
+    limit: int,
+    send: Callable[[list[bytes], bool], Awaitable[None]],
+) -> None:
+    """A file part's contents, to `send` in pieces of about `_FILE_PIECE_BYTES`.
+
+    What aiohttp returns per read (often 64 KiB) is gathered first: each
+    piece sent is a message through gRPC and a turn of both loops. Within
+    the part limit, as `_read`.
+    """
+    size = 0
+    gathered: list[bytes] = []
+    gathered_bytes = 0
+    begins = True
+    while True:
+        try:
+            if part.at_eof():
+                break
+            read = await part.read_chunk(_FILE_PIECE_BYTES)
+        except web.RequestPayloadError:
+            raise door_error(Reason.UNREADABLE_BODY) from None
+        except _NOT_A_FORM:
+            raise _invalid(_TRUNCATED if stream.at_eof() else _MALFORMED) from None
+        size += len(read)
+        if size > limit:
+            raise door_error(Reason.PART_TOO_LARGE, param=key, limit=limit)
+        gathered.append(read)
+        gathered_bytes += len(read)
+        if gathered_bytes >= _FILE_PIECE_BYTES:  # the sink's errors are its own, not the form's
+            await send(gathered, begins)
+            gathered, gathered_bytes, begins = [], 0, False
+    if gathered_bytes or begins:  # an empty file still replaces what its field had
+        await send(gathered, begins)

@@ -11,7 +11,9 @@ Two more facts come from the descriptors, and fix each route's response mode
 (raw bytes with their content type), and whether its method has a
 server-streaming twin (`gateway_http.api.v1.streaming_twin`, the door's own
 option) that serves the request, as Server-Sent Events, when a flag field is
-true.
+true. A third, the upload twin (`gateway_http.api.v1.upload_twin`), is a
+bidirectional-streaming method that form bodies are streamed to, file parts
+as they arrive.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "Route",
     "RouteTable",
     "StreamTwin",
+    "UploadTwin",
     "build_routes",
     "discover_services",
     "http_rules",
@@ -54,6 +57,8 @@ HTTP_BODY = "google.api.HttpBody"
 # protoc's .pyi types an extension as a plain FieldDescriptor, which
 # types-protobuf's `HasExtension`/`Extensions[...]` refuse: used untyped.
 _STREAMING_TWIN: Any = annotations_pb2.streaming_twin
+_UPLOAD_TWIN: Any = annotations_pb2.upload_twin
+_UPLOAD_CHUNK = annotations_pb2.UploadChunk.DESCRIPTOR.full_name
 
 T = TypeVar("T")
 
@@ -87,6 +92,28 @@ class StreamTwin:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadTwin:
+    """The bidirectional-streaming method that a route's form bodies are streamed to.
+
+    Attributes:
+        grpc_path: The twin's full gRPC method path.
+        chunk_field_number: The twin's request field of type UploadChunk.
+        request_field_number: The twin's request field of the route's request type.
+        response_field: The twin's response field of the route's response type.
+        event_field: The twin's response field of the streaming twin's response
+            type; `""` when the route has no streaming twin.
+        response_class: The twin's response message class.
+    """
+
+    grpc_path: str
+    chunk_field_number: int
+    request_field_number: int
+    response_field: str
+    event_field: str
+    response_class: type[Message]
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One HTTP binding of one gRPC method.
 
@@ -101,6 +128,7 @@ class Route:
         http_body: The HTTP body is the `google.api.HttpBody` of the response
             (or of its `response_body` field): raw bytes and their content type.
         twin: The streaming twin, when the method declares one.
+        upload: The upload twin, when the method declares one.
     """
 
     http_method: str
@@ -112,6 +140,7 @@ class Route:
     response_class: type[Message]
     http_body: bool = False
     twin: StreamTwin | None = None
+    upload: UploadTwin | None = None
 
 
 def http_rules(method: MethodDescriptor) -> list[http_pb2.HttpRule]:
@@ -155,6 +184,7 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
     for service in services:
         for method in service.methods:
             twin = _stream_twin(service, method)
+            upload = _upload_twin(service, method, twin)
             for rule in http_rules(method):
                 verb, path = _verb_and_path(rule)
                 try:
@@ -172,6 +202,7 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
                         response_class=message_factory.GetMessageClass(method.output_type),
                         http_body=_is_http_body(method, rule.response_body),
                         twin=twin,
+                        upload=upload,
                     )
                 )
     return routes
@@ -227,6 +258,59 @@ def _stream_twin(service: ServiceDescriptor, method: MethodDescriptor) -> Stream
         request_class=message_factory.GetMessageClass(twin.input_type),
         response_class=message_factory.GetMessageClass(twin.output_type),
     )
+
+
+def _upload_twin(
+    service: ServiceDescriptor, method: MethodDescriptor, twin: StreamTwin | None
+) -> UploadTwin | None:
+    """The method's checked upload twin, or None.
+
+    Raises:
+        ValueError: The option names a method or messages that do not fit.
+    """
+    options = method.GetOptions()
+    if not options.HasExtension(_UPLOAD_TWIN):
+        return None
+    spec = options.Extensions[_UPLOAD_TWIN]
+    where = f"{method.full_name}: upload_twin"
+    upload = service.methods_by_name.get(spec.method)
+    if upload is None or not (upload.client_streaming and upload.server_streaming):
+        raise ValueError(f"{where}: {spec.method!r} is not a bidirectional-streaming method")
+    if _is_http_body(method, ""):
+        raise ValueError(f"{where}: a method answering with raw bytes cannot have one")
+    chunk = _field_of_type(upload.input_type, _UPLOAD_CHUNK, where)
+    request = _field_of_type(upload.input_type, method.input_type.full_name, where)
+    response = _field_of_type(upload.output_type, method.output_type.full_name, where)
+    event = None
+    if twin is not None:
+        events = cast(Descriptor, twin.response_class.DESCRIPTOR).full_name
+        event = _field_of_type(upload.output_type, events, where)
+    return UploadTwin(
+        grpc_path=f"/{service.full_name}/{upload.name}",
+        chunk_field_number=chunk.number,
+        request_field_number=request.number,
+        response_field=response.name,
+        event_field="" if event is None else event.name,
+        response_class=message_factory.GetMessageClass(upload.output_type),
+    )
+
+
+def _field_of_type(message: Descriptor, type_name: str, where: str) -> FieldDescriptor:
+    """The one singular field of `message` whose type is `type_name`.
+
+    Raises:
+        ValueError: It has none, or more than one.
+    """
+    found = [
+        fd
+        for fd in message.fields
+        if fd.message_type is not None
+        and fd.message_type.full_name == type_name
+        and not fd.is_repeated
+    ]
+    if len(found) != 1:
+        raise ValueError(f"{where}: {message.full_name} needs exactly one {type_name} field")
+    return found[0]
 
 
 def _walk_modules(package: ModuleType) -> Iterable[ModuleType]:

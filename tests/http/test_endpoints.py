@@ -11,6 +11,7 @@ from gateway_http.endpoints import (
     HttpBodyEndpoint,
     StreamTwinEndpoint,
     UnaryEndpoint,
+    UploadTwinEndpoint,
 )
 from tests.http import test_streaming as ticker
 from tests.http import test_testproto as tp
@@ -26,7 +27,8 @@ def endpoints() -> dict[tuple[str, str], Endpoint]:
     }
 
 
-# (verb, template, mode, mode of the wrapped unary endpoint for a twin)
+# (verb, template, mode, mode of the wrapped unary endpoint for a twin; for an
+# upload twin, the mode it wraps and, below, that one's unary mode)
 MODES: list[tuple[str, str, type[Endpoint], type[Endpoint] | None]] = [
     # TestService: plain http rules, JSON answers (response_body included).
     ("POST", "/test/v1/echo/{name}", UnaryEndpoint, None),
@@ -36,11 +38,12 @@ MODES: list[tuple[str, str, type[Endpoint], type[Endpoint] | None]] = [
     # Ticker: `Count` declares a streaming twin; `Download` returns HttpBody.
     ("POST", "/good/count", StreamTwinEndpoint, UnaryEndpoint),
     ("GET", "/good/files/{name}", HttpBodyEndpoint, None),
-    # ImageService: a twin, a `response_body` that is an HttpBody, plain JSON.
+    # ImageService: twins (edits: an upload twin around a streaming twin), a
+    # `response_body` that is an HttpBody, plain JSON.
     ("POST", "/v1/images/generations", StreamTwinEndpoint, UnaryEndpoint),
     ("POST", "/images/generations", StreamTwinEndpoint, UnaryEndpoint),
-    ("POST", "/v1/images/edits", StreamTwinEndpoint, UnaryEndpoint),
-    ("POST", "/images/edits", StreamTwinEndpoint, UnaryEndpoint),
+    ("POST", "/v1/images/edits", UploadTwinEndpoint, StreamTwinEndpoint),
+    ("POST", "/images/edits", UploadTwinEndpoint, StreamTwinEndpoint),
     ("GET", "/v1/images/files/{name}", HttpBodyEndpoint, None),
     ("GET", "/v1/models", UnaryEndpoint, None),
     ("GET", "/models", UnaryEndpoint, None),
@@ -55,6 +58,9 @@ def test_the_mode_of_each_route_is_what_its_options_say(
 ) -> None:
     endpoint = endpoints()[verb, template]
     assert type(endpoint) is mode
+    if isinstance(endpoint, UploadTwinEndpoint):
+        assert type(endpoint.inner) is unary_mode
+        endpoint, unary_mode = endpoint.inner, UnaryEndpoint
     if isinstance(endpoint, StreamTwinEndpoint):
         assert type(endpoint.unary) is unary_mode
 
