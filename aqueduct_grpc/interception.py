@@ -28,6 +28,7 @@ def wrap_behaviour(
     stream: StreamWrapper,
     *,
     request_deserializer: Callable[[bytes], Any] | None = None,
+    response_serializer: Callable[[Any], bytes] | None = None,
 ) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour wrapped: `single` for a single response, else `stream`.
 
@@ -37,15 +38,18 @@ def wrap_behaviour(
         stream: wraps a behaviour that answers with a stream.
         request_deserializer: replaces the handler's (grpc runs it before any
             behaviour); None keeps the handler's.
+        response_serializer: replaces the handler's (grpc runs it on what the
+            behaviour answers); None keeps the handler's.
     """
     deserializer = request_deserializer or handler.request_deserializer
+    serializer = response_serializer or handler.response_serializer
     for kind, build, streams in _KINDS:
         behaviour = getattr(handler, kind)
         if behaviour is not None:
             return build(  # type: ignore[no-any-return]
                 stream(behaviour) if streams else single(behaviour),
                 request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=serializer,
             )
     raise TypeError(f"unsupported handler {handler!r}")
 

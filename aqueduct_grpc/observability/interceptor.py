@@ -5,10 +5,17 @@ one) or gets a new one; it is sent back in the call's trailing metadata (the
 error exit adds it to a failure's), stored in the usage row and sent to the
 upstream. When the call ends, however it ends, one access-log line and the
 metrics are made from what the call noted on its `CallRecord` on the way.
+
+The line's byte counts are the messages' wire sizes, taken where they are
+made: protobuf's `ByteSize()` encodes the whole message to count it, which
+for an image of a few megabytes costs milliseconds. The requests' sizes are
+counted as grpc hands over their bytes; a unary response is serialized once,
+for the count, and grpc's serializer then sends those same bytes.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import time
@@ -29,6 +36,17 @@ from gateway_http.tracing import TRACE_HEADERS
 __all__ = ["ACCESS_LOG", "CallObserver"]
 
 ACCESS_LOG = logging.getLogger("aqueduct_grpc.access")
+
+# The bytes of the request messages a call has received. grpc deserializes
+# them in the call's own task, so a value set there is the call's alone.
+_RECEIVED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "aqueduct_received_bytes", default=None
+)
+# A unary call's response and its bytes, serialized for the access log and
+# then handed to grpc's serializer (`_reusing`), in the same task.
+_SERIALIZED: contextvars.ContextVar[tuple[Any, bytes] | None] = contextvars.ContextVar(
+    "aqueduct_serialized_response", default=None
+)
 
 
 class CallObserver(MethodInterceptor):
@@ -64,6 +82,8 @@ class CallObserver(MethodInterceptor):
             handler,
             functools.partial(self._single, name),
             functools.partial(self._stream, name),
+            request_deserializer=_counting(handler.request_deserializer),
+            response_serializer=_reusing(handler.response_serializer),
         )
 
     def _single(
@@ -190,13 +210,43 @@ class CallObserver(MethodInterceptor):
             fields["upstream_host"] = call.upstream_host
             fields["upstream_status"] = call.upstream_status
             fields["upstream_ms"] = round((call.upstream_seconds or 0.0) * 1000, 2)
-        if hasattr(request, "ByteSize"):
-            fields["bytes_in"] = request.ByteSize()
-        if response is not None and hasattr(response, "ByteSize"):
-            fields["bytes_out"] = response.ByteSize()
+        received = _RECEIVED.get()
+        if received is not None:
+            fields["bytes_in"] = received[0]
+        if response is not None and hasattr(response, "SerializeToString"):
+            data = response.SerializeToString()
+            _SERIALIZED.set((response, data))
+            fields["bytes_out"] = len(data)
         if reason is not None:
             fields["error"] = reason
         ACCESS_LOG.info("%s %s %.1fms", call.method, code, fields["latency_ms"], extra=fields)
+
+
+def _counting(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """`deserializer`, counting the bytes it is given for the call (`_RECEIVED`)."""
+
+    def deserialize(data: bytes) -> Any:
+        received = _RECEIVED.get()
+        if received is None:
+            _RECEIVED.set([len(data)])
+        else:
+            received[0] += len(data)
+        return data if deserializer is None else deserializer(data)
+
+    return deserialize
+
+
+def _reusing(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes]:
+    """`serializer`, answering with the bytes the access log made of this message, if any."""
+
+    def serialize(message: Any) -> bytes:
+        done = _SERIALIZED.get()
+        if done is not None and done[0] is message:
+            _SERIALIZED.set(None)
+            return done[1]
+        return message if serializer is None else serializer(message)
+
+    return serialize
 
 
 def _code_of(context: grpc.aio.ServicerContext, outcome: BaseException | None) -> str:
