@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -27,10 +28,14 @@ from aqueduct_grpc.server import IMAGE_SERVICE, Core, GrpcServer, start_grpc_ser
 from aqueduct_grpc.storage.database import usage_table
 from aqueduct_grpc.testing.fake_upstream import Fail, FakeUpstream, Succeed
 from gateway_http import create_app
+from gateway_http.api.v1 import annotations_pb2
 from gateway_http.server import DoorRunner
 from tests.conftest import bearer
 
 GENERATE = "/v1/images/generations"
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+)
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
@@ -187,6 +192,35 @@ async def test_access_log_lines_for_both_doors_without_secrets(
     for record in caplog.records:
         text = record.getMessage() + json.dumps(vars(record), default=str)
         assert secret not in text and "aqk-nope" not in text and "sk-" not in text
+
+
+async def test_the_core_logs_each_calls_wire_bytes(
+    stub: Any, secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    request = images_pb2.GenerateImagesRequest(model="gpt-image-1", prompt="a lighthouse", n=2)
+    answer = await stub.GenerateImages(request, metadata=bearer(secret))
+    pieces = [
+        images_pb2.UploadEditImagesRequest(
+            chunk=annotations_pb2.UploadChunk(field="image", data=PNG, begins=True)
+        ),
+        images_pb2.UploadEditImagesRequest(
+            request=images_pb2.EditImagesRequest(
+                model="gpt-image-1", prompt="x", image=[images_pb2.InputImage()]
+            )
+        ),
+    ]
+
+    async def sent() -> AsyncIterator[images_pb2.UploadEditImagesRequest]:
+        for piece in pieces:
+            yield piece
+
+    [edited] = [a async for a in stub.UploadEditImages(sent(), metadata=bearer(secret))]
+    assert edited.WhichOneof("result") == "response"
+    generated, uploaded = [vars(r) for r in caplog.records if r.name == "aqueduct_grpc.access"]
+    assert generated["bytes_in"] == len(request.SerializeToString())
+    assert generated["bytes_out"] == len(answer.SerializeToString())
+    assert uploaded["bytes_in"] == sum(len(piece.SerializeToString()) for piece in pieces)
 
 
 # ---------------------------------------------------------------------- metrics
