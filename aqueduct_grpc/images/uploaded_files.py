@@ -24,7 +24,7 @@ from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES, MAX_INPUT_IM
 
 __all__ = ["SPOOL_MEMORY_BYTES", "UploadedFiles", "receive_upload"]
 
-SPOOL_MEMORY_BYTES = 1024 * 1024
+SPOOL_MEMORY_BYTES = 256 * 1024
 """A file up to this size stays in memory; a larger one is written to a temporary file."""
 
 # The request fields a file may be sent for, and whether they are repeated.
