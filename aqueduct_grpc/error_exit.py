@@ -33,6 +33,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from aqueduct_grpc.errors import INTERNAL_ERROR, GatewayError
+from aqueduct_grpc.images.uploaded_files import MAX_UPLOAD_MESSAGES
 from aqueduct_grpc.interception import MethodInterceptor, wrap_behaviour
 from aqueduct_grpc.observability.calls import REQUEST_ID_KEY, current_request_id
 
@@ -134,8 +135,9 @@ def _stream(
     return stream
 
 
-# What a refused call's caller may still send, and for how long, before the refusal.
-_MAX_DRAINED_MESSAGES = 1024
+# What a refused call's caller may still send, and for how long, before the
+# refusal: as many messages as an upload may send at all.
+_MAX_DRAINED_MESSAGES = MAX_UPLOAD_MESSAGES
 _MAX_DRAIN_SECONDS = 10.0
 
 

@@ -289,6 +289,7 @@ async def start_grpc_server(
             usage=core.usage,
             links=core.links,
             fetcher=core.fetcher,
+            max_upload_bytes=limit,
         ),
         server,
     )

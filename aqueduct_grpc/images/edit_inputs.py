@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError, invalid_argument
-from aqueduct_grpc.image_formats import sniff_image_type
+from aqueduct_grpc.image_formats import WEBP_HEADER_BYTES, sniff_image_type, webp_size
 
 __all__ = [
     "MAX_INPUT_IMAGES",
@@ -275,10 +275,19 @@ def _from_url(url: str, param: str) -> bytes:
 
 
 def _size(image: ImageFile, param: str) -> tuple[int, int]:
-    """Width and height from the image's header (Pillow reads no pixels for it)."""
+    """Width and height from the image's header (Pillow reads no pixels for it).
+
+    A WebP's come from `webp_size`: Pillow would read the whole file into
+    memory to open it, twice over.
+    """
     try:
-        with Image.open(image.opened()) as picture:
-            width, height = picture.size
+        if image.content_type == "image/webp":
+            width, height = webp_size(image.opened().read(WEBP_HEADER_BYTES))
+            if not width or not height:
+                raise ValueError("an empty picture")
+        else:
+            with Image.open(image.opened()) as picture:
+                width, height = picture.size
     except Image.DecompressionBombError:
         raise _invalid(
             f"Invalid '{param}': too many pixels; at most {MAX_INPUT_PIXELS} are accepted.",

@@ -64,6 +64,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         usage: UsageLog,
         links: ImageLinks,
         fetcher: ImageFetcher,
+        max_upload_bytes: int,
     ) -> None:
         """Creates the ImageService.
 
@@ -75,6 +76,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
             usage: receives one row per request.
             links: stores images returned by URL and serves them back.
             fetcher: fetches edits' http(s) image URLs from the hosts allowed.
+            max_upload_bytes: the most bytes one UploadEditImages call may send
+                (what one unary request may carry).
         """
         self._catalog = catalog
         self._admission = admission
@@ -83,6 +86,7 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self._usage = usage
         self._links = links
         self._fetcher = fetcher
+        self._max_upload_bytes = max_upload_bytes
 
     async def GenerateImages(
         self, request: images_pb2.GenerateImagesRequest, context: grpc.aio.ServicerContext
@@ -124,8 +128,8 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         The files are spooled as they arrive (`uploaded_files`) and deleted
         when the call ends.
         """
-        with UploadedFiles() as files:
-            request = await self._received(request_iterator, files)
+        with UploadedFiles(max_total_bytes=self._max_upload_bytes) as files:
+            request = await self._received(request_iterator, files, context)
             if request.stream:
                 async for event in self._streamed(
                     request, context, self._dispatcher.stream_edit, EDIT_COMPLETED, files.files
@@ -139,11 +143,19 @@ class ImageService(images_pb2_grpc.ImageServiceServicer):
         self,
         messages: AsyncIterable[images_pb2.UploadEditImagesRequest],
         files: UploadedFiles,
+        context: grpc.aio.ServicerContext,
     ) -> images_pb2.EditImagesRequest:
-        """An upload's request, its files in `files`; a refusal as they arrive is accounted."""
+        """An upload's request, its files in `files`; a refusal as they arrive is accounted.
+
+        A caller that leaves before its request arrived asked for nothing and
+        was answered nothing: that is not accounted. gRPC may end the stream
+        of a cancelled call as if it were complete, so it is told apart here.
+        """
         try:
             return await receive_upload(messages, files)
         except GatewayError:
+            if context.cancelled():
+                raise asyncio.CancelledError from None
             # Refused before its parameters arrived: a row without them.
             async with self._accounted(_usage_row(current_token(), images_pb2.EditImagesRequest())):
                 raise

@@ -7,9 +7,10 @@ larger ones go to a temporary file, so the core holds a piece of each upload
 at a time, however large or many they are. The files are deleted when the
 call ends, however it ends (`UploadedFiles.close`).
 
-A file is checked against the per-image limit as it grows, and the number of
-files against the most an edit takes, so an oversized or endless upload is
-refused while it arrives, not after.
+A file is checked against the per-image limit as it grows, the number of
+files against the most an edit takes, and everything received (files sent
+again included) against what one request may carry, in bytes and in
+messages: an oversized or endless upload is refused while it arrives.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError, invalid_argument
 from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES, MAX_INPUT_IMAGES, too_large
 
-__all__ = ["SPOOL_MEMORY_BYTES", "UploadedFiles", "receive_upload"]
+__all__ = ["MAX_UPLOAD_MESSAGES", "SPOOL_MEMORY_BYTES", "UploadedFiles", "receive_upload"]
 
 SPOOL_MEMORY_BYTES = 256 * 1024
 """A file up to this size stays in memory; a larger one is written to a temporary file."""
@@ -31,38 +32,56 @@ SPOOL_MEMORY_BYTES = 256 * 1024
 _FILE_FIELDS = {"image": True, "images": True, "mask": False, "markup": False}
 # Every image, the mask and the markup.
 _MAX_FILES = MAX_INPUT_IMAGES + 2
+# The most messages one upload may send (the door sends 256 KiB pieces).
+MAX_UPLOAD_MESSAGES = 65536
 
 
 class UploadedFiles:
     """The files of one upload call, by field and index, each spooled as it arrives."""
 
-    def __init__(self, *, spool_memory_bytes: int = SPOOL_MEMORY_BYTES) -> None:
+    def __init__(
+        self, *, max_total_bytes: int, spool_memory_bytes: int = SPOOL_MEMORY_BYTES
+    ) -> None:
         """Starts with no file.
 
         Args:
+            max_total_bytes: The most bytes the call may send in all (the
+                core's message limit: what a unary request may carry).
             spool_memory_bytes: The size past which a file is written to disk.
         """
+        self._max_total_bytes = max_total_bytes
         self._spool_memory_bytes = spool_memory_bytes
         self._files: dict[tuple[str, int], tuple[IO[bytes], int]] = {}
+        self._received_bytes = 0
+        self._received_messages = 0
 
     @property
     def files(self) -> dict[tuple[str, int], tuple[IO[bytes], int]]:
         """Each file and its size, by field and index (`edit_inputs.Uploads`)."""
         return self._files
 
-    @property
-    def total_bytes(self) -> int:
-        """The bytes of every file."""
-        return sum(size for _, size in self._files.values())
-
     def add(self, chunk: images_pb2.UploadEditImagesRequest) -> None:
         """Appends one chunk to its file (a new one when it begins).
 
         Raises:
             GatewayError: INVALID_ARGUMENT for a field that takes no file, too
-                many files, or a file over the per-image limit.
+                many files, a file over the per-image limit, or more bytes or
+                messages than one request may carry.
         """
         piece = chunk.chunk
+        data = piece.data
+        self._received_messages += 1
+        self._received_bytes += len(data)
+        if (
+            self._received_bytes > self._max_total_bytes
+            or self._received_messages > MAX_UPLOAD_MESSAGES
+        ):
+            raise _invalid(
+                f"Invalid upload: more than {self._max_total_bytes} bytes or "
+                f"{MAX_UPLOAD_MESSAGES} messages in all, the most one request may carry.",
+                "image",
+                "request_too_large",
+            )
         key = (piece.field, piece.index)
         repeated = _FILE_FIELDS.get(piece.field)
         if repeated is None or (piece.index and not repeated):
@@ -82,7 +101,6 @@ class UploadedFiles:
                     "array_above_max_length",
                 )
             file, size = tempfile.SpooledTemporaryFile(self._spool_memory_bytes), 0
-        data = piece.data
         size += len(data)
         self._files[key] = (file, size)
         if size > MAX_INPUT_IMAGE_BYTES:

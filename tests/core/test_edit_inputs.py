@@ -1,18 +1,20 @@
-"""An edit's input images: decoded to bytes, or refused with a 400 naming the field."""
+"""An edit's input images: checked as files, or refused with a 400 naming the field."""
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 
 import grpc
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2
 from aqueduct_grpc.errors import GatewayError
+from aqueduct_grpc.image_formats import WEBP_HEADER_BYTES, webp_size
 from aqueduct_grpc.images.edit_inputs import decode_inputs
 
 
@@ -142,3 +144,44 @@ def test_data_urls_in_every_common_spelling(prefix: str, spelling: str) -> None:
     edit = decode_inputs(request)
     assert edit.size == (40, 40)
     assert edit.images[0].read() == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(min_value=1, max_value=600),
+    height=st.integers(min_value=1, max_value=600),
+    mode=st.sampled_from(["RGB", "RGBA"]),
+    lossless=st.booleans(),
+)
+def test_a_webps_size_comes_from_its_header_as_pillow_reads_it(
+    width: int, height: int, mode: str, lossless: bool
+) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), (10, 20, 30)).save(buffer, "WEBP", lossless=lossless)
+    data = buffer.getvalue()
+    assert webp_size(data[:WEBP_HEADER_BYTES]) == Image.open(io.BytesIO(data)).size
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+@pytest.mark.parametrize("kind", ["PNG", "WEBP"])
+def test_an_uploaded_image_is_checked_from_its_header_not_read_whole(kind: str) -> None:
+    buffer = io.BytesIO()
+    noise = Image.frombytes("RGB", (900, 900), os.urandom(900 * 900 * 3))
+    noise.save(buffer, kind, **({"lossless": True} if kind == "WEBP" else {}))
+    data = buffer.getvalue()
+    assert len(data) > 1_000_000
+    file = CountingFile(data)
+    request = images_pb2.EditImagesRequest(image=[images_pb2.InputImage()])
+    edit = decode_inputs(request, {("image", 0): (file, len(data))})
+    assert edit.size == (900, 900)
+    assert file.read_bytes < 70_000

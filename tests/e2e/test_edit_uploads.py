@@ -8,8 +8,11 @@ spooled files are replayed whole to a second deployment after a failure.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import io
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -35,6 +38,7 @@ from tests.e2e.test_edits import EDIT_COMPLETED, EDIT_PARTIAL, left_half_mask, p
 
 Chunk = annotations_pb2.UploadChunk
 Upload = images_pb2.UploadEditImagesRequest
+LIMIT = 64 * 1024 * 1024  # the core's default message limit
 
 
 def noisy_png(side: int) -> bytes:
@@ -219,7 +223,7 @@ async def test_more_files_than_an_edit_takes_is_refused_as_they_arrive(stub, sec
 
 def test_a_file_over_the_limit_is_refused_before_it_is_all_written() -> None:
     piece = b"\0" * (8 * 1024 * 1024)
-    with UploadedFiles() as files:
+    with UploadedFiles(max_total_bytes=4 * MAX_INPUT_IMAGE_BYTES) as files:
         with pytest.raises(GatewayError) as caught:
             for index in range(MAX_INPUT_IMAGE_BYTES // len(piece) + 2):
                 files.add(Upload(chunk=Chunk(field="image", index=2, data=piece, begins=not index)))
@@ -231,7 +235,7 @@ def test_a_file_over_the_limit_is_refused_before_it_is_all_written() -> None:
 
 def test_spooled_files_are_gone_once_the_call_ends() -> None:
     big = b"\x89PNG" + b"\0" * (2 * SPOOL_MEMORY_BYTES)
-    with UploadedFiles() as files:
+    with UploadedFiles(max_total_bytes=LIMIT) as files:
         for message in pieces("image", big) + pieces("mask", b"small"):
             files.add(message)
         spooled = {key: file for key, (file, _) in files.files.items()}
@@ -248,12 +252,12 @@ def test_spooled_files_are_gone_once_the_call_ends() -> None:
 @settings(max_examples=30, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=1, max_value=200_000), min_size=1, max_size=4),
-    piece=st.integers(min_value=1, max_value=70_000),
+    piece=st.integers(min_value=1_000, max_value=70_000),  # within MAX_UPLOAD_MESSAGES
 )
 def test_pieces_of_any_size_rebuild_each_file_exactly(sizes: list[int], piece: int) -> None:
     sent = [png((4, 4)) + os.urandom(size) for size in sizes]
     edit = images_pb2.EditImagesRequest(image=[images_pb2.InputImage() for _ in sent])
-    with UploadedFiles(spool_memory_bytes=100_000) as files:
+    with UploadedFiles(max_total_bytes=LIMIT, spool_memory_bytes=100_000) as files:
         for index, data in enumerate(sent):
             for message in pieces("image", data, index=index, size=piece):
                 files.add(message)
@@ -325,3 +329,54 @@ async def test_a_bad_token_on_a_large_upload_is_a_401(http_door, upstream):
             )
     assert caught.value.response.json()["error"]["code"] == "invalid_api_key"
     assert upstream.request_count == 0
+
+
+def test_everything_received_counts_against_the_requests_limit() -> None:
+    piece = b"\x89PNG" + b"\0" * (1024 * 1024)
+    with UploadedFiles(max_total_bytes=4 * len(piece)) as files:
+        with pytest.raises(GatewayError) as caught:
+            # One file, begun again and again: each time it is small, in all it is not.
+            for _ in range(5):
+                files.add(Upload(chunk=Chunk(field="image", data=piece, begins=True)))
+        assert caught.value.reason == "REQUEST_TOO_LARGE"
+        assert len(files.files) == 1  # what was sent again was closed, not kept
+
+
+async def test_the_core_refuses_an_upload_past_its_message_limit(upstream, database_url, config):
+    small = dataclasses.replace(config, max_message_bytes=2 * 1024 * 1024)
+    async with open_core(small, database_url=database_url) as core:
+        server = await start_grpc_server(core)
+        try:
+            _, secret = await core.tokens.create("test")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = images_pb2_grpc.ImageServiceStub(channel)
+                # Three files of 1 MB: each fits, together they do not.
+                messages = [m for i in range(3) for m in pieces("image", noisy_png(600), index=i)]
+                error = await refusal(stub, secret, [*messages, request(3)])
+            assert "the most one request may carry" in (error.details() or "")
+        finally:
+            await server.stop(0)
+    assert upstream.request_count == 0
+
+
+async def test_a_caller_that_leaves_mid_upload_leaves_no_usage_row(
+    stub, secret, gateway, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    call = stub.UploadEditImages(metadata=bearer(secret))
+    for message in pieces("image", noisy_png(300))[:3]:
+        await call.write(message)
+    call.cancel()
+
+    def ended() -> bool:
+        return any(
+            r.name == "aqueduct_grpc.access" and "UploadEditImages" in r.getMessage()
+            for r in caplog.records
+        )
+
+    for _ in range(200):  # the core notices the caller left, and ends the call
+        if ended():
+            break
+        await asyncio.sleep(0.025)
+    assert ended()
+    assert await rows(gateway) == []

@@ -112,8 +112,8 @@ class ImageServiceServicer:
         """EditImages with the images sent in pieces, so that neither side holds
         an upload whole: the HTTP door's multipart forms come this way, and gRPC
         callers with large images may use it too. Send `chunk` messages with
-        each file's bytes (`field` "image" with its `index`, or "mask" or
-        "markup"), then one `request` with the parameters and an entry (filename
+        each file's bytes (`field` "image" or "images" with its `index`, or
+        "mask" or "markup"), then one `request` with the parameters and an entry (filename
         and content type) for each file, `data` left empty. The answer is one
         `response` or, when the request sets `stream`, StreamEditImages' events.
         """
