@@ -42,7 +42,7 @@ from opentelemetry.trace import Span
 
 from gateway_http import cors, sse
 from gateway_http.access_log import ERROR_CODE, GRPC_STATUS, ROUTE
-from gateway_http.body_budget import SMALL_BODY_BYTES, BodyBudget, WaitedTooLong
+from gateway_http.body_budget import BodyBudget, WaitedTooLong
 from gateway_http.cors import ALLOWED_ORIGINS, CorsPolicy
 from gateway_http.dialect import OPENAI, Dialect
 from gateway_http.endpoints import Endpoint, UploadTwinEndpoint, build_endpoint
@@ -358,14 +358,13 @@ class Transcoder:
         query = (
             request.query.items() if endpoint.decoder.uses_query and request.query_string else None
         )
-        length = request.content_length
-        large = length is None or length > SMALL_BODY_BYTES
+        # Timed whatever its size: each holds a call to the core until it has arrived.
         return await endpoint.stream_form(
             request,
             path_vars,
             query,
             self._metadata(request, span),
-            read_seconds=self.options.body_read_seconds if large else None,
+            read_seconds=self.options.body_read_seconds,
         )
 
     async def _decode_within(

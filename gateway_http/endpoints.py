@@ -517,7 +517,8 @@ class UploadTwinEndpoint(Endpoint):
         self._timeout = timeout
         self._response_headers = response_headers
         self._error_event = error_event
-        self._call: grpc.aio.StreamStreamMultiCallable[Any, Message] | None = None
+        # Messages are written as bytes (`_FileSender`), not as messages.
+        self._call: grpc.aio.StreamStreamMultiCallable[bytes, Message] | None = None
 
     @property
     def bound(self) -> bool:
@@ -555,7 +556,7 @@ class UploadTwinEndpoint(Endpoint):
         query: Iterable[tuple[str, str]] | None,
         metadata: Metadata,
         *,
-        read_seconds: float | None,
+        read_seconds: float,
     ) -> web.StreamResponse:
         """Streams the form body to the twin as it is read, and writes the twin's answer.
 
@@ -564,8 +565,8 @@ class UploadTwinEndpoint(Endpoint):
             path_vars: Variables bound by the path template.
             query: Query parameters, or None.
             metadata: The gRPC metadata to send.
-            read_seconds: The longest the form may take to arrive (a 408
-                after it); None: no limit.
+            read_seconds: The longest the form may take to arrive and be sent
+                on (a 408 after it).
 
         Raises:
             HttpError: The form is malformed or over a limit, or the answer is not

@@ -191,6 +191,12 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
                     template = path_template.parse(path)
                 except ValueError as exc:
                     raise ValueError(f"{method.full_name}: {exc}") from None
+                http_body = _is_http_body(method, rule.response_body)
+                if upload is not None and http_body:
+                    raise ValueError(
+                        f"{method.full_name}: upload_twin: a rule answering with raw bytes "
+                        "cannot have one"
+                    )
                 routes.append(
                     Route(
                         http_method=verb,
@@ -200,7 +206,7 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
                         grpc_path=f"/{service.full_name}/{method.name}",
                         request_class=message_factory.GetMessageClass(method.input_type),
                         response_class=message_factory.GetMessageClass(method.output_type),
-                        http_body=_is_http_body(method, rule.response_body),
+                        http_body=http_body,
                         twin=twin,
                         upload=upload,
                     )
@@ -276,8 +282,6 @@ def _upload_twin(
     upload = service.methods_by_name.get(spec.method)
     if upload is None or not (upload.client_streaming and upload.server_streaming):
         raise ValueError(f"{where}: {spec.method!r} is not a bidirectional-streaming method")
-    if _is_http_body(method, ""):
-        raise ValueError(f"{where}: a method answering with raw bytes cannot have one")
     chunk = _field_of_type(upload.input_type, _UPLOAD_CHUNK, where)
     request = _field_of_type(upload.input_type, method.input_type.full_name, where)
     response = _field_of_type(upload.output_type, method.output_type.full_name, where)
