@@ -598,6 +598,10 @@ class UploadTwinEndpoint(Endpoint):
             answer = _received(None if answer is grpc.aio.EOF else answer)
             if answer.HasField(upload.response_field):
                 body = self._encoder.encode(getattr(answer, upload.response_field))
+                # Answered only once the call has ended well: a twin that fails
+                # after its answer (or still reads the form) is not cut short.
+                if await call.read() is not grpc.aio.EOF:
+                    raise _received(None)  # a second answer: not what the contract says
                 return web.Response(body=body, content_type=JSON)
             events = self._event_encoder
             if events is None or not answer.HasField(upload.event_field):

@@ -20,7 +20,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
@@ -37,7 +37,8 @@ from hypothesis import strategies as st
 
 from gateway_http import create_app
 from gateway_http.api.v1 import annotations_pb2
-from gateway_http.endpoints import _FileSender
+from gateway_http.app import TRANSCODER
+from gateway_http.endpoints import UploadTwinEndpoint, _FileSender
 from gateway_http.routes import build_routes
 
 PACKAGE = "gatewayhttp.files.v1"
@@ -61,6 +62,10 @@ FORM_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 # before it sends a file's first piece (it looks ahead for the boundary, and
 # gathers reads into pieces of 256 KiB), so the twin always gets one.
 EARLY = 1024 * 1024
+# A file's first bytes after which the door has sent one piece and cannot have
+# sent two: it sends all it reads but its last read (at most a piece, 256 KiB,
+# kept to look for the boundary in), and a piece once it has 256 KiB.
+ONE_PIECE = 512 * 1024
 SLICE = 64 * 1024
 
 
@@ -445,6 +450,31 @@ async def client(files: tuple[Files, int], aiohttp_client: ClientFactory) -> Cli
     return await aiohttp_client(app_for(files[1]))
 
 
+def door_calls(client: Client) -> list[Any]:
+    """The twin calls the door makes from now on, as it makes them (to wait on their state)."""
+    app = client.app
+    assert app is not None
+    transcoder = app[TRANSCODER]
+    (endpoint,) = [e for e in transcoder.routes.values() if isinstance(e, UploadTwinEndpoint)]
+    multicallable = endpoint._call
+    assert multicallable is not None  # bound: the app is running
+    made: list[Any] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        made.append(multicallable(*args, **kwargs))
+        return made[-1]
+
+    endpoint._call = cast(Any, call)
+    return made
+
+
+async def finished(call: Any) -> None:
+    """Returns once the gRPC call has its status (the door's side of it)."""
+    done = asyncio.Event()
+    call.add_done_callback(lambda _: done.set())
+    await done.wait()
+
+
 # ------------------------------------------------------------------ form bodies
 
 
@@ -714,11 +744,45 @@ async def test_the_twin_refusing_while_the_door_writes(
     error = await error_of(resp, resp.status)
     if resp.status == 400:
         assert error["message"] == "The upload is refused."
-    else:
+    else:  # OpenAI's words for it, not gRPC's ("Internal error from Core")
         assert error["type"] == "server_error"
+        assert error["message"] == "The server had an error while processing your request."
     (seen,) = servicer.uploads
     assert seen.ended == "aborted" and seen.request is None
     assert drained_the_rest(seen) == (mode == "refuse")
+
+
+async def test_a_twin_refusing_unread_before_the_doors_next_piece_is_a_400(
+    client: Client, files: tuple[Files, int]
+) -> None:
+    # Outside the contract (the twin does not read the rest), but with no race: the
+    # door has sent one piece, and has the refusal's status before it sends another,
+    # so its next write fails in grpc.aio before it reaches gRPC's core (an
+    # InvalidStateError), and the door answers the status it has.
+    servicer = files[0]
+    servicer.on_chunk = "refuse undrained"
+    calls = door_calls(client)
+    head = form(upload("files", blob(2 * EARLY, 6), "a.bin"), close=False)
+    gate = head.index(b"\r\n\r\n") + 4 + ONE_PIECE  # the file's first ONE_PIECE bytes
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head[:gate]
+        await asyncio.wait_for(servicer.refused.wait(), 30)
+        await asyncio.wait_for(finished(calls[0]), 30)
+        for start in range(gate, len(head), SLICE):
+            yield head[start : start + SLICE]
+        yield form(text("note", "late"), upload("cover", b"c", "c.txt"))
+
+    error = await error_of(await post(client, body()), 400)
+    assert error["message"] == "The upload is refused."
+    assert error["type"] == "invalid_request_error"
+    (seen,) = servicer.uploads
+    assert seen.ended == "aborted" and seen.request is None
+    assert len(seen.chunks) == 1 and seen.drained == []
+    # The door is fine afterwards.
+    servicer.on_chunk = ""
+    resp = await post(client, form(text("note", "again")))
+    assert resp.status == 200 and (await resp.json())["note"] == "again"
 
 
 async def test_the_twin_answering_before_the_form_is_all_sent_is_its_answer(
