@@ -58,10 +58,11 @@ bodies follow one set of rules.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, http_exceptions, web
@@ -778,23 +779,34 @@ def _disposition(part: BodyPartReader, stream: _Metered) -> tuple[str, str | Non
     return name, filename
 
 
+async def _reads(
+    part: BodyPartReader, key: str, stream: _Metered, limit: int, size: int
+) -> AsyncGenerator[bytes, None]:
+    """A part's contents as aiohttp reads them (at most `size` bytes each), within the part limit.
+
+    A 413 as soon as the limit is passed; a body that is not a form is a 400.
+    What the caller does with each read raises its own errors, not these.
+    """
+    total = 0
+    while True:
+        try:
+            if part.at_eof():
+                return
+            read = await part.read_chunk(size)
+        except web.RequestPayloadError:
+            raise door_error(Reason.UNREADABLE_BODY) from None
+        except _NOT_A_FORM:
+            raise _invalid(_TRUNCATED if stream.at_eof() else _MALFORMED) from None
+        total += len(read)
+        if total > limit:
+            raise door_error(Reason.PART_TOO_LARGE, param=key, limit=limit)
+        yield read
+
+
 async def _read(part: BodyPartReader, key: str, stream: _Metered, limit: int) -> bytes:
-    """A part's contents, within the part limit (a 413 as soon as it is passed)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while not part.at_eof():
-            chunk = await part.read_chunk(_CHUNK_BYTES)
-            size += len(chunk)
-            if size > limit:
-                raise door_error(Reason.PART_TOO_LARGE, param=key, limit=limit)
-            chunks.append(chunk)
-    except web.RequestPayloadError:
-        raise door_error(Reason.UNREADABLE_BODY) from None
-    except _NOT_A_FORM:
-        raise _invalid(_TRUNCATED if stream.at_eof() else _MALFORMED) from None
-    # One copy, chunks -> bytes (none for a single chunk), then the chunks are dropped.
-    return b"".join(chunks)
+    """A part's contents, within the part limit (`_reads`)."""
+    # One copy, reads -> bytes (none for a single read), then the reads are dropped.
+    return b"".join([read async for read in _reads(part, key, stream, limit, _CHUNK_BYTES)])
 
 
 async def _send(
@@ -810,26 +822,15 @@ async def _send(
     piece sent is a message through gRPC and a turn of both loops. Within
     the part limit, as `_read`.
     """
-    size = 0
     gathered: list[bytes] = []
     gathered_bytes = 0
     begins = True
-    while True:
-        try:
-            if part.at_eof():
-                break
-            read = await part.read_chunk(_FILE_PIECE_BYTES)
-        except web.RequestPayloadError:
-            raise door_error(Reason.UNREADABLE_BODY) from None
-        except _NOT_A_FORM:
-            raise _invalid(_TRUNCATED if stream.at_eof() else _MALFORMED) from None
-        size += len(read)
-        if size > limit:
-            raise door_error(Reason.PART_TOO_LARGE, param=key, limit=limit)
-        gathered.append(read)
-        gathered_bytes += len(read)
-        if gathered_bytes >= _FILE_PIECE_BYTES:  # the sink's errors are its own, not the form's
-            await send(gathered, begins)
-            gathered, gathered_bytes, begins = [], 0, False
+    async with contextlib.aclosing(_reads(part, key, stream, limit, _FILE_PIECE_BYTES)) as reads:
+        async for read in reads:
+            gathered.append(read)
+            gathered_bytes += len(read)
+            if gathered_bytes >= _FILE_PIECE_BYTES:
+                await send(gathered, begins)
+                gathered, gathered_bytes, begins = [], 0, False
     if gathered_bytes or begins:  # an empty file still replaces what its field had
         await send(gathered, begins)
