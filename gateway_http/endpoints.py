@@ -721,10 +721,11 @@ def build_endpoint(
         )
     if route.upload is None or form is None:
         return endpoint
+    assert isinstance(unary, UnaryEndpoint)  # routes refuse upload twins on raw-bytes rules
     return UploadTwinEndpoint(
         endpoint,
         route.upload,
-        marshaler.response_encoder(route.response_class, route.response_body),
+        unary.encoder,
         event_encoder,
         timeout=timeout,
         response_headers=response_headers,
