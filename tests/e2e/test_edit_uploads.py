@@ -9,6 +9,7 @@ spooled files are replayed whole to a second deployment after a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from aqueduct.images.v1 import images_pb2, images_pb2_grpc
-from aqueduct_grpc.config import parse_config
+from aqueduct_grpc.config import GatewayConfig, parse_config
 from aqueduct_grpc.errors import GatewayError
 from aqueduct_grpc.images.edit_inputs import MAX_INPUT_IMAGE_BYTES, decode_inputs
 from aqueduct_grpc.images.uploaded_files import SPOOL_MEMORY_BYTES, UploadedFiles
@@ -68,6 +69,21 @@ def request(files: int = 1, *, mask: bool = False, **fields: Any) -> Upload:
     if mask:
         edit.mask.filename = "mask.png"
     return Upload(request=edit)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: GatewayConfig, database_url: str
+) -> AsyncIterator[tuple[images_pb2_grpc.ImageServiceStub, str]]:
+    """A core of its own, serving `config`: a stub on it, and a token."""
+    async with open_core(config, database_url=database_url) as core:
+        server = await start_grpc_server(core)
+        try:
+            _, secret = await core.tokens.create("test")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                yield images_pb2_grpc.ImageServiceStub(channel), secret
+        finally:
+            await server.stop(0)
 
 
 async def upload(
@@ -163,17 +179,8 @@ async def test_a_failed_deployment_is_followed_by_one_that_gets_every_byte(upstr
     config = parse_config(raw, source="test", environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     upstream.plan(Fail(503), Succeed())
     big = noisy_png(700)
-    async with open_core(config, database_url=database_url) as core:
-        server = await start_grpc_server(core)
-        try:
-            _, secret = await core.tokens.create("test")
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                stub = images_pb2_grpc.ImageServiceStub(channel)
-                [answer] = await upload(
-                    stub, secret, [*pieces("image", big), request(model="twice")]
-                )
-        finally:
-            await server.stop(0)
+    async with serving(config, database_url) as (stub, secret):
+        [answer] = await upload(stub, secret, [*pieces("image", big), request(model="twice")])
     assert len(answer.response.data) == 1
     assert [len(r.files) for r in upstream.requests] == [1, 1]
     assert all(r.files[0].data == big for r in upstream.requests)
@@ -344,18 +351,11 @@ def test_everything_received_counts_against_the_requests_limit() -> None:
 
 async def test_the_core_refuses_an_upload_past_its_message_limit(upstream, database_url, config):
     small = dataclasses.replace(config, max_message_bytes=2 * 1024 * 1024)
-    async with open_core(small, database_url=database_url) as core:
-        server = await start_grpc_server(core)
-        try:
-            _, secret = await core.tokens.create("test")
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                stub = images_pb2_grpc.ImageServiceStub(channel)
-                # Three files of 1 MB: each fits, together they do not.
-                messages = [m for i in range(3) for m in pieces("image", noisy_png(600), index=i)]
-                error = await refusal(stub, secret, [*messages, request(3)])
-            assert "the most one request may carry" in (error.details() or "")
-        finally:
-            await server.stop(0)
+    async with serving(small, database_url) as (stub, secret):
+        # Three files of 1 MB: each fits, together they do not.
+        messages = [m for i in range(3) for m in pieces("image", noisy_png(600), index=i)]
+        error = await refusal(stub, secret, [*messages, request(3)])
+    assert "the most one request may carry" in (error.details() or "")
     assert upstream.request_count == 0
 
 
